@@ -1,0 +1,48 @@
+# hitl-gateway: every command installs and starts what it needs (see README.md).
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint typecheck unit integration stack-up stack-down stack-status venv clean
+
+# The gateway's main job, end to end on the local stack.
+demo: $(STAMP) stack-up
+	$(BIN)/python loadtest/demo.py
+
+# The whole test suite against the real services.
+test: $(STAMP) stack-up lint typecheck
+	$(BIN)/pytest -q -p no:cacheprovider tests
+
+unit: $(STAMP)
+	$(BIN)/pytest -q tests/unit
+
+integration: $(STAMP) stack-up
+	$(BIN)/pytest -q tests/integration
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests loadtest deploy/local
+	$(BIN)/ruff format --check src tests loadtest deploy/local
+
+typecheck: $(STAMP)
+	$(BIN)/mypy
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+stack-up: $(STAMP)
+	$(BIN)/python deploy/local/stack.py up
+
+stack-down: $(STAMP)
+	$(BIN)/python deploy/local/stack.py down
+
+stack-status: $(STAMP)
+	$(BIN)/python deploy/local/stack.py status
+
+clean: stack-down
+	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache .hypothesis

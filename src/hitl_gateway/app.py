@@ -1,0 +1,103 @@
+"""Composition root: builds the parts, owns start/stop and signals. No per-record logic here.
+
+Lifecycle: signal -> stop event -> stop fetching -> finish the in-flight batch -> commit ->
+close in reverse order of start. A second signal, or a drain past the budget, exits at once:
+transactions make a hard exit safe (uncommitted work is aborted and re-read).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from contextlib import AsyncExitStack
+
+import structlog
+from prometheus_client import CollectorRegistry
+
+from hitl_gateway import __version__
+from hitl_gateway.metrics import GatewayMetrics
+from hitl_gateway.pipeline import Pipeline
+from hitl_gateway.server import HttpServer, build_app
+from hitl_gateway.settings import Settings
+
+log = structlog.get_logger(__name__)
+
+FORCED_EXIT_CODE = 70
+
+
+class Gateway:
+    def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
+        self.settings = settings
+        self.metrics = GatewayMetrics(registry)
+        self.pipeline = Pipeline(settings, self.metrics)
+        self.http: HttpServer | None = None
+        if settings.http.enabled:
+            self.http = HttpServer(settings.http, build_app(self.metrics.registry, self.ready))
+        self._stop = asyncio.Event()
+        self._running = False
+        self._watchdog: asyncio.Task[None] | None = None
+
+    def ready(self) -> bool:
+        return self._running and not self._stop.is_set()
+
+    def request_stop(self) -> None:
+        if not self._stop.is_set():
+            log.info("stop_requested")
+            self._stop.set()
+
+    async def run(
+        self,
+        *,
+        max_records: int | None = None,
+        idle_timeout_s: float | None = None,
+        handle_signals: bool = False,
+    ) -> None:
+        """Run until stopped. ``handle_signals`` is for the CLI process only: it installs
+        SIGTERM/SIGINT handlers and may hard-exit when the drain overruns its budget."""
+        loop = asyncio.get_running_loop()
+        if handle_signals:
+            for sig in (signal.SIGTERM, signal.SIGINT):
+                loop.add_signal_handler(sig, self._on_signal, sig)
+        log.info("gateway_starting", version=__version__, input_topic=self.settings.topics.outputs)
+        try:
+            async with AsyncExitStack() as stack:
+                if self.http is not None:
+                    await self.http.start()
+                    stack.push_async_callback(self.http.stop)
+                await self.pipeline.start()
+                stack.push_async_callback(self.pipeline.stop)
+                self._running = True
+                await self.pipeline.run(
+                    self._stop, max_records=max_records, idle_timeout_s=idle_timeout_s
+                )
+                self._running = False
+                if handle_signals:
+                    self._arm_watchdog()  # closing must fit the budget too
+            log.info("gateway_stopped", committed_records=self.pipeline.committed_records)
+        finally:
+            self._running = False
+            if self._watchdog is not None:
+                self._watchdog.cancel()
+            if handle_signals:
+                for sig in (signal.SIGTERM, signal.SIGINT):
+                    loop.remove_signal_handler(sig)
+
+    def _on_signal(self, sig: signal.Signals) -> None:
+        if self._stop.is_set():
+            log.warning("forced_exit", signal=sig.name)
+            os._exit(FORCED_EXIT_CODE)
+        log.info("signal_received", signal=sig.name)
+        self.request_stop()
+        self._arm_watchdog()
+
+    def _arm_watchdog(self) -> None:
+        if self._watchdog is None:
+            self._watchdog = asyncio.get_running_loop().create_task(self._drain_watchdog())
+
+    async def _drain_watchdog(self) -> None:
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.sleep(self.settings.runtime.shutdown_timeout_s)
+            log.error("shutdown_budget_exceeded", budget_s=self.settings.runtime.shutdown_timeout_s)
+            os._exit(FORCED_EXIT_CODE)

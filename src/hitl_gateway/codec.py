@@ -1,0 +1,90 @@
+"""Stage 1: raw Kafka value bytes -> a validated ``InputRecord``, or an ``Invalid`` verdict.
+
+Never raises for bad data: every input is classified, so the stream cannot be stopped by it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from hitl_gateway.models import DeadLetterReason, InputRecord, Invalid
+
+_TYPE_ERRORS = frozenset(
+    {
+        "string_type",
+        "float_type",
+        "int_type",
+        "bool_type",
+        "dict_type",
+        "model_type",
+        "model_attributes_type",
+        "datetime_type",
+        "none_required",
+    }
+)
+_RANGE_ERRORS = frozenset(
+    {
+        "greater_than",
+        "greater_than_equal",
+        "less_than",
+        "less_than_equal",
+        "finite_number",
+        "string_too_long",
+        "string_too_short",
+    }
+)
+
+
+def decode(value: bytes | None, *, max_bytes: int, max_id_length: int) -> InputRecord | Invalid:
+    """Classify one record value. Only the size check runs before parsing."""
+    if value is None:
+        return Invalid(DeadLetterReason.NULL_VALUE, "record value is null (a tombstone)")
+    if len(value) > max_bytes:
+        return Invalid(
+            DeadLetterReason.TOO_LARGE, f"record value is {len(value)} bytes, limit {max_bytes}"
+        )
+    try:
+        parsed: Any = orjson.loads(value)
+    except orjson.JSONDecodeError as exc:
+        return _classify_undecodable(value, exc)
+    if not isinstance(parsed, dict):
+        return Invalid(
+            DeadLetterReason.NOT_OBJECT, f"record is a JSON {type(parsed).__name__}, not an object"
+        )
+    try:
+        record = InputRecord.model_validate(parsed)
+    except ValidationError as exc:
+        return _classify_validation(exc)
+    if len(record.id) > max_id_length:
+        message = f"id is {len(record.id)} characters, limit {max_id_length}"
+        return Invalid(DeadLetterReason.OUT_OF_RANGE, message)
+    return record
+
+
+def _classify_undecodable(value: bytes, exc: orjson.JSONDecodeError) -> Invalid:
+    try:
+        value.decode("utf-8")
+    except UnicodeDecodeError as utf_exc:
+        return Invalid(
+            DeadLetterReason.NOT_UTF8, f"record is not valid UTF-8 at byte {utf_exc.start}"
+        )
+    return Invalid(DeadLetterReason.NOT_JSON, f"record is not valid JSON: {exc}")
+
+
+def _classify_validation(exc: ValidationError) -> Invalid:
+    first = exc.errors(include_url=False, include_input=False)[0]
+    path = ".".join(str(part) for part in first["loc"]) or "<record>"
+    kind = first["type"]
+    if kind == "missing":
+        reason = DeadLetterReason.MISSING_FIELD
+    elif kind in _TYPE_ERRORS:
+        reason = DeadLetterReason.WRONG_TYPE
+    elif kind in _RANGE_ERRORS:
+        reason = DeadLetterReason.OUT_OF_RANGE
+    else:
+        reason = DeadLetterReason.INVALID_FIELD
+    extra = f" (+{exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return Invalid(reason, f"field '{path}': {first['msg']}{extra}")

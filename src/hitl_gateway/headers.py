@@ -1,0 +1,27 @@
+"""Kafka header names the gateway writes: part of its wire contract with consumers."""
+
+from __future__ import annotations
+
+from typing import Any
+
+ROUTE = "hitl.route"
+GATEWAY_VERSION = "hitl.gateway.version"
+SOURCE_TOPIC = "hitl.source.topic"
+SOURCE_PARTITION = "hitl.source.partition"
+SOURCE_OFFSET = "hitl.source.offset"
+DLQ_REASON = "hitl.dlq.reason"
+DLQ_MESSAGE = "hitl.dlq.message"
+
+
+def source_headers(record: Any) -> list[tuple[str, bytes]]:
+    """Where an input record came from, so any output can be traced back to it."""
+    return [
+        (SOURCE_TOPIC, record.topic.encode()),
+        (SOURCE_PARTITION, str(record.partition).encode()),
+        (SOURCE_OFFSET, str(record.offset).encode()),
+    ]
+
+
+def original_headers(record: Any) -> list[tuple[str, bytes]]:
+    """The producer's own headers, kept as they were (a null header value becomes empty)."""
+    return [(key, value if value is not None else b"") for key, value in record.headers or ()]

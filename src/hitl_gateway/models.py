@@ -1,0 +1,77 @@
+"""The data the gateway routes: the input record contract, routes and dead-letter reasons."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from enum import StrEnum
+from typing import Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+
+# BCP 47 shape (language[-script][-region][-variant...]); validity of subtags is not checked.
+LanguageTag = Annotated[
+    str, StringConstraints(pattern=r"^[A-Za-z]{2,8}(-[A-Za-z0-9]{1,8})*$", max_length=64)
+]
+Probability = Annotated[float, Field(ge=0.0, le=1.0, allow_inf_nan=False)]
+
+
+class Route(StrEnum):
+    """Where a record goes. ``deliver_and_review`` is delivered now and copied to review."""
+
+    PASS = "pass"  # noqa: S105 - a route name, not a password
+    HOLD = "hold"
+    DELIVER_AND_REVIEW = "deliver_and_review"
+    DEADLETTER = "deadletter"
+
+
+class DeadLetterReason(StrEnum):
+    """Machine-readable reasons a record could not be routed. Bounded: safe as a metric label."""
+
+    NULL_VALUE = "null_value"
+    TOO_LARGE = "too_large"
+    NOT_UTF8 = "not_utf8"
+    NOT_JSON = "not_json"
+    NOT_OBJECT = "not_object"
+    MISSING_FIELD = "missing_field"
+    WRONG_TYPE = "wrong_type"
+    OUT_OF_RANGE = "out_of_range"
+    INVALID_FIELD = "invalid_field"
+    UNKNOWN_DOMAIN = "unknown_domain"
+
+
+class Judge(BaseModel):
+    """The automated grader's verdict carried on the record (LLM as judge)."""
+
+    model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
+
+    score: Annotated[float, Field(allow_inf_nan=False)] | None = None
+    grade: Annotated[str, StringConstraints(max_length=64)] | None = None
+    model: Annotated[str, StringConstraints(max_length=256)] | None = None
+
+
+class InputRecord(BaseModel):
+    """The fields of a model output that routing needs.
+
+    The payload itself (``output``) and any unknown fields are not modelled: the gateway
+    forwards the producer's original bytes untouched, so nothing is lost or re-encoded.
+    """
+
+    model_config = ConfigDict(frozen=True, strict=True, extra="ignore")
+
+    id: Annotated[str, StringConstraints(min_length=1, max_length=4_096)]
+    domain: Annotated[str, StringConstraints(min_length=1, max_length=128)]
+    confidence: Probability | None = None
+    language: LanguageTag | None = None
+    model: Annotated[str, StringConstraints(max_length=256)] | None = None
+    judge: Judge | None = None
+    metadata: dict[str, str] | None = None
+    created_at: datetime | None = Field(default=None, strict=False)
+
+
+@dataclass(frozen=True, slots=True)
+class Invalid:
+    """A record that cannot be routed: why (a bounded reason) and a message naming the field."""
+
+    reason: DeadLetterReason
+    message: str

@@ -1,0 +1,273 @@
+"""One batch, top to bottom: fetch -> decode -> route -> produce -> commit, per partition.
+
+Each input partition's records, their outputs and their offsets commit in one Kafka
+transaction on that partition's own producer. A failed transaction is aborted and the
+partition rewound, so infrastructure failures never become committed progress.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import structlog
+from aiokafka import TopicPartition
+from aiokafka.errors import KafkaError
+
+from hitl_gateway import __version__, headers
+from hitl_gateway.codec import decode
+from hitl_gateway.errors import FencedError, InfrastructureError
+from hitl_gateway.metrics import GatewayMetrics
+from hitl_gateway.models import Invalid, Route
+from hitl_gateway.settings import Settings
+from hitl_gateway.sink import Outgoing, PartitionProducer
+from hitl_gateway.source import Batch, Source
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class _Tally:
+    """What one partition batch did; applied to metrics only after its commit succeeds."""
+
+    routes: Counter[str] = field(default_factory=Counter)
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    delivered: int = 0
+
+
+class Backoff:
+    """Bounded exponential backoff for retried infrastructure failures."""
+
+    def __init__(self, initial_s: float, max_s: float) -> None:
+        self._initial_s = initial_s
+        self._max_s = max_s
+        self._next_s = initial_s
+
+    def next_delay(self) -> float:
+        delay, self._next_s = self._next_s, min(self._next_s * 2, self._max_s)
+        return delay
+
+    def reset(self) -> None:
+        self._next_s = self._initial_s
+
+
+class Pipeline:
+    def __init__(self, settings: Settings, metrics: GatewayMetrics) -> None:
+        self._settings = settings
+        self._metrics = metrics
+        self._source = Source(settings.kafka, settings.topics.outputs, owner=self)
+        self._producers: dict[TopicPartition, PartitionProducer] = {}
+        # Partitions whose transactional id a newer owner took; untouched until reassigned.
+        self._fenced: set[TopicPartition] = set()
+        # Held for a whole batch and by the rebalance callbacks: a revoke waits for the
+        # in-flight batch to commit, and no batch runs while ownership is changing.
+        self._lock = asyncio.Lock()
+        self._version = __version__.encode()
+        self.committed_records = 0
+        self.last_commit_monotonic = time.monotonic()
+
+    async def start(self) -> None:
+        await self._source.start()
+
+    async def stop(self) -> None:
+        await self._source.stop()
+        async with self._lock:
+            await self._release(set(self._producers))
+
+    # -- partition ownership (called by the consumer's rebalance listener) ----------------
+
+    async def partitions_assigned(self, tps: set[TopicPartition]) -> None:
+        async with self._lock:
+            self._fenced -= tps
+            try:
+                await self._take_ownership(tps)
+            except InfrastructureError as exc:
+                # aiokafka swallows listener errors; the run loop retries ownership instead.
+                log.warning("partition_ownership_deferred", error=str(exc))
+            log.info("partitions_assigned", partitions=_names(tps))
+
+    async def partitions_revoked(self, tps: set[TopicPartition]) -> None:
+        async with self._lock:
+            await self._release(tps)
+            self._fenced -= tps
+            log.info("partitions_revoked", partitions=_names(tps))
+
+    async def _take_ownership(self, tps: set[TopicPartition]) -> None:
+        """Start each partition's producer, then re-read its committed offset and seek to it.
+
+        aiokafka fetches committed offsets before calling the assign listener, while a
+        previous owner's transaction may still be open. ``init_transactions`` (in
+        ``start``) completes or aborts it, so only the offset read afterwards is current.
+        """
+        new = {tp: self._new_producer(tp) for tp in tps if tp not in self._producers}
+        results = await asyncio.gather(*(p.start() for p in new.values()), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        for tp, producer in new.items():
+            if producer.started:
+                self._producers[tp] = producer
+        for tp in new:
+            if tp in self._producers:
+                try:
+                    committed = await self._source.committed(tp)
+                except KafkaError as exc:
+                    await self._release({tp})
+                    failures.append(InfrastructureError(f"committed offset of {tp}: {exc!r}"))
+                    continue
+                if committed is not None:
+                    self._source.seek(tp, committed)
+        self._metrics.assigned_partitions.set(len(self._producers))
+        if failures:
+            raise InfrastructureError(f"could not take {len(failures)} partition(s): {failures[0]}")
+
+    def _new_producer(self, tp: TopicPartition) -> PartitionProducer:
+        return PartitionProducer(self._settings.kafka, tp, self._settings.limits.max_record_bytes)
+
+    async def _release(self, tps: set[TopicPartition]) -> None:
+        producers = [self._producers.pop(tp) for tp in tps if tp in self._producers]
+        await asyncio.gather(*(p.stop() for p in producers))
+        self._metrics.assigned_partitions.set(len(self._producers))
+
+    # -- the run loop ----------------------------------------------------------------------
+
+    async def run(
+        self,
+        stop: asyncio.Event,
+        *,
+        max_records: int | None = None,
+        idle_timeout_s: float | None = None,
+    ) -> None:
+        """Process batches until ``stop`` is set (or a test/load-test stop condition holds)."""
+        kafka = self._settings.kafka
+        runtime = self._settings.runtime
+        backoff = Backoff(runtime.retry_backoff_initial_s, runtime.retry_backoff_max_s)
+        last_activity = time.monotonic()
+        while not stop.is_set():
+            try:
+                async with self._lock:
+                    batch = await self._fetch(kafka.poll_timeout_ms, kafka.max_batch_records)
+                    if batch:
+                        await self._process(batch)
+                        last_activity = time.monotonic()
+                backoff.reset()
+            except InfrastructureError as exc:
+                delay = backoff.next_delay()
+                self._metrics.infrastructure_errors.labels(component="kafka").inc()
+                log.warning("infrastructure_error_retrying", error=str(exc), retry_in_s=delay)
+                await _wait(stop, delay)
+            if max_records is not None and self.committed_records >= max_records:
+                log.info("record_limit_reached", committed_records=self.committed_records)
+                return
+            if idle_timeout_s is not None and time.monotonic() - last_activity > idle_timeout_s:
+                log.info("idle_timeout_reached", idle_timeout_s=idle_timeout_s)
+                return
+
+    async def _fetch(self, timeout_ms: int, max_records: int) -> Batch:
+        try:
+            return await self._source.fetch(timeout_ms, max_records)
+        except KafkaError as exc:
+            raise InfrastructureError(f"fetch failed: {exc!r}") from exc
+
+    async def _process(self, batch: Batch) -> None:
+        started = time.perf_counter()
+        jobs = []
+        for tp, records in batch.items():
+            if tp in self._fenced:
+                continue
+            producer = self._producers.get(tp)
+            if producer is None:
+                # The assign callback could not take it; try now. Its seek makes these
+                # records stale, so they are re-fetched from the committed offset.
+                await self._take_ownership({tp})
+                continue
+            jobs.append(self._commit_partition(tp, producer, records))
+        results = await asyncio.gather(*jobs, return_exceptions=True)
+        self._metrics.batch_seconds.observe(time.perf_counter() - started)
+        errors = [r for r in results if isinstance(r, BaseException)]
+        for error in errors:
+            if not isinstance(error, InfrastructureError):
+                raise error
+        if errors:
+            raise errors[0]
+
+    async def _commit_partition(
+        self, tp: TopicPartition, producer: PartitionProducer, records: list[Any]
+    ) -> None:
+        tally = _Tally()
+        outgoing = [self._route(record, tally) for record in records]
+        offsets = {tp: records[-1].offset + 1}
+        try:
+            await producer.commit(outgoing, offsets, self._settings.kafka.group_id)
+        except FencedError:
+            log.error("partition_fenced", partition=_names({tp}))
+            self._fenced.add(tp)
+            self._source.pause(tp)
+            await self._release({tp})
+            raise
+        except InfrastructureError:
+            self._metrics.transactions.labels(outcome="abort").inc()
+            if not producer.started:
+                self._producers.pop(tp, None)
+            self._source.seek(tp, records[0].offset)
+            raise
+        self._account(tally, len(records))
+
+    def _route(self, record: Any, tally: _Tally) -> Outgoing:
+        limits = self._settings.limits
+        topics = self._settings.topics
+        verdict = decode(
+            record.value, max_bytes=limits.max_record_bytes, max_id_length=limits.max_id_length
+        )
+        if isinstance(verdict, Invalid):
+            tally.routes[Route.DEADLETTER] += 1
+            tally.dead_letters[verdict.reason] += 1
+            return Outgoing(
+                topic=topics.deadletter,
+                value=record.value,
+                key=record.key,
+                headers=[
+                    *headers.original_headers(record),
+                    (headers.DLQ_REASON, verdict.reason.value.encode()),
+                    (headers.DLQ_MESSAGE, verdict.message.encode()),
+                    *headers.source_headers(record),
+                    (headers.GATEWAY_VERSION, self._version),
+                ],
+            )
+        tally.routes[Route.PASS] += 1
+        tally.delivered += 1
+        return Outgoing(
+            topic=topics.delivered,
+            value=record.value,
+            key=record.key,
+            headers=[
+                *headers.original_headers(record),
+                (headers.ROUTE, Route.PASS.value.encode()),
+                *headers.source_headers(record),
+                (headers.GATEWAY_VERSION, self._version),
+            ],
+        )
+
+    def _account(self, tally: _Tally, count: int) -> None:
+        m = self._metrics
+        m.transactions.labels(outcome="commit").inc()
+        m.records_consumed.inc(count)
+        m.records_delivered.inc(tally.delivered)
+        m.batch_records.observe(count)
+        for route, n in tally.routes.items():
+            m.records_routed.labels(route=route).inc(n)
+        for reason, n in tally.dead_letters.items():
+            m.records_dead_lettered.labels(reason=reason).inc(n)
+        self.committed_records += count
+        self.last_commit_monotonic = time.monotonic()
+
+
+async def _wait(stop: asyncio.Event, delay_s: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), delay_s)
+
+
+def _names(tps: set[TopicPartition]) -> list[str]:
+    return sorted(f"{tp.topic}[{tp.partition}]" for tp in tps)

@@ -1,0 +1,200 @@
+"""Process settings: read once from the environment (prefix ``HITL_``, nesting with ``__``).
+
+Frozen and strict: an unknown ``HITL_*`` variable is an error naming it, so a typo never
+silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from hitl_gateway.errors import ConfigError
+
+ENV_PREFIX = "HITL_"
+NESTED_DELIMITER = "__"
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class KafkaSettings(_Section):
+    """Connection, group and transaction options; security options pass straight to aiokafka."""
+
+    bootstrap_servers: str = "127.0.0.1:9092"
+    client_id: str = "hitl-gateway"
+    group_id: str = "hitl-gateway"
+    # Static membership: a restarted instance with the same id takes its partitions back
+    # without waiting for the session timeout (StatefulSet pod names are a natural choice).
+    group_instance_id: str | None = None
+    transactional_id_prefix: str = "hitl-gateway"
+    session_timeout_ms: int = Field(default=10_000, ge=1_000)
+    heartbeat_interval_ms: int = Field(default=3_000, ge=100)
+    max_poll_interval_ms: int = Field(default=300_000, ge=1_000)
+    transaction_timeout_ms: int = Field(default=60_000, ge=1_000)
+    request_timeout_ms: int = Field(default=30_000, ge=1_000)
+    max_batch_records: int = Field(default=2_000, ge=1, le=100_000)
+    poll_timeout_ms: int = Field(default=200, ge=0, le=60_000)
+    fetch_max_bytes: int = Field(default=52_428_800, ge=1_024)
+    max_partition_fetch_bytes: int = Field(default=4_194_304, ge=1_024)
+    linger_ms: int = Field(default=5, ge=0)
+    compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "GSSAPI", "OAUTHBEARER"] = (
+        "PLAIN"
+    )
+    sasl_plain_username: str | None = None
+    sasl_plain_password: SecretStr | None = None
+    ssl_cafile: Path | None = None
+    ssl_certfile: Path | None = None
+    ssl_keyfile: Path | None = None
+    ssl_password: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _check_security(self) -> KafkaSettings:
+        uses_sasl = self.security_protocol.startswith("SASL")
+        if (
+            uses_sasl
+            and self.sasl_mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+            and (self.sasl_plain_username is None or self.sasl_plain_password is None)
+        ):
+            raise ValueError(
+                f"security_protocol={self.security_protocol} with sasl_mechanism="
+                f"{self.sasl_mechanism} needs sasl_plain_username and sasl_plain_password"
+            )
+        if self.heartbeat_interval_ms >= self.session_timeout_ms:
+            raise ValueError("heartbeat_interval_ms must be below session_timeout_ms")
+        return self
+
+    def security_options(self) -> dict[str, Any]:
+        """Keyword arguments for every aiokafka client (consumer, producer, admin)."""
+        options: dict[str, Any] = {"security_protocol": self.security_protocol}
+        if self.security_protocol in ("SSL", "SASL_SSL"):
+            from aiokafka.helpers import create_ssl_context  # noqa: PLC0415 - only when SSL is on
+
+            options["ssl_context"] = create_ssl_context(
+                cafile=str(self.ssl_cafile) if self.ssl_cafile else None,
+                certfile=str(self.ssl_certfile) if self.ssl_certfile else None,
+                keyfile=str(self.ssl_keyfile) if self.ssl_keyfile else None,
+                password=self.ssl_password.get_secret_value() if self.ssl_password else None,
+            )
+        if self.security_protocol.startswith("SASL"):
+            options["sasl_mechanism"] = self.sasl_mechanism
+            options["sasl_plain_username"] = self.sasl_plain_username
+            if self.sasl_plain_password is not None:
+                options["sasl_plain_password"] = self.sasl_plain_password.get_secret_value()
+        return options
+
+
+class TopicSettings(_Section):
+    """Topic names and layout. All data topics share one partition count (co-partitioned)."""
+
+    outputs: str = "hitl.outputs"
+    delivered: str = "hitl.delivered"
+    deadletter: str = "hitl.deadletter"
+    holds: str = "hitl.holds"
+    review_tasks: str = "hitl.review.tasks"
+    review_decisions: str = "hitl.review.decisions"
+    blocked: str = "hitl.blocked"
+    training: str = "hitl.training"
+    audit: str = "hitl.audit"
+    partitions: int = Field(default=3, ge=1, le=10_000)
+    replication_factor: int = Field(default=1, ge=1, le=32)
+
+    def all_names(self) -> list[str]:
+        return [
+            self.outputs,
+            self.delivered,
+            self.deadletter,
+            self.holds,
+            self.review_tasks,
+            self.review_decisions,
+            self.blocked,
+            self.training,
+            self.audit,
+        ]
+
+
+class RedisSettings(_Section):
+    url: str = "redis://127.0.0.1:6379/0"
+    password: SecretStr | None = None
+    socket_timeout_s: float = Field(default=5.0, gt=0)
+
+
+class HttpSettings(_Section):
+    """The gateway's HTTP server: ``/metrics`` now, health and review endpoints later."""
+
+    enabled: bool = True
+    host: str = "127.0.0.1"
+    port: int = Field(default=8000, ge=0, le=65_535)
+
+
+class LimitSettings(_Section):
+    max_record_bytes: int = Field(default=1_000_000, ge=256, le=50_000_000)
+    max_id_length: int = Field(default=256, ge=1, le=4_096)
+
+
+class RuntimeSettings(_Section):
+    shutdown_timeout_s: float = Field(default=20.0, gt=0)
+    retry_backoff_initial_s: float = Field(default=0.5, gt=0)
+    retry_backoff_max_s: float = Field(default=30.0, gt=0)
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+
+class Settings(BaseSettings):
+    """Everything the process reads from its environment, validated once at start."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter=NESTED_DELIMITER,
+        frozen=True,
+        extra="forbid",
+        case_sensitive=False,
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    topics: TopicSettings = TopicSettings()
+    redis: RedisSettings = RedisSettings()
+    http: HttpSettings = HttpSettings()
+    limits: LimitSettings = LimitSettings()
+    runtime: RuntimeSettings = RuntimeSettings()
+
+
+def _known_env_names(model: type[BaseModel], prefix: str) -> set[str]:
+    names: set[str] = set()
+    for name, field in model.model_fields.items():
+        env_name = f"{prefix}{name}".upper()
+        names.add(env_name)
+        annotation = field.annotation
+        if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+            names |= _known_env_names(annotation, f"{env_name}{NESTED_DELIMITER}")
+    return names
+
+
+def unknown_env_names(environ: Mapping[str, str]) -> list[str]:
+    """``HITL_*`` variables that name no setting (typos would otherwise be ignored)."""
+    known = _known_env_names(Settings, ENV_PREFIX)
+    candidates = (name for name in environ if name.upper().startswith(ENV_PREFIX))
+    return sorted(name for name in candidates if name.upper() not in known)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Validate the environment into ``Settings`` or raise ``ConfigError`` naming each problem."""
+    unknown = unknown_env_names(os.environ)
+    if unknown:
+        raise ConfigError(f"unknown setting(s) in the environment: {', '.join(unknown)}")
+    try:
+        return Settings(**overrides)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{ENV_PREFIX}{NESTED_DELIMITER.join(str(p).upper() for p in err['loc'])}: {err['msg']}"
+            for err in exc.errors()
+        )
+        raise ConfigError(f"invalid settings: {problems}") from exc

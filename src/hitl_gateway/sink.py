@@ -1,0 +1,144 @@
+"""Stage 3: Kafka producer wrapper. One transactional producer per owned input partition.
+
+aiokafka's ``send_offsets_to_transaction`` commits without the consumer group generation
+(no KIP-447), so a zombie that lost its partition is fenced only through its transactional
+id. Deriving that id from (group, topic, partition) makes the new owner's
+``init_transactions`` fence the old owner and abort whatever it left open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import structlog
+from aiokafka import AIOKafkaProducer, TopicPartition
+from aiokafka.errors import (
+    InvalidProducerEpoch,
+    KafkaError,
+    ProducerFenced,
+    TransactionalIdAuthorizationFailed,
+)
+
+from hitl_gateway.errors import FencedError, InfrastructureError
+from hitl_gateway.settings import KafkaSettings
+
+log = structlog.get_logger(__name__)
+
+Headers = list[tuple[str, bytes]]
+_FENCED = (ProducerFenced, InvalidProducerEpoch)
+# Room for headers around a maximum-size record.
+_REQUEST_OVERHEAD_BYTES = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """One record to produce inside a partition's transaction."""
+
+    topic: str
+    value: bytes | None
+    key: bytes | None
+    headers: Headers
+
+
+def transactional_id(settings: KafkaSettings, tp: TopicPartition) -> str:
+    return f"{settings.transactional_id_prefix}.{settings.group_id}.{tp.topic}.{tp.partition}"
+
+
+class PartitionProducer:
+    """Owns the transactional id of one input partition while this instance owns it."""
+
+    def __init__(self, settings: KafkaSettings, tp: TopicPartition, max_record_bytes: int) -> None:
+        self.tp = tp
+        self.transactional_id = transactional_id(settings, tp)
+        self._settings = settings
+        self._max_request_size = max_record_bytes + _REQUEST_OVERHEAD_BYTES
+        self._producer: AIOKafkaProducer | None = None
+        self._timeout_s = settings.request_timeout_ms / 1000
+
+    async def start(self) -> None:
+        """Create the producer; ``start()`` runs ``init_transactions``, fencing older owners."""
+        if self._producer is not None:
+            return
+        s = self._settings
+        producer = AIOKafkaProducer(
+            bootstrap_servers=s.bootstrap_servers,
+            client_id=f"{s.client_id}-p{self.tp.partition}",
+            transactional_id=self.transactional_id,
+            transaction_timeout_ms=s.transaction_timeout_ms,
+            request_timeout_ms=s.request_timeout_ms,
+            linger_ms=s.linger_ms,
+            compression_type=s.compression_type,
+            max_request_size=self._max_request_size,
+            **s.security_options(),
+        )
+        try:
+            await asyncio.wait_for(producer.start(), self._timeout_s)
+        except TransactionalIdAuthorizationFailed as exc:
+            await _close_quietly(producer)
+            raise InfrastructureError(f"not authorized for {self.transactional_id}") from exc
+        except (KafkaError, OSError, TimeoutError) as exc:
+            await _close_quietly(producer)
+            raise InfrastructureError(
+                f"could not start producer {self.transactional_id}: {exc!r}"
+            ) from exc
+        self._producer = producer
+
+    @property
+    def started(self) -> bool:
+        return self._producer is not None
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await _close_quietly(producer, self._timeout_s)
+
+    async def commit(
+        self, records: Sequence[Outgoing], offsets: dict[TopicPartition, int], group_id: str
+    ) -> None:
+        """Produce ``records`` and commit ``offsets`` atomically, or raise with nothing committed.
+
+        On failure the transaction is aborted; if even that fails the producer is dropped and
+        the next ``start()`` re-initialises it (a stuck producer never recovers by itself).
+        """
+        producer = self._producer
+        if producer is None:
+            raise InfrastructureError(f"producer for {self.tp} is not started")
+        try:
+            await producer.begin_transaction()
+            try:
+                futures = [
+                    await producer.send(o.topic, o.value, key=o.key, headers=o.headers)
+                    for o in records
+                ]
+                # Every record acknowledged before the offsets join the transaction.
+                await asyncio.wait_for(asyncio.gather(*futures), self._timeout_s)
+                await producer.send_offsets_to_transaction(offsets, group_id)
+                await asyncio.wait_for(producer.commit_transaction(), self._timeout_s)
+            except BaseException:
+                await self._abort()
+                raise
+        except _FENCED as exc:
+            raise FencedError(f"{self.transactional_id} was fenced by a newer owner") from exc
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise InfrastructureError(f"transaction on {self.tp} failed: {exc!r}") from exc
+
+    async def _abort(self) -> None:
+        producer = self._producer
+        if producer is None:
+            return
+        try:
+            await asyncio.wait_for(producer.abort_transaction(), self._timeout_s)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            log.warning(
+                "transaction_abort_failed", transactional_id=self.transactional_id, error=repr(exc)
+            )
+            await self.stop()
+
+
+async def _close_quietly(producer: AIOKafkaProducer, timeout_s: float = 5.0) -> None:
+    try:
+        await asyncio.wait_for(producer.stop(), timeout_s)
+    except (KafkaError, OSError, TimeoutError) as exc:
+        log.warning("producer_close_failed", error=repr(exc))

@@ -1,0 +1,107 @@
+"""Stage 0: Kafka consumer wrapper. Batches from ``getmany`` and partition ownership events.
+
+``read_committed``, no auto-commit: offsets are committed only inside producer transactions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any, Protocol
+
+import structlog
+from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import KafkaError
+
+from hitl_gateway.errors import InfrastructureError
+from hitl_gateway.settings import KafkaSettings
+
+log = structlog.get_logger(__name__)
+
+Batch = dict[TopicPartition, list[Any]]  # aiokafka ConsumerRecord is untyped
+
+
+class PartitionOwner(Protocol):
+    """Told when this instance gains or loses input partitions (called inside the rebalance)."""
+
+    async def partitions_assigned(self, tps: set[TopicPartition]) -> None: ...
+
+    async def partitions_revoked(self, tps: set[TopicPartition]) -> None: ...
+
+
+class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped base
+    def __init__(self, owner: PartitionOwner) -> None:
+        self._owner = owner
+
+    async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        await self._owner.partitions_revoked(set(revoked))
+
+    async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
+        await self._owner.partitions_assigned(set(assigned))
+
+
+class Source:
+    def __init__(self, settings: KafkaSettings, topic: str, owner: PartitionOwner) -> None:
+        self._settings = settings
+        self._topic = topic
+        self._owner = owner
+        self._consumer: AIOKafkaConsumer | None = None
+
+    async def start(self) -> None:
+        if self._consumer is not None:
+            return
+        s = self._settings
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap_servers,
+            client_id=s.client_id,
+            group_id=s.group_id,
+            group_instance_id=s.group_instance_id,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            session_timeout_ms=s.session_timeout_ms,
+            heartbeat_interval_ms=s.heartbeat_interval_ms,
+            max_poll_interval_ms=s.max_poll_interval_ms,
+            request_timeout_ms=max(s.request_timeout_ms, s.session_timeout_ms + 5_000),
+            fetch_max_bytes=s.fetch_max_bytes,
+            max_partition_fetch_bytes=s.max_partition_fetch_bytes,
+            **s.security_options(),
+        )
+        try:
+            await asyncio.wait_for(consumer.start(), s.request_timeout_ms / 1000)
+        except (KafkaError, OSError, TimeoutError) as exc:
+            await consumer.stop()
+            raise InfrastructureError(f"could not start the consumer: {exc!r}") from exc
+        consumer.subscribe([self._topic], listener=_Listener(self._owner))
+        self._consumer = consumer
+
+    async def stop(self) -> None:
+        """Leave the group; the revoke callback runs first, so owned partitions are released."""
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()
+
+    @property
+    def consumer(self) -> AIOKafkaConsumer:
+        if self._consumer is None:
+            raise InfrastructureError("the consumer is not started")
+        return self._consumer
+
+    async def fetch(self, timeout_ms: int, max_records: int) -> Batch:
+        batch: Batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+        return batch
+
+    async def committed(self, tp: TopicPartition) -> int | None:
+        """The group's committed offset, read from the broker now (never a cached value)."""
+        offset: int | None = await self.consumer.committed(tp)
+        return offset
+
+    def seek(self, tp: TopicPartition, offset: int) -> None:
+        """Rewind or advance; buffered records for ``tp`` are discarded by aiokafka."""
+        self.consumer.seek(tp, offset)
+
+    def pause(self, tp: TopicPartition) -> None:
+        """Stop fetching ``tp`` until the next assignment (which resets pauses)."""
+        self.consumer.pause(tp)
+
+    def assignment(self) -> set[TopicPartition]:
+        return set(self.consumer.assignment())
