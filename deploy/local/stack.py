@@ -154,7 +154,10 @@ def _spawn(cmd: list[str], log_path: Path, pidfile: Path) -> int:
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cmd,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
             start_new_session=True,  # survives the shell that ran `up`
         )
     pidfile.write_text(str(proc.pid))
@@ -235,7 +238,7 @@ def start_kafka(cfg: StackConfig) -> bool:
         "log4j.logger.kafka.server.BrokerServer=INFO\n"
     )
     _spawn(
-        ["java", f"-Xms256m", f"-Xmx{cfg.kafka_heap}", "-XX:+UseG1GC",
+        ["java", "-Xms256m", f"-Xmx{cfg.kafka_heap}", "-XX:+UseG1GC",
          f"-Dlog4j.configuration=file:{log4j}", "-cp", classpath, "kafka.Kafka", str(props)],
         cfg.root / "logs" / "kafka.log", pidfile,
     )  # fmt: skip
@@ -277,9 +280,10 @@ async def _kafka_ready(cfg: StackConfig) -> None:
         try:
             await admin.start()
             await admin.list_topics()
-            return
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
             last = exc
+        else:
+            return
         finally:
             await admin.close()
         await asyncio.sleep(0.5)
