@@ -60,11 +60,14 @@ class Pipeline:
         self._settings = settings
         self._metrics = metrics
         self._source = Source(settings.kafka, settings.topics.outputs, owner=self)
+        # Ownership of an input partition = its started producer + the next offset to process.
         self._producers: dict[TopicPartition, PartitionProducer] = {}
-        # Partitions whose transactional id a newer owner took; untouched until reassigned.
-        self._fenced: set[TopicPartition] = set()
-        # Held for a whole batch and by the rebalance callbacks: a revoke waits for the
-        # in-flight batch to commit, and no batch runs while ownership is changing.
+        self._next_offset: dict[TopicPartition, int] = {}
+        # Assigned, but the producer could not be started yet: retried by the run loop.
+        self._pending: set[TopicPartition] = set()
+        # Held while a batch is processed and by the rebalance callbacks: a revoke waits for
+        # the in-flight batch to commit. Never held across getmany, which blocks while a
+        # reassignment is in progress (that is, until the callbacks have run).
         self._lock = asyncio.Lock()
         self._version = __version__.encode()
         self.committed_records = 0
@@ -82,43 +85,48 @@ class Pipeline:
 
     async def partitions_assigned(self, tps: set[TopicPartition]) -> None:
         async with self._lock:
-            self._fenced -= tps
+            self._pending |= tps
             try:
-                await self._take_ownership(tps)
+                await self._take_ownership()
             except InfrastructureError as exc:
-                # aiokafka swallows listener errors; the run loop retries ownership instead.
+                # aiokafka swallows listener errors; the run loop retries the pending ones.
                 log.warning("partition_ownership_deferred", error=str(exc))
             log.info("partitions_assigned", partitions=_names(tps))
 
     async def partitions_revoked(self, tps: set[TopicPartition]) -> None:
         async with self._lock:
             await self._release(tps)
-            self._fenced -= tps
+            self._pending -= tps
             log.info("partitions_revoked", partitions=_names(tps))
 
-    async def _take_ownership(self, tps: set[TopicPartition]) -> None:
-        """Start each partition's producer, then re-read its committed offset and seek to it.
+    async def _take_ownership(self) -> None:
+        """Start each pending partition's producer, then re-read its committed offset.
 
         aiokafka fetches committed offsets before calling the assign listener, while a
-        previous owner's transaction may still be open. ``init_transactions`` (in
-        ``start``) completes or aborts it, so only the offset read afterwards is current.
+        previous owner's transaction may still be open, so a batch fetched meanwhile may
+        start too early. ``init_transactions`` (in ``start``) completes or aborts that
+        transaction; only the offset read afterwards is current. Records below it are
+        never processed (see ``_process``).
         """
-        new = {tp: self._new_producer(tp) for tp in tps if tp not in self._producers}
+        new = {tp: self._new_producer(tp) for tp in self._pending}
         results = await asyncio.gather(*(p.start() for p in new.values()), return_exceptions=True)
         failures = [r for r in results if isinstance(r, BaseException)]
         for tp, producer in new.items():
-            if producer.started:
-                self._producers[tp] = producer
-        for tp in new:
-            if tp in self._producers:
-                try:
-                    committed = await self._source.committed(tp)
-                except KafkaError as exc:
-                    await self._release({tp})
-                    failures.append(InfrastructureError(f"committed offset of {tp}: {exc!r}"))
-                    continue
-                if committed is not None:
-                    self._source.seek(tp, committed)
+            if not producer.started:
+                continue
+            try:
+                committed = await self._source.committed(tp)
+            except KafkaError as exc:
+                await producer.stop()
+                failures.append(InfrastructureError(f"committed offset of {tp}: {exc!r}"))
+                continue
+            self._producers[tp] = producer
+            self._pending.discard(tp)
+            if committed is None:
+                await self._source.seek_to_beginning(tp)
+            else:
+                self._next_offset[tp] = committed
+                self._source.seek(tp, committed)
         self._metrics.assigned_partitions.set(len(self._producers))
         if failures:
             raise InfrastructureError(f"could not take {len(failures)} partition(s): {failures[0]}")
@@ -128,6 +136,8 @@ class Pipeline:
 
     async def _release(self, tps: set[TopicPartition]) -> None:
         producers = [self._producers.pop(tp) for tp in tps if tp in self._producers]
+        for tp in tps:
+            self._next_offset.pop(tp, None)
         await asyncio.gather(*(p.stop() for p in producers))
         self._metrics.assigned_partitions.set(len(self._producers))
 
@@ -147,11 +157,14 @@ class Pipeline:
         last_activity = time.monotonic()
         while not stop.is_set():
             try:
-                async with self._lock:
-                    batch = await self._fetch(kafka.poll_timeout_ms, kafka.max_batch_records)
-                    if batch:
+                if self._pending:
+                    async with self._lock:
+                        await self._take_ownership()
+                batch = await self._fetch(kafka.poll_timeout_ms, kafka.max_batch_records)
+                if batch:
+                    async with self._lock:
                         await self._process(batch)
-                        last_activity = time.monotonic()
+                    last_activity = time.monotonic()
                 backoff.reset()
             except InfrastructureError as exc:
                 delay = backoff.next_delay()
@@ -174,16 +187,17 @@ class Pipeline:
     async def _process(self, batch: Batch) -> None:
         started = time.perf_counter()
         jobs = []
-        for tp, records in batch.items():
-            if tp in self._fenced:
-                continue
+        for tp, fetched in batch.items():
             producer = self._producers.get(tp)
             if producer is None:
-                # The assign callback could not take it; try now. Its seek makes these
-                # records stale, so they are re-fetched from the committed offset.
-                await self._take_ownership({tp})
+                # Not (or no longer) owned: revoked, fenced or pending after this batch was
+                # fetched. Taking ownership seeks it to the committed offset.
                 continue
-            jobs.append(self._commit_partition(tp, producer, records))
+            # A batch fetched before ownership settled may start below the committed offset.
+            floor = self._next_offset.get(tp, -1)
+            records = [r for r in fetched if r.offset >= floor]
+            if records:
+                jobs.append(self._commit_partition(tp, producer, records))
         results = await asyncio.gather(*jobs, return_exceptions=True)
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
         errors = [r for r in results if isinstance(r, BaseException)]
@@ -202,17 +216,19 @@ class Pipeline:
         try:
             await producer.commit(outgoing, offsets, self._settings.kafka.group_id)
         except FencedError:
+            # Paused until the group reassigns it (assignment resets pauses).
             log.error("partition_fenced", partition=_names({tp}))
-            self._fenced.add(tp)
             self._source.pause(tp)
             await self._release({tp})
             raise
         except InfrastructureError:
             self._metrics.transactions.labels(outcome="abort").inc()
-            if not producer.started:
-                self._producers.pop(tp, None)
             self._source.seek(tp, records[0].offset)
+            if not producer.started:  # dropped after a failed abort: take it afresh
+                await self._release({tp})
+                self._pending.add(tp)
             raise
+        self._next_offset[tp] = offsets[tp]
         self._account(tally, len(records))
 
     def _route(self, record: Any, tally: _Tally) -> Outgoing:

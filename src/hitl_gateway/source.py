@@ -99,6 +99,9 @@ class Source:
         """Rewind or advance; buffered records for ``tp`` are discarded by aiokafka."""
         self.consumer.seek(tp, offset)
 
+    async def seek_to_beginning(self, tp: TopicPartition) -> None:
+        await self.consumer.seek_to_beginning(tp)
+
     def pause(self, tp: TopicPartition) -> None:
         """Stop fetching ``tp`` until the next assignment (which resets pauses)."""
         self.consumer.pause(tp)

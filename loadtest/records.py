@@ -1,0 +1,106 @@
+"""Realistic model-output records for demos and load tests: a domain mix, confidence and
+language distributions, sized payloads, and a configurable share of malformed records."""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+import orjson
+
+# (domain, weight, typical confidence centre): mandatory-review domains are a small share of
+# traffic; general traffic dominates (the guide's "high-volume general AI" row).
+DOMAINS: tuple[tuple[str, float, float], ...] = (
+    ("clinical-summaries", 0.05, 0.85),
+    ("legal-drafts", 0.05, 0.80),
+    ("financial-advice", 0.05, 0.82),
+    ("support-chat", 0.45, 0.90),
+    ("ticket-classifier", 0.30, 0.88),
+    ("translations", 0.10, 0.86),
+)
+LANGUAGES: tuple[tuple[str, float], ...] = (
+    ("en", 0.6),
+    ("de", 0.1),
+    ("fr", 0.1),
+    ("es", 0.1),
+    ("ja", 0.05),
+    ("pt-BR", 0.05),
+)
+JUDGE_GRADES = ("A", "B", "C", "D")
+MODELS = ("summarizer-v7", "drafter-v3", "advisor-v2", "chat-v12", "classifier-v5", "mt-v4")
+
+# One malformed record per kind, each exercising a dead-letter reason.
+MALFORMED: tuple[bytes | None, ...] = (
+    None,  # tombstone / null value
+    b"\xff\xfe\x00garbage",  # not UTF-8
+    b'{"id": "x", "domain": ',  # truncated JSON
+    b"[1, 2, 3]",  # not an object
+    b'{"domain": "support-chat"}',  # missing id
+    b'{"id": 42, "domain": "support-chat"}',  # wrong type
+    b'{"id": "x", "domain": "support-chat", "confidence": 1.7}',  # out of range
+    b'{"id": "x", "domain": "support-chat", "language": "not a tag!"}',  # invalid field
+)
+
+
+@dataclass(frozen=True, slots=True)
+class GeneratedRecord:
+    key: bytes | None
+    value: bytes | None
+    valid: bool
+
+
+def _pick(rng: random.Random, weighted: tuple[tuple[str, float], ...]) -> str:
+    return rng.choices([w[0] for w in weighted], weights=[w[1] for w in weighted])[0]
+
+
+def make_record(
+    rng: random.Random, run_id: str, seq: int, payload_bytes: int = 1_024
+) -> GeneratedRecord:
+    """One valid model output of about ``payload_bytes`` bytes, keyed by its id."""
+    index = rng.choices(range(len(DOMAINS)), weights=[d[1] for d in DOMAINS])[0]
+    domain, _, centre = DOMAINS[index]
+    confidence = min(1.0, max(0.0, rng.gauss(centre, 0.12)))
+    item_id = f"{run_id}-{seq:08d}"
+    record = {
+        "id": item_id,
+        "domain": domain,
+        "confidence": round(confidence, 4),
+        "language": _pick(rng, LANGUAGES),
+        "model": MODELS[index],
+        "judge": {
+            "score": round(min(1.0, max(0.0, rng.gauss(confidence, 0.1))), 3),
+            "grade": rng.choice(JUDGE_GRADES),
+            "model": "judge-v2",
+        },
+        "metadata": {
+            "tenant": f"tenant-{rng.randrange(20)}",
+            "channel": rng.choice(["web", "api"]),
+        },
+        "created_at": "2026-11-24T12:00:00Z",
+        "output": {"text": ""},
+    }
+    skeleton = len(orjson.dumps(record))
+    record["output"] = {"text": "x" * max(0, payload_bytes - skeleton)}
+    return GeneratedRecord(key=item_id.encode(), value=orjson.dumps(record), valid=True)
+
+
+def make_stream(
+    count: int,
+    *,
+    run_id: str,
+    seed: int = 7,
+    payload_bytes: int = 1_024,
+    invalid_share: float = 0.0,
+) -> list[GeneratedRecord]:
+    """``count`` records, a deterministic function of its arguments."""
+    rng = random.Random(seed)
+    out: list[GeneratedRecord] = []
+    for seq in range(count):
+        if invalid_share and rng.random() < invalid_share:
+            value = MALFORMED[rng.randrange(len(MALFORMED))]
+            out.append(
+                GeneratedRecord(key=f"{run_id}-bad-{seq}".encode(), value=value, valid=False)
+            )
+        else:
+            out.append(make_record(rng, run_id, seq, payload_bytes))
+    return out
