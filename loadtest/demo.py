@@ -18,12 +18,11 @@ from pathlib import Path
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from records import make_stream  # noqa: E402 - sibling module of this script
-
-from hitl_gateway.admin import ensure_topics  # noqa: E402
-from hitl_gateway.app import Gateway  # noqa: E402
-from hitl_gateway.logs import configure_logging  # noqa: E402
-from hitl_gateway.settings import Settings, load_settings  # noqa: E402
+from hitl_gateway.admin import ensure_topics
+from hitl_gateway.app import Gateway
+from hitl_gateway.logs import configure_logging
+from hitl_gateway.settings import Settings, load_settings
+from records import make_stream
 
 
 async def _end_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartition, int]:
@@ -32,20 +31,12 @@ async def _end_offsets(settings: Settings, topics: list[str]) -> dict[TopicParti
     )
     await consumer.start()
     try:
-        tps = [
-            TopicPartition(t, p)
-            for t in topics
-            for p in sorted(consumer.partitions_for_topic(t) or await _partitions(consumer, t))
-        ]
+        await consumer.topics()  # loads metadata for every topic
+        tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
         offsets: dict[TopicPartition, int] = await consumer.end_offsets(tps)
         return offsets
     finally:
         await consumer.stop()
-
-
-async def _partitions(consumer: AIOKafkaConsumer, topic: str) -> set[int]:
-    await consumer._client.force_metadata_update()  # noqa: SLF001 - fresh metadata for topic
-    return consumer.partitions_for_topic(topic) or set()
 
 
 async def _produce(settings: Settings, records: list, rate: float) -> None:
@@ -101,7 +92,7 @@ async def _collect(
 
 
 def _scrape(port: int) -> list[str]:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:  # noqa: S310 - loopback
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as resp:
         text = resp.read().decode()
     return [
         line
