@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hitl_gateway.admin import ensure_topics
@@ -26,13 +27,18 @@ from records import make_stream
 
 
 async def _end_offsets(settings: Settings, topics: list[str]) -> dict[TopicPartition, int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        described = await admin.describe_topics(topics)
+    finally:
+        await admin.close()
+    tps = [TopicPartition(t["topic"], p["partition"]) for t in described for p in t["partitions"]]
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka.bootstrap_servers, isolation_level="read_committed"
     )
     await consumer.start()
     try:
-        await consumer.topics()  # loads metadata for every topic
-        tps = [TopicPartition(t, p) for t in topics for p in consumer.partitions_for_topic(t) or ()]
         offsets: dict[TopicPartition, int] = await consumer.end_offsets(tps)
         return offsets
     finally:
