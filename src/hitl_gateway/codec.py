@@ -5,6 +5,7 @@ Never raises for bad data: every input is classified, so the stream cannot be st
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import orjson
@@ -66,12 +67,25 @@ def decode(value: bytes | None, *, max_bytes: int, max_id_length: int) -> InputR
 
 def _classify_undecodable(value: bytes, exc: orjson.JSONDecodeError) -> Invalid:
     try:
-        value.decode("utf-8")
+        text = value.decode("utf-8")
     except UnicodeDecodeError as utf_exc:
         return Invalid(
             DeadLetterReason.NOT_UTF8, f"record is not valid UTF-8 at byte {utf_exc.start}"
         )
-    return Invalid(DeadLetterReason.NOT_JSON, f"record is not valid JSON: {exc}")
+    # Failure path only: the stdlib parser accepts NaN/Infinity (as Python producers emit
+    # them), so a NaN confidence is reported as the out-of-range field it is.
+    try:
+        lenient: Any = json.loads(text)
+    except (ValueError, RecursionError):
+        return Invalid(DeadLetterReason.NOT_JSON, f"record is not valid JSON: {exc}")
+    if isinstance(lenient, dict):
+        try:
+            InputRecord.model_validate(lenient)
+        except ValidationError as validation:
+            return _classify_validation(validation)
+    return Invalid(
+        DeadLetterReason.NOT_JSON, f"record uses a non-standard JSON constant (NaN/Infinity): {exc}"
+    )
 
 
 def _classify_validation(exc: ValidationError) -> Invalid:
