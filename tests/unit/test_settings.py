@@ -1,0 +1,76 @@
+"""Settings: validated, frozen, unknown HITL_* variables rejected, secrets masked."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from hitl_gateway.errors import ConfigError
+from hitl_gateway.settings import KafkaSettings, Settings, load_settings, unknown_env_names
+
+
+def test_defaults_name_the_design_topics() -> None:
+    topics = Settings().topics
+    assert (topics.outputs, topics.delivered, topics.deadletter) == (
+        "hitl.outputs",
+        "hitl.delivered",
+        "hitl.deadletter",
+    )
+    assert len(set(topics.all_names())) == 9
+
+
+def test_nested_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HITL_KAFKA__BOOTSTRAP_SERVERS", "broker:9093")
+    monkeypatch.setenv("HITL_TOPICS__PARTITIONS", "12")
+    monkeypatch.setenv("HITL_LIMITS__MAX_RECORD_BYTES", "2048")
+    s = load_settings()
+    assert s.kafka.bootstrap_servers == "broker:9093"
+    assert s.topics.partitions == 12
+    assert s.limits.max_record_bytes == 2048
+
+
+def test_unknown_variable_is_rejected_by_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HITL_KAFKA__BOOTSTRAP_SERVER", "typo:9092")
+    with pytest.raises(ConfigError, match="HITL_KAFKA__BOOTSTRAP_SERVER"):
+        load_settings()
+
+
+def test_unknown_env_names_ignores_other_prefixes() -> None:
+    env = {"HITL_KAFKA__GROUP_ID": "g", "HITL_NOPE": "x", "PATH": "/bin", "HITLER": "no"}
+    assert unknown_env_names(env) == ["HITL_NOPE"]
+
+
+def test_invalid_value_names_the_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("HITL_TOPICS__PARTITIONS", "zero")
+    with pytest.raises(ConfigError, match="HITL_TOPICS__PARTITIONS"):
+        load_settings()
+
+
+def test_settings_are_frozen() -> None:
+    s = Settings()
+    with pytest.raises(ValidationError):
+        s.kafka.group_id = "other"  # type: ignore[misc]
+
+
+def test_secrets_are_masked_when_printed() -> None:
+    kafka = KafkaSettings(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_plain_username="svc",
+        sasl_plain_password="hunter2",  # type: ignore[arg-type]
+    )
+    assert "hunter2" not in Settings(kafka=kafka).model_dump_json()
+    assert "hunter2" not in repr(kafka)
+    options = kafka.security_options()
+    assert options["sasl_plain_password"] == "hunter2"
+    assert options["sasl_mechanism"] == "SCRAM-SHA-512"
+    assert "ssl_context" in options
+
+
+def test_sasl_without_credentials_is_refused() -> None:
+    with pytest.raises(ValidationError, match="sasl_plain_username"):
+        KafkaSettings(security_protocol="SASL_PLAINTEXT")
+
+
+def test_plaintext_passes_no_security_extras() -> None:
+    assert KafkaSettings().security_options() == {"security_protocol": "PLAINTEXT"}
