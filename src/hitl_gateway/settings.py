@@ -167,20 +167,20 @@ class Settings(BaseSettings):
     runtime: RuntimeSettings = RuntimeSettings()
 
 
-def _known_env_names(model: type[BaseModel], prefix: str) -> set[str]:
+def known_env_names(model: type[BaseModel], prefix: str) -> set[str]:
     names: set[str] = set()
     for name, field in model.model_fields.items():
         env_name = f"{prefix}{name}".upper()
         names.add(env_name)
         annotation = field.annotation
         if isinstance(annotation, type) and issubclass(annotation, BaseModel):
-            names |= _known_env_names(annotation, f"{env_name}{NESTED_DELIMITER}")
+            names |= known_env_names(annotation, f"{env_name}{NESTED_DELIMITER}")
     return names
 
 
 def unknown_env_names(environ: Mapping[str, str]) -> list[str]:
     """``HITL_*`` variables that name no setting (typos would otherwise be ignored)."""
-    known = _known_env_names(Settings, ENV_PREFIX)
+    known = known_env_names(Settings, ENV_PREFIX)
     candidates = (name for name in environ if name.upper().startswith(ENV_PREFIX))
     return sorted(name for name in candidates if name.upper() not in known)
 

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from pydantic import ValidationError
 
 from hitl_gateway.errors import ConfigError
-from hitl_gateway.settings import KafkaSettings, Settings, load_settings, unknown_env_names
+from hitl_gateway.settings import (
+    ENV_PREFIX,
+    KafkaSettings,
+    Settings,
+    known_env_names,
+    load_settings,
+    unknown_env_names,
+)
 
 
 def test_defaults_name_the_design_topics() -> None:
@@ -74,3 +83,11 @@ def test_sasl_without_credentials_is_refused() -> None:
 
 def test_plaintext_passes_no_security_extras() -> None:
     assert KafkaSettings().security_options() == {"security_protocol": "PLAINTEXT"}
+
+
+def test_every_setting_is_documented() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "configuration.md").read_text()
+    sections = {name.upper() for name in Settings.model_fields}
+    leaves = known_env_names(Settings, ENV_PREFIX) - {f"{ENV_PREFIX}{s}" for s in sections}
+    missing = sorted(name for name in leaves if f"`{name}`" not in doc)
+    assert not missing, f"undocumented settings: {missing}"
