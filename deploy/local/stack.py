@@ -210,6 +210,18 @@ def _write_kafka_config(cfg: StackConfig) -> Path:
     return path
 
 
+def new_cluster_id() -> str:
+    """A KRaft cluster id: 16 random bytes, URL-safe base64, unpadded (22 characters).
+
+    Like Kafka's own ``Uuid.randomUuid``, it never starts with '-', which the format tool
+    would read as an option.
+    """
+    while True:
+        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        if not cluster_id.startswith("-"):
+            return cluster_id
+
+
 def start_kafka(cfg: StackConfig) -> bool:
     pidfile = cfg.root / "kafka.pid"
     if _pid_alive(pidfile, "kafka.Kafka"):
@@ -222,12 +234,13 @@ def start_kafka(cfg: StackConfig) -> bool:
     props = _write_kafka_config(cfg)
     classpath = f"{cfg.libs}/*"
     if not (cfg.root / "kafka-data" / "meta.properties").exists():
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
-        subprocess.run(
+        formatted = subprocess.run(
             ["java", "-cp", classpath, "kafka.tools.StorageTool", "format",
-             "-t", cluster_id, "-c", str(props), "-g"],
-            check=True, capture_output=True,
+             "-t", new_cluster_id(), "-c", str(props), "-g"],
+            check=False, capture_output=True, text=True,
         )  # fmt: skip
+        if formatted.returncode != 0:
+            raise StackError(f"formatting the Kafka log directory failed:\n{formatted.stderr}")
     log4j = cfg.root / "log4j.properties"
     log4j.write_text(
         "log4j.rootLogger=WARN, stdout\n"
