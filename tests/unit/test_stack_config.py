@@ -8,7 +8,8 @@ from pathlib import Path
 
 _PATH = Path(__file__).resolve().parents[2] / "deploy" / "local" / "stack.py"
 _spec = importlib.util.spec_from_file_location("stack", _PATH)
-assert _spec is not None and _spec.loader is not None
+assert _spec is not None
+assert _spec.loader is not None
 stack = importlib.util.module_from_spec(_spec)
 sys.modules["stack"] = stack
 _spec.loader.exec_module(stack)
