@@ -1,0 +1,1 @@
+"""Per-domain review policies: the file schema, the loader and the pure routing engine."""

@@ -1,0 +1,378 @@
+"""Stage 2: the routing engine. ``decide(record, policies, ...)`` is pure and synchronous.
+
+Precedence (first rule that fires wins; its action sets the route):
+mandatory_review > red_team > pre_launch > confidence_cascade > active_learning > sampling >
+deferred_review > pass. Sampling draws use a keyed hash of (policy version, seed, rule,
+record id), never ``random()``; quotas and budgets are read from a ``BudgetView`` and the
+slots a decision takes are returned as claims, so the same record routes the same way again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from dataclasses import dataclass
+
+from hitl_gateway.models import InputRecord, Route
+from hitl_gateway.policy.budget import BudgetView, Claim
+from hitl_gateway.policy.loader import LoadedPolicy, PolicySet, speaks
+from hitl_gateway.policy.schema import (
+    ActiveLearning,
+    ConfidenceCascade,
+    DomainPolicy,
+    FullReviewSample,
+    ReviewAction,
+    Sampling,
+)
+
+UNASSIGNED = "unassigned"
+_TTL_GRACE_S = 86_400
+
+
+@dataclass(frozen=True, slots=True)
+class Reason:
+    rule: str
+    detail: str  # with the numbers, e.g. "confidence 0.42 < 0.60"
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    domain: str
+    route: Route
+    reasons: tuple[Reason, ...]
+    policy_version: str
+    pool: str | None = None
+    reviewers: int = 0
+    adjudicator_pool: str | None = None
+    sla_deadline_ms: int | None = None
+    blind: bool = False
+    rubric: str | None = None
+    audit: bool = True
+    claims: tuple[Claim, ...] = ()
+
+    @property
+    def rule(self) -> str:
+        return self.reasons[0].rule
+
+
+@dataclass(frozen=True, slots=True)
+class _Fired:
+    rule: str
+    detail: str
+    action: ReviewAction
+    pool: str
+    sla_s: float
+    rubric: str | None = None
+    reviewers: int = 1
+    adjudicator_pool: str | None = None
+    blind: bool = False
+    claims: tuple[Claim, ...] = ()
+
+
+def unit_hash(version: str, seed: str, rule: str, item_id: str) -> float:
+    """A uniform draw in [0, 1) that is a pure function of its arguments."""
+    digest = hashlib.blake2b(
+        item_id.encode(), key=f"{version}|{seed}|{rule}".encode()[:64], digest_size=8
+    ).digest()
+    return int.from_bytes(digest, "big") / 2**64
+
+
+def decide(
+    record: InputRecord, policies: PolicySet, *, timestamp_ms: int, budgets: BudgetView
+) -> Decision:
+    loaded = policies.policy_for(record.domain)
+    if loaded is None:
+        return Decision(
+            domain=record.domain,
+            route=Route.DEADLETTER,
+            reasons=(Reason("unknown_domain", f"no policy for domain '{record.domain}'"),),
+            policy_version=policies.version,
+        )
+    fired = _first_rule(record, loaded, timestamp_ms, budgets)
+    policy = loaded.policy
+    audit_all = policy.audit.level == "full"
+    if fired is None:
+        return Decision(
+            domain=record.domain,
+            route=Route.PASS,
+            reasons=(Reason("pass", "no review rule matched"),),
+            policy_version=loaded.version,
+            audit=audit_all,
+        )
+    pool, language_reason = _pool_for(record, policy, policies, fired.pool)
+    reasons = [Reason(fired.rule, fired.detail)]
+    route = Route.HOLD if fired.action is ReviewAction.HOLD else Route.DELIVER_AND_REVIEW
+    if language_reason is not None:
+        reasons.append(language_reason)
+        if pool == UNASSIGNED:
+            route = Route.HOLD  # fail closed: nobody qualified has seen it
+    return Decision(
+        domain=record.domain,
+        route=route,
+        reasons=tuple(reasons),
+        policy_version=loaded.version,
+        pool=pool,
+        reviewers=fired.reviewers,
+        adjudicator_pool=fired.adjudicator_pool,
+        sla_deadline_ms=timestamp_ms + int(fired.sla_s * 1000),
+        blind=fired.blind,
+        rubric=fired.rubric,
+        audit=True,
+        claims=fired.claims,
+    )
+
+
+def candidate_claim_keys(record: InputRecord, policies: PolicySet, timestamp_ms: int) -> list[str]:
+    """Every budget key ``decide`` might read for this record (to prefetch in one round)."""
+    loaded = policies.policy_for(record.domain)
+    if loaded is None:
+        return []
+    p = loaded.policy
+    keys: list[str] = []
+    for name, rule in (("red_team", p.red_team), ("pre_launch", p.pre_launch)):
+        if rule is not None and rule.first is not None and _selects(rule, record):
+            keys.append(_first_n_key(loaded, name, record))
+    if p.active_learning is not None:
+        keys.append(_window_key(loaded, "active_learning", p.active_learning.budget.window,
+                                timestamp_ms))  # fmt: skip
+    if p.sampling is not None and p.sampling.quota is not None:
+        base = _window_key(loaded, "sampling", p.sampling.quota.window, timestamp_ms)
+        keys.append(base)
+        if p.sampling.stratify_by:
+            keys.append(f"{base}|{_stratum(record, p.sampling)}")
+    return keys
+
+
+# -- rules, in precedence order ---------------------------------------------------------------
+
+
+def _first_rule(
+    record: InputRecord, loaded: LoadedPolicy, timestamp_ms: int, budgets: BudgetView
+) -> _Fired | None:
+    p = loaded.policy
+    if p.mandatory_review is not None:
+        m = p.mandatory_review
+        return _Fired(
+            "mandatory_review",
+            f"every '{p.domain}' output is reviewed by {m.reviewers} reviewer(s)",
+            ReviewAction.HOLD,
+            m.pool,
+            m.sla,
+            m.rubric,
+            reviewers=m.reviewers,
+            adjudicator_pool=m.adjudicator_pool,
+        )
+    for name, rule in (("red_team", p.red_team), ("pre_launch", p.pre_launch)):
+        if rule is not None:
+            fired = _full_review(name, rule, record, loaded, budgets)
+            if fired is not None:
+                return fired
+    if p.confidence_cascade is not None:
+        fired = _cascade(p.confidence_cascade, record)
+        if fired is not None:
+            return fired
+    if p.active_learning is not None:
+        fired = _active_learning(p.active_learning, record, loaded, timestamp_ms, budgets)
+        if fired is not None:
+            return fired
+    if p.sampling is not None:
+        fired = _sampling(p.sampling, record, loaded, timestamp_ms, budgets)
+        if fired is not None:
+            return fired
+    if p.deferred_review is not None:
+        d = p.deferred_review
+        draw = unit_hash(loaded.version, p.seed, "deferred_review", record.id)
+        if draw < d.rate:
+            return _Fired(
+                "deferred_review",
+                f"sampled for later review (draw {draw:.4f} < rate {d.rate})",
+                ReviewAction.DELIVER_AND_REVIEW,
+                d.pool,
+                d.sla,
+            )
+    return None
+
+
+def _full_review(
+    name: str,
+    rule: FullReviewSample,
+    record: InputRecord,
+    loaded: LoadedPolicy,
+    budgets: BudgetView,
+) -> _Fired | None:
+    if not _selects(rule, record):
+        return None
+    claims: tuple[Claim, ...] = ()
+    detail = f"selected by {_selector_text(rule, record)}"
+    if rule.first is not None:
+        key = _first_n_key(loaded, name, record)
+        if not budgets.claimed(key, record.id):
+            used = budgets.used(key)
+            if used >= rule.first:
+                return None
+            claims = (Claim(key, rule.first, None),)
+            detail += f"; record {used + 1} of the first {rule.first}"
+        else:
+            detail += f"; one of the first {rule.first}"
+    return _Fired(name, detail, rule.action, rule.pool, rule.sla, rule.rubric, claims=claims)
+
+
+def _cascade(rule: ConfidenceCascade, record: InputRecord) -> _Fired | None:
+    why: list[str] = []
+    if rule.below is not None:
+        if record.confidence is None:
+            if rule.missing_confidence == "review":
+                why.append("confidence missing")
+        elif record.confidence < rule.below:
+            why.append(f"confidence {record.confidence:.4g} < {rule.below}")
+    judge = record.judge
+    score = judge.score if judge is not None else None
+    if rule.judge_score_below is not None and score is not None and score < rule.judge_score_below:
+        why.append(f"judge score {score:.4g} < {rule.judge_score_below}")
+    if rule.judge_grades and judge is not None and judge.grade in rule.judge_grades:
+        why.append(f"judge grade {judge.grade} in {list(rule.judge_grades)}")
+    if not why:
+        return None
+    return _Fired(
+        "confidence_cascade", "; ".join(why), rule.action, rule.pool, rule.sla, rule.rubric
+    )
+
+
+def _active_learning(
+    rule: ActiveLearning,
+    record: InputRecord,
+    loaded: LoadedPolicy,
+    timestamp_ms: int,
+    budgets: BudgetView,
+) -> _Fired | None:
+    low, high = rule.band
+    c = record.confidence
+    if c is None or not low <= c <= high:
+        return None
+    # 1 at the bottom of the band (least confident: most worth labelling), 0 at its top.
+    uncertainty = (high - c) / (high - low)
+    key = _window_key(loaded, "active_learning", rule.budget.window, timestamp_ms)
+    cap = rule.budget.count
+    if not budgets.claimed(key, record.id):
+        used = budgets.used(key)
+        # As the budget fills, only ever more uncertain cases are admitted.
+        if used >= cap or uncertainty < used / cap:
+            return None
+        claims: tuple[Claim, ...] = (Claim(key, cap, _ttl(rule.budget.window)),)
+        detail = (
+            f"confidence {c:.4g} in band [{low}, {high}] (uncertainty {uncertainty:.2f}); "
+            f"budget {used + 1}/{cap} this window"
+        )
+    else:
+        claims = ()
+        detail = f"confidence {c:.4g} in band [{low}, {high}]; budget slot already held"
+    return _Fired("active_learning", detail, ReviewAction.DELIVER_AND_REVIEW, rule.pool,
+                  rule.sla, rule.rubric, claims=claims)  # fmt: skip
+
+
+def _sampling(
+    rule: Sampling,
+    record: InputRecord,
+    loaded: LoadedPolicy,
+    timestamp_ms: int,
+    budgets: BudgetView,
+) -> _Fired | None:
+    draw = unit_hash(loaded.version, loaded.policy.seed, "sampling", record.id)
+    if rule.rate is not None:
+        if draw >= rule.rate:
+            return None
+        detail = f"sampled (draw {draw:.4f} < rate {rule.rate})"
+        return _Fired("sampling", detail, ReviewAction.DELIVER_AND_REVIEW, rule.pool, rule.sla,
+                      rule.rubric, blind=rule.blind)  # fmt: skip
+    assert rule.quota is not None  # schema: exactly one of rate or quota
+    quota = rule.quota
+    # Spread the quota over the window when the volume is known, rather than first-come.
+    volume = loaded.policy.expected_daily_volume
+    if volume:
+        expected = volume * quota.window / 86_400
+        gate = min(1.0, 2 * quota.count / expected) if expected else 1.0
+        if draw >= gate:
+            return None
+    key = _window_key(loaded, "sampling", quota.window, timestamp_ms)
+    keyed = [Claim(key, quota.count, _ttl(quota.window))]
+    stratum = ""
+    if rule.stratify_by:
+        stratum = _stratum(record, rule)
+        keyed.append(Claim(f"{key}|{stratum}", math.ceil(quota.count / rule.strata),
+                           _ttl(quota.window)))  # fmt: skip
+    if all(budgets.claimed(c.key, record.id) for c in keyed):
+        claims: tuple[Claim, ...] = ()
+    elif all(budgets.used(c.key) < c.cap for c in keyed):
+        claims = tuple(keyed)
+    else:
+        return None
+    slot = budgets.used(key) + (1 if claims else 0)
+    detail = f"quota sample {slot}/{quota.count} this window"
+    if stratum:
+        detail += f", stratum {stratum}"
+    return _Fired("sampling", detail, ReviewAction.DELIVER_AND_REVIEW, rule.pool, rule.sla,
+                  rule.rubric, blind=rule.blind, claims=claims)  # fmt: skip
+
+
+# -- helpers ----------------------------------------------------------------------------------
+
+
+def _pool_for(
+    record: InputRecord, policy: DomainPolicy, policies: PolicySet, rule_pool: str
+) -> tuple[str, Reason | None]:
+    """Route to native speakers; never silently to a pool that does not speak the language."""
+    language = record.language
+    if language is None:
+        return rule_pool, None
+    routes = policy.languages.pools
+    match = routes.get(language) or routes.get(language.split("-")[0])
+    if match is not None:
+        return match, Reason("language", f"'{language}' reviewed by native-speaker pool {match}")
+    pool = policies.pools.get(rule_pool)
+    # A pool that declares no languages serves any, unless the domain routes by language.
+    agnostic = pool is not None and not pool.languages and not routes
+    if agnostic or (pool is not None and speaks(pool, language)):
+        return rule_pool, None
+    fallback = policy.languages.fallback
+    if fallback == "hold_unassigned":
+        return UNASSIGNED, Reason("language", f"no pool speaks '{language}': held unassigned")
+    return fallback, Reason("language", f"no pool for '{language}': fallback pool {fallback}")
+
+
+def _selects(rule: FullReviewSample, record: InputRecord) -> bool:
+    if rule.models and record.model in rule.models:
+        return True
+    meta = record.metadata or {}
+    return bool(rule.metadata) and all(meta.get(k) == v for k, v in rule.metadata.items())
+
+
+def _selector_text(rule: FullReviewSample, record: InputRecord) -> str:
+    if rule.models and record.model in rule.models:
+        return f"model {record.model}"
+    return "tags " + ", ".join(f"{k}={v}" for k, v in sorted(rule.metadata.items()))
+
+
+def _stratum(record: InputRecord, rule: Sampling) -> str:
+    values = []
+    for path in rule.stratify_by:
+        if path == "judge.grade":
+            value = record.judge.grade if record.judge else None
+        elif path.startswith("metadata."):
+            value = (record.metadata or {}).get(path.removeprefix("metadata."))
+        else:
+            value = getattr(record, path)
+        values.append(f"{path}={value if value is not None else '-'}")
+    return ",".join(values)
+
+
+def _window_key(loaded: LoadedPolicy, rule: str, window_s: float, timestamp_ms: int) -> str:
+    window_id = int(timestamp_ms // (window_s * 1000))
+    return f"{loaded.policy.domain}|{rule}|{int(window_s)}s|{window_id}"
+
+
+def _first_n_key(loaded: LoadedPolicy, rule: str, record: InputRecord) -> str:
+    return f"{loaded.policy.domain}|{rule}|{record.model or '-'}"
+
+
+def _ttl(window_s: float) -> int:
+    return int(window_s * 2) + _TTL_GRACE_S

@@ -1,0 +1,191 @@
+"""Policy files -> one immutable ``PolicySet``, or every problem with its file, field and line.
+
+Layout: ``DIR/*.yaml`` holds one policy per domain (file name = domain); the reviewer pools
+are in ``DIR/../pools.yaml`` and the unknown-domain rule in ``DIR/../routing.yaml``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from hitl_gateway.errors import ConfigError
+from hitl_gateway.policy.schema import DomainPolicy, Pool, PoolFile, RoutingFile
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    file: str
+    path: str
+    line: int | None
+    message: str
+    severity: str = "error"
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        field_part = f" {self.path}:" if self.path else ""
+        return f"{where}: {self.severity}:{field_part} {self.message}"
+
+
+class PolicyError(ConfigError):
+    def __init__(self, problems: Sequence[Problem]) -> None:
+        self.problems = list(problems)
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+@dataclass(frozen=True, slots=True)
+class LoadedPolicy:
+    policy: DomainPolicy
+    version: str  # content hash of the domain's file and the pools file
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class PolicySet:
+    version: str  # content hash of every file in the set
+    pools: Mapping[str, Pool]
+    policies: Mapping[str, LoadedPolicy]
+    routing: RoutingFile
+    warnings: tuple[Problem, ...] = field(default=())
+
+    def policy_for(self, domain: str) -> LoadedPolicy | None:
+        found = self.policies.get(domain)
+        if found is None and self.routing.unknown_domains.policy is not None:
+            return self.policies.get(self.routing.unknown_domains.policy)
+        return found
+
+
+def _digest(*parts: bytes) -> str:
+    h = hashlib.sha256()
+    for part in parts:
+        h.update(len(part).to_bytes(8, "big"))
+        h.update(part)
+    return h.hexdigest()[:12]
+
+
+def _line_of(text: str, loc: Sequence[int | str]) -> int | None:
+    """1-based line of the YAML node at ``loc`` (or of its closest existing parent)."""
+    try:
+        node: Any = yaml.compose(text)
+    except yaml.YAMLError:
+        return None
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            match = next((v for k, v in node.value if k.value == str(part)), None)
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
+            match = node.value[part] if part < len(node.value) else None
+        else:
+            match = None
+        if match is None:
+            break
+        node = match
+        line = node.start_mark.line + 1
+    return line
+
+
+def _parse(path: Path, model: type[BaseModel], problems: list[Problem]) -> Any:
+    text = path.read_text(encoding="utf-8")
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        problems.append(Problem(str(path), "", mark.line + 1 if mark else None, f"not YAML: {exc}"))
+        return None
+    if not isinstance(data, dict):
+        problems.append(Problem(str(path), "", 1, "expected a mapping at the top level"))
+        return None
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        for err in exc.errors(include_url=False):
+            loc = [p for p in err["loc"] if not isinstance(p, str) or not p.startswith("function")]
+            dotted = ".".join(str(p) for p in loc)
+            problems.append(Problem(str(path), dotted, _line_of(text, loc), err["msg"]))
+        return None
+
+
+def load_policy_set(
+    policies_dir: Path, pools_file: Path | None = None, routing_file: Path | None = None
+) -> PolicySet:
+    """Load and cross-check every file; raise ``PolicyError`` listing all problems."""
+    policies_dir = Path(policies_dir)
+    pools_file = pools_file or policies_dir.parent / "pools.yaml"
+    routing_file = routing_file or policies_dir.parent / "routing.yaml"
+    problems: list[Problem] = []
+    if not policies_dir.is_dir():
+        raise PolicyError([Problem(str(policies_dir), "", None, "no such policy directory")])
+    if not pools_file.is_file():
+        raise PolicyError([Problem(str(pools_file), "", None, "no pools file")])
+
+    pool_file: PoolFile | None = _parse(pools_file, PoolFile, problems)
+    routing: RoutingFile | None = (
+        _parse(routing_file, RoutingFile, problems) if routing_file.is_file() else RoutingFile()
+    )
+    pools_bytes = pools_file.read_bytes()
+    pools = {p.name: p for p in pool_file.pools} if pool_file else {}
+
+    files = sorted(policies_dir.glob("*.yaml")) + sorted(policies_dir.glob("*.yml"))
+    if not files:
+        problems.append(Problem(str(policies_dir), "", None, "no policy files (*.yaml)"))
+    loaded: dict[str, LoadedPolicy] = {}
+    everything = [pools_bytes, routing_file.read_bytes() if routing_file.is_file() else b""]
+    for path in files:
+        raw = path.read_bytes()
+        everything += [path.name.encode(), raw]
+        policy: DomainPolicy | None = _parse(path, DomainPolicy, problems)
+        if policy is None:
+            continue
+        text = raw.decode("utf-8")
+        if policy.domain != path.stem:
+            line = _line_of(text, ["domain"])
+            msg = f"domain '{policy.domain}' must match the file name '{path.stem}'"
+            problems.append(Problem(str(path), "domain", line, msg))
+        if policy.domain in loaded:
+            problems.append(Problem(str(path), "domain", None, f"'{policy.domain}' defined twice"))
+        if pool_file is not None:
+            problems += _check_pools(path, text, policy, pools)
+        loaded[policy.domain] = LoadedPolicy(policy, _digest(raw, pools_bytes), str(path))
+
+    fallback_policy = routing.unknown_domains.policy if routing is not None else None
+    if fallback_policy is not None and fallback_policy not in loaded:
+        msg = f"names policy '{fallback_policy}', which does not exist"
+        problems.append(Problem(str(routing_file), "unknown_domains.policy", None, msg))
+    if problems or routing is None:
+        raise PolicyError(problems)
+    return PolicySet(
+        version=_digest(*everything),
+        pools=MappingProxyType(pools),
+        policies=MappingProxyType(loaded),
+        routing=routing,
+    )
+
+
+def _check_pools(
+    path: Path, text: str, policy: DomainPolicy, pools: Mapping[str, Pool]
+) -> list[Problem]:
+    problems = [
+        Problem(str(path), "", None, f"pool '{name}' is not defined in pools.yaml")
+        for name in sorted(policy.pool_names() - set(pools))
+    ]
+    for language, pool_name in policy.languages.pools.items():
+        pool = pools.get(pool_name)
+        if pool is not None and not speaks(pool, language):
+            line = _line_of(text, ["languages", "pools", language])
+            msg = f"pool '{pool_name}' does not list language '{language}'"
+            problems.append(Problem(str(path), f"languages.pools.{language}", line, msg))
+    return problems
+
+
+def speaks(pool: Pool, language: str) -> bool:
+    """Whether ``pool`` serves ``language``: ``de`` serves ``de-AT``; ``pt-BR`` alone not ``pt``."""
+    primary = language.split("-", maxsplit=1)[0].lower()
+    spoken = {lang.lower() for lang in pool.languages}
+    return language.lower() in spoken or primary in spoken
