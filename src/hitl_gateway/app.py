@@ -17,8 +17,11 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from hitl_gateway import __version__
+from hitl_gateway.budgets import RedisBudgets
 from hitl_gateway.metrics import GatewayMetrics
 from hitl_gateway.pipeline import Pipeline
+from hitl_gateway.policy.store import PolicyStore
+from hitl_gateway.routing import Router
 from hitl_gateway.server import HttpServer, build_app
 from hitl_gateway.settings import Settings
 
@@ -31,7 +34,11 @@ class Gateway:
     def __init__(self, settings: Settings, registry: CollectorRegistry | None = None) -> None:
         self.settings = settings
         self.metrics = GatewayMetrics(registry)
-        self.pipeline = Pipeline(settings, self.metrics)
+        self.policies = PolicyStore(settings.policy, self.metrics)  # invalid files: fail fast
+        self.budgets = RedisBudgets(settings.redis)
+        self.pipeline = Pipeline(
+            settings, self.metrics, self.policies, Router(settings, self.budgets)
+        )
         self.http: HttpServer | None = None
         if settings.http.enabled:
             self.http = HttpServer(settings.http, build_app(self.metrics.registry, self.ready))
@@ -60,14 +67,18 @@ class Gateway:
         if handle_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self._on_signal, sig)
+            loop.add_signal_handler(signal.SIGHUP, self.policies.reload)
         log.info("gateway_starting", version=__version__, input_topic=self.settings.topics.outputs)
         try:
             async with AsyncExitStack() as stack:
                 if self.http is not None:
                     await self.http.start()
                     stack.push_async_callback(self.http.stop)
+                stack.push_async_callback(self.budgets.stop)
                 await self.pipeline.start()
                 stack.push_async_callback(self.pipeline.stop)
+                watcher = asyncio.create_task(self.policies.watch(self._stop), name="policy-watch")
+                stack.push_async_callback(_cancel, watcher)
                 self._running = True
                 await self.pipeline.run(
                     self._stop, max_records=max_records, idle_timeout_s=idle_timeout_s
@@ -81,7 +92,7 @@ class Gateway:
             if self._watchdog is not None:
                 self._watchdog.cancel()
             if handle_signals:
-                for sig in (signal.SIGTERM, signal.SIGINT):
+                for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(sig)
 
     def _on_signal(self, sig: signal.Signals) -> None:
@@ -101,3 +112,9 @@ class Gateway:
             await asyncio.sleep(self.settings.runtime.shutdown_timeout_s)
             log.error("shutdown_budget_exceeded", budget_s=self.settings.runtime.shutdown_timeout_s)
             os._exit(FORCED_EXIT_CODE)
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task

@@ -5,6 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 ROUTE = "hitl.route"
+RULE = "hitl.rule"
+POLICY_VERSION = "hitl.policy.version"
+HOLD = "hitl.hold"  # JSON: the hold's state, pool, deadline, reasons, content hash
+HOLD_KEY = "hitl.hold.key"  # the input record's own key (the hold is keyed by item id)
 GATEWAY_VERSION = "hitl.gateway.version"
 SOURCE_TOPIC = "hitl.source.topic"
 SOURCE_PARTITION = "hitl.source.partition"

@@ -8,7 +8,7 @@ from __future__ import annotations
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, Info
 
 from hitl_gateway import __version__
-from hitl_gateway.models import DeadLetterReason, Route
+from hitl_gateway.models import DeadLetterReason
 
 _LATENCY_BUCKETS_S = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 _BATCH_BUCKETS = (1, 10, 50, 100, 250, 500, 1_000, 2_500, 5_000, 10_000)
@@ -22,7 +22,25 @@ class GatewayMetrics:
             "hitl_records_consumed", "Input records read and committed.", registry=r
         )
         self.records_routed = Counter(
-            "hitl_records_routed", "Input records routed, by route.", ["route"], registry=r
+            "hitl_records_routed",
+            "Input records routed, by policy domain and route ('-' for invalid records).",
+            ["domain", "route"],
+            registry=r,
+        )
+        self.review_tasks = Counter(
+            "hitl_review_tasks", "Review tasks published (held or deliver-and-review).", registry=r
+        )
+        self.policy_info = Gauge(
+            "hitl_policy_info",
+            "The policy set in force (value 1), by version.",
+            ["version"],
+            registry=r,
+        )
+        self.policy_reloads = Counter(
+            "hitl_policy_reloads",
+            "Policy reload attempts, by outcome (success or failure).",
+            ["outcome"],
+            registry=r,
         )
         self.records_delivered = Counter(
             "hitl_records_delivered", "Records released to the delivered topic.", registry=r
@@ -63,9 +81,13 @@ class GatewayMetrics:
         self.build = Info("hitl_build", "Gateway build information.", registry=r)
         self.build.info({"version": __version__})
         # Publish every bounded label value at zero so rate() and alerts see the series at once.
-        for route in Route:
-            self.records_routed.labels(route=route.value)
+        for outcome in ("success", "failure"):
+            self.policy_reloads.labels(outcome=outcome)
         for reason in DeadLetterReason:
             self.records_dead_lettered.labels(reason=reason.value)
         for outcome in ("commit", "abort"):
             self.transactions.labels(outcome=outcome)
+
+    def set_policy_version(self, version: str) -> None:
+        self.policy_info.clear()
+        self.policy_info.labels(version=version).set(1)

@@ -1,4 +1,4 @@
-"""One batch, top to bottom: fetch -> decode -> route -> produce -> commit, per partition.
+"""One batch, top to bottom: fetch -> route (routing.py) -> produce -> commit, per partition.
 
 Each input partition's records, their outputs and their offsets commit in one Kafka
 transaction on that partition's own producer. A failed transaction is aborted and the
@@ -10,33 +10,21 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections import Counter
-from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from hitl_gateway import __version__, headers
-from hitl_gateway.codec import decode
 from hitl_gateway.errors import FencedError, InfrastructureError
 from hitl_gateway.metrics import GatewayMetrics
-from hitl_gateway.models import Invalid, Route
+from hitl_gateway.policy.store import PolicyStore
+from hitl_gateway.routing import Router, Tally
 from hitl_gateway.settings import Settings
-from hitl_gateway.sink import Outgoing, PartitionProducer
+from hitl_gateway.sink import PartitionProducer
 from hitl_gateway.source import Batch, Source
 
 log = structlog.get_logger(__name__)
-
-
-@dataclass(slots=True)
-class _Tally:
-    """What one partition batch did; applied to metrics only after its commit succeeds."""
-
-    routes: Counter[str] = field(default_factory=Counter)
-    dead_letters: Counter[str] = field(default_factory=Counter)
-    delivered: int = 0
 
 
 class Backoff:
@@ -56,9 +44,13 @@ class Backoff:
 
 
 class Pipeline:
-    def __init__(self, settings: Settings, metrics: GatewayMetrics) -> None:
+    def __init__(
+        self, settings: Settings, metrics: GatewayMetrics, policies: PolicyStore, router: Router
+    ) -> None:
         self._settings = settings
         self._metrics = metrics
+        self._policies = policies
+        self._router = router
         self._source = Source(settings.kafka, settings.topics.outputs, owner=self)
         # Ownership of an input partition = its started producer + the next offset to process.
         self._producers: dict[TopicPartition, PartitionProducer] = {}
@@ -69,7 +61,6 @@ class Pipeline:
         # the in-flight batch to commit. Never held across getmany, which blocks while a
         # reassignment is in progress (that is, until the callbacks have run).
         self._lock = asyncio.Lock()
-        self._version = __version__.encode()
         self.committed_records = 0
         self.last_commit_monotonic = time.monotonic()
 
@@ -210,8 +201,8 @@ class Pipeline:
     async def _commit_partition(
         self, tp: TopicPartition, producer: PartitionProducer, records: list[Any]
     ) -> None:
-        tally = _Tally()
-        outgoing = [self._route(record, tally) for record in records]
+        # One policy set per partition batch: a reload never splits a batch.
+        outgoing, tally = await self._router.route(records, self._policies.current)
         offsets = {tp: records[-1].offset + 1}
         try:
             await producer.commit(outgoing, offsets, self._settings.kafka.group_id)
@@ -231,49 +222,15 @@ class Pipeline:
         self._next_offset[tp] = offsets[tp]
         self._account(tally, len(records))
 
-    def _route(self, record: Any, tally: _Tally) -> Outgoing:
-        limits = self._settings.limits
-        topics = self._settings.topics
-        verdict = decode(
-            record.value, max_bytes=limits.max_record_bytes, max_id_length=limits.max_id_length
-        )
-        if isinstance(verdict, Invalid):
-            tally.routes[Route.DEADLETTER] += 1
-            tally.dead_letters[verdict.reason] += 1
-            return Outgoing(
-                topic=topics.deadletter,
-                value=record.value,
-                key=record.key,
-                headers=[
-                    *headers.original_headers(record),
-                    (headers.DLQ_REASON, verdict.reason.value.encode()),
-                    (headers.DLQ_MESSAGE, verdict.message.encode()),
-                    *headers.source_headers(record),
-                    (headers.GATEWAY_VERSION, self._version),
-                ],
-            )
-        tally.routes[Route.PASS] += 1
-        tally.delivered += 1
-        return Outgoing(
-            topic=topics.delivered,
-            value=record.value,
-            key=record.key,
-            headers=[
-                *headers.original_headers(record),
-                (headers.ROUTE, Route.PASS.value.encode()),
-                *headers.source_headers(record),
-                (headers.GATEWAY_VERSION, self._version),
-            ],
-        )
-
-    def _account(self, tally: _Tally, count: int) -> None:
+    def _account(self, tally: Tally, count: int) -> None:
         m = self._metrics
         m.transactions.labels(outcome="commit").inc()
         m.records_consumed.inc(count)
         m.records_delivered.inc(tally.delivered)
+        m.review_tasks.inc(tally.review_tasks)
         m.batch_records.observe(count)
-        for route, n in tally.routes.items():
-            m.records_routed.labels(route=route).inc(n)
+        for (domain, route), n in tally.routes.items():
+            m.records_routed.labels(domain=domain, route=route).inc(n)
         for reason, n in tally.dead_letters.items():
             m.records_dead_lettered.labels(reason=reason).inc(n)
         self.committed_records += count

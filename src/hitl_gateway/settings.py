@@ -121,6 +121,15 @@ class TopicSettings(_Section):
         ]
 
 
+class PolicySettings(_Section):
+    """Where the policy files are; relative paths resolve against the working directory."""
+
+    dir: Path = Path("configs/policies")
+    pools_file: Path | None = None  # default: <dir>/../pools.yaml
+    routing_file: Path | None = None  # default: <dir>/../routing.yaml
+    reload_interval_s: float = Field(default=5.0, ge=0)  # 0: reload on SIGHUP only
+
+
 class RedisSettings(_Section):
     url: str = "redis://127.0.0.1:6379/0"
     password: SecretStr | None = None
@@ -161,6 +170,7 @@ class Settings(BaseSettings):
 
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
+    policy: PolicySettings = PolicySettings()
     redis: RedisSettings = RedisSettings()
     http: HttpSettings = HttpSettings()
     limits: LimitSettings = LimitSettings()

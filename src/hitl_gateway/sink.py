@@ -40,6 +40,7 @@ class Outgoing:
     value: bytes | None
     key: bytes | None
     headers: Headers
+    partition: int | None = None  # None: the key's partition
 
 
 def transactional_id(settings: KafkaSettings, tp: TopicPartition) -> str:
@@ -109,7 +110,9 @@ class PartitionProducer:
             await producer.begin_transaction()
             try:
                 futures = [
-                    await producer.send(o.topic, o.value, key=o.key, headers=o.headers)
+                    await producer.send(
+                        o.topic, o.value, key=o.key, headers=o.headers, partition=o.partition
+                    )
                     for o in records
                 ]
                 # Every record acknowledged before the offsets join the transaction.

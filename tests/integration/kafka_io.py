@@ -7,6 +7,7 @@ import os
 import time
 import uuid
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -15,6 +16,8 @@ from aiokafka.admin import AIOKafkaAdminClient
 from hitl_gateway.settings import (
     HttpSettings,
     KafkaSettings,
+    PolicySettings,
+    RedisSettings,
     RuntimeSettings,
     Settings,
     TopicSettings,
@@ -24,7 +27,13 @@ BOOTSTRAP = os.environ.get("TEST_KAFKA_BOOTSTRAP", "127.0.0.1:9092")
 REDIS_URL = os.environ.get("TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 
-def fresh_settings(partitions: int = 3, **kafka: Any) -> Settings:
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+
+
+def fresh_settings(
+    partitions: int = 3, policy_dir: Path = FIXTURES / "passthrough" / "policies", **kafka: Any
+) -> Settings:
     """Settings with topics, group and transactional ids no other test shares."""
     uid = uuid.uuid4().hex[:10]
     names = {
@@ -44,6 +53,8 @@ def fresh_settings(partitions: int = 3, **kafka: Any) -> Settings:
             **kafka,
         ),
         topics=TopicSettings(partitions=partitions, **names),
+        policy=PolicySettings(dir=policy_dir, reload_interval_s=0.2),
+        redis=RedisSettings(url=REDIS_URL),
         http=HttpSettings(port=0),
         runtime=RuntimeSettings(log_format="json", shutdown_timeout_s=20),
     )

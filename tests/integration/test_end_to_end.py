@@ -67,6 +67,7 @@ async def test_every_valid_record_is_delivered_once_with_identical_bytes(
 
     assert registry.get_sample_value("hitl_records_consumed_total") == N
     assert registry.get_sample_value("hitl_records_delivered_total") == N
-    assert registry.get_sample_value("hitl_records_routed_total", {"route": "pass"}) == N
+    routed = {"domain": "support-chat", "route": "pass"}
+    assert registry.get_sample_value("hitl_records_routed_total", routed) == N
     assert registry.get_sample_value("hitl_kafka_transactions_total", {"outcome": "abort"}) == 0
     assert await read_all(settings.topics.deadletter) == []

@@ -1,0 +1,244 @@
+"""Stage 2: one partition's records -> decisions -> the records they produce.
+
+decode (codec) -> decide (pure engine, budgets read in one round trip) -> claim budget slots
+atomically -> build outputs: delivered, hold, review task, audit event, dead letter.
+Holds and audit events go to the input partition's number, so the owner of an input
+partition is the only writer of its holds and audit partitions.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from hitl_gateway import __version__, headers
+from hitl_gateway.budgets import RedisBudgets
+from hitl_gateway.codec import decode
+from hitl_gateway.models import DeadLetterReason, InputRecord, Invalid, Route
+from hitl_gateway.policy.budget import MemoryLedger
+from hitl_gateway.policy.engine import Decision, candidate_claim_keys, decide
+from hitl_gateway.policy.loader import PolicySet
+from hitl_gateway.settings import Settings
+from hitl_gateway.sink import Outgoing
+
+TASK_SCHEMA_VERSION = 1
+
+
+@dataclass(slots=True)
+class Tally:
+    """What one partition batch did; applied to metrics only after its commit succeeds."""
+
+    routes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (domain, route)
+    dead_letters: Counter[str] = field(default_factory=Counter)
+    delivered: int = 0
+    review_tasks: int = 0
+
+
+class Router:
+    def __init__(self, settings: Settings, budgets: RedisBudgets | None) -> None:
+        self._settings = settings
+        self._topics = settings.topics
+        self._budgets = budgets
+        self._version = __version__.encode()
+
+    async def route(self, records: list[Any], policies: PolicySet) -> tuple[list[Outgoing], Tally]:
+        limits = self._settings.limits
+        tally = Tally()
+        verdicts = [
+            decode(r.value, max_bytes=limits.max_record_bytes, max_id_length=limits.max_id_length)
+            for r in records
+        ]
+        decisions = await self._decide_all(records, verdicts, policies)
+        out: list[Outgoing] = []
+        for record, verdict, decision in zip(records, verdicts, decisions, strict=True):
+            if isinstance(verdict, Invalid):
+                out.append(self._dead_letter(record, verdict.reason, verdict.message))
+                tally.dead_letters[verdict.reason] += 1
+                tally.routes[("-", Route.DEADLETTER)] += 1
+                continue
+            assert decision is not None
+            if decision.route is Route.DEADLETTER:
+                message = decision.reasons[0].detail
+                out.append(self._dead_letter(record, DeadLetterReason.UNKNOWN_DOMAIN, message))
+                tally.dead_letters[DeadLetterReason.UNKNOWN_DOMAIN] += 1
+                tally.routes[("-", Route.DEADLETTER)] += 1
+                continue
+            out += self._outputs(record, verdict, decision, policies)
+            tally.routes[(decision.domain, decision.route)] += 1
+            if decision.route in (Route.PASS, Route.DELIVER_AND_REVIEW):
+                tally.delivered += 1
+            if decision.route in (Route.HOLD, Route.DELIVER_AND_REVIEW):
+                tally.review_tasks += 1
+        return out, tally
+
+    async def _decide_all(
+        self, records: list[Any], verdicts: list[InputRecord | Invalid], policies: PolicySet
+    ) -> list[Decision | None]:
+        valid = [(i, v) for i, v in enumerate(verdicts) if isinstance(v, InputRecord)]
+        keys = {
+            key for i, v in valid for key in candidate_claim_keys(v, policies, records[i].timestamp)
+        }
+        ledger = MemoryLedger()
+        if keys:
+            if self._budgets is None:
+                raise RuntimeError("policies with quotas or budgets need Redis")
+            ledger = await self._budgets.snapshot(keys, [v.id for _, v in valid])
+        decided: dict[int, Decision] = {}
+        pending = valid
+        # Decide; claim the slots atomically; where a cap was reached meanwhile (another
+        # partition or instance), mark it full and decide those records again.
+        while pending:
+            for i, v in pending:
+                decided[i] = decide(v, policies, timestamp_ms=records[i].timestamp, budgets=ledger)
+                ledger.apply(v.id, decided[i].claims)
+            claiming = [(i, v) for i, v in pending if decided[i].claims]
+            if not claiming or self._budgets is None:
+                break
+            granted = await self._budgets.claim([(v.id, decided[i].claims) for i, v in claiming])
+            pending = [iv for iv, ok in zip(claiming, granted, strict=True) if not ok]
+            for i, _ in pending:
+                for claim in decided[i].claims:
+                    ledger.mark_full(claim.key, claim.cap)
+        return [decided.get(i) for i in range(len(records))]
+
+    # -- output records ---------------------------------------------------------------------
+
+    def _outputs(
+        self, record: Any, item: InputRecord, decision: Decision, policies: PolicySet
+    ) -> list[Outgoing]:
+        base = [
+            *headers.original_headers(record),
+            (headers.ROUTE, decision.route.value.encode()),
+            (headers.RULE, decision.rule.encode()),
+            (headers.POLICY_VERSION, decision.policy_version.encode()),
+            *headers.source_headers(record),
+            (headers.GATEWAY_VERSION, self._version),
+        ]
+        out: list[Outgoing] = []
+        reviewed = decision.route in (Route.HOLD, Route.DELIVER_AND_REVIEW)
+        content_hash = _content_hash(record.value) if reviewed or decision.audit else ""
+        if decision.route in (Route.PASS, Route.DELIVER_AND_REVIEW):
+            out.append(Outgoing(self._topics.delivered, record.value, record.key, base))
+        if decision.route is Route.HOLD:
+            hold = self._hold_meta(record, item, decision, content_hash)
+            hold_headers = [*base, (headers.HOLD, orjson.dumps(hold))]
+            if record.key is not None:
+                hold_headers.append((headers.HOLD_KEY, record.key))
+            out.append(
+                Outgoing(
+                    self._topics.holds,
+                    record.value,
+                    item.id.encode(),
+                    hold_headers,
+                    partition=record.partition,
+                )
+            )
+        if reviewed:
+            out.append(self._task(record, item, decision, content_hash))
+        if decision.audit:
+            out.append(self._audit(record, item, decision, policies, content_hash))
+        return out
+
+    def _hold_meta(
+        self, record: Any, item: InputRecord, d: Decision, content_hash: str
+    ) -> dict[str, Any]:
+        return {
+            "item_id": item.id,
+            "state": "pending",
+            "domain": d.domain,
+            "pool": d.pool,
+            "reviewers": d.reviewers,
+            "adjudicator_pool": d.adjudicator_pool,
+            "rubric": d.rubric,
+            "sla_deadline_ms": d.sla_deadline_ms,
+            "policy_version": d.policy_version,
+            "rule": d.rule,
+            "reasons": [{"rule": r.rule, "detail": r.detail} for r in d.reasons],
+            "content_hash": content_hash,
+            "held_at_ms": record.timestamp,
+            "source": _source(record),
+        }
+
+    def _task(self, record: Any, item: InputRecord, d: Decision, content_hash: str) -> Outgoing:
+        shown: Any = orjson.Fragment(record.value)
+        if d.blind:
+            body = orjson.loads(record.value)
+            body.pop("judge", None)  # blind review: the reviewer must not see the judge's grade
+            shown = body
+        task = {
+            "type": "review_task",
+            "schema_version": TASK_SCHEMA_VERSION,
+            "item_id": item.id,
+            "domain": d.domain,
+            "route": d.route.value,
+            "blocking": d.route is Route.HOLD,
+            "pool": d.pool,
+            "rule": d.rule,
+            "reasons": [{"rule": r.rule, "detail": r.detail} for r in d.reasons],
+            "reviewers": d.reviewers,
+            "adjudicator_pool": d.adjudicator_pool,
+            "rubric": d.rubric,
+            "deadline_ms": d.sla_deadline_ms,
+            "blind": d.blind,
+            "content_hash": content_hash,
+            "policy_version": d.policy_version,
+            "source": _source(record),
+            "created_at_ms": record.timestamp,
+            "record": shown,
+        }
+        task_headers = [(headers.GATEWAY_VERSION, self._version)]
+        return Outgoing(
+            self._topics.review_tasks, orjson.dumps(task), item.id.encode(), task_headers
+        )
+
+    def _audit(
+        self, record: Any, item: InputRecord, d: Decision, policies: PolicySet, content_hash: str
+    ) -> Outgoing:
+        event = {
+            "type": "routed",
+            "item_id": item.id,
+            "domain": d.domain,
+            "route": d.route.value,
+            "rule": d.rule,
+            "reasons": [{"rule": r.rule, "detail": r.detail} for r in d.reasons],
+            "pool": d.pool,
+            "policy_version": d.policy_version,
+            "policy_set_version": policies.version,
+            "content_hash": content_hash,
+            "source": _source(record),
+            "at_ms": record.timestamp,
+            "gateway_version": __version__,
+        }
+        return Outgoing(
+            self._topics.audit,
+            orjson.dumps(event),
+            item.id.encode(),
+            [],
+            partition=record.partition,
+        )
+
+    def _dead_letter(self, record: Any, reason: DeadLetterReason, message: str) -> Outgoing:
+        return Outgoing(
+            topic=self._topics.deadletter,
+            value=record.value,
+            key=record.key,
+            headers=[
+                *headers.original_headers(record),
+                (headers.DLQ_REASON, reason.value.encode()),
+                (headers.DLQ_MESSAGE, message.encode()),
+                *headers.source_headers(record),
+                (headers.GATEWAY_VERSION, self._version),
+            ],
+        )
+
+
+def _content_hash(value: bytes) -> str:
+    return "sha256:" + hashlib.sha256(value).hexdigest()
+
+
+def _source(record: Any) -> dict[str, Any]:
+    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}
