@@ -100,9 +100,8 @@ class Router:
                 break
             granted = await self._budgets.claim([(v.id, decided[i].claims) for i, v in claiming])
             pending = [iv for iv, ok in zip(claiming, granted, strict=True) if not ok]
-            for i, _ in pending:
-                for claim in decided[i].claims:
-                    ledger.mark_full(claim.key, claim.cap)
+            for i, v in pending:
+                ledger.deny(v.id, decided[i].claims)
         return [decided.get(i) for i in range(len(records))]
 
     # -- output records ---------------------------------------------------------------------

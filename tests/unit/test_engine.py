@@ -233,3 +233,14 @@ def _without_volume(policies: PolicySet, domain: str) -> PolicySet:
     policy = loaded.policy.model_copy(update={"expected_daily_volume": None})
     new = {**policies.policies, domain: type(loaded)(policy, loaded.version, loaded.source)}
     return PolicySet(policies.version, policies.pools, new, policies.routing)
+
+
+def test_a_denied_claim_is_not_held_and_the_record_is_decided_again() -> None:
+    ledger = MemoryLedger()
+    record = rec("ticket-classifier", "late", confidence=0.0)
+    first = route(record, ledger)
+    assert first.claims  # took a slot locally...
+    ledger.deny(record.id, first.claims)  # ...that the shared store refused
+    again = decide(record, POLICIES, timestamp_ms=T0, budgets=ledger)
+    assert again.route is Route.PASS
+    assert not ledger.claimed(first.claims[0].key, record.id)

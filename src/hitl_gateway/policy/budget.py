@@ -49,5 +49,10 @@ class MemoryLedger:
         self._members[key] |= known
         self._extra_used[key] = max(0, used - len(self._members[key]))
 
-    def mark_full(self, key: str, cap: int) -> None:
-        self._extra_used[key] = max(self._extra_used[key], cap - len(self._members[key]))
+    def deny(self, item_id: str, claims: Iterable[Claim]) -> None:
+        """The store refused these claims (the cap was reached elsewhere): drop them, full."""
+        for claim in claims:
+            self._members[claim.key].discard(item_id)
+            self._extra_used[claim.key] = max(
+                self._extra_used[claim.key], claim.cap - len(self._members[claim.key])
+            )
