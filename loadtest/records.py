@@ -11,12 +11,16 @@ import orjson
 # (domain, weight, typical confidence centre): mandatory-review domains are a small share of
 # traffic; general traffic dominates (the guide's "high-volume general AI" row).
 DOMAINS: tuple[tuple[str, float, float], ...] = (
-    ("clinical-summaries", 0.05, 0.85),
-    ("legal-drafts", 0.05, 0.80),
-    ("financial-advice", 0.05, 0.82),
-    ("support-chat", 0.45, 0.90),
-    ("ticket-classifier", 0.30, 0.88),
-    ("translations", 0.10, 0.86),
+    ("clinical-summaries", 0.03, 0.85),
+    ("legal-drafts", 0.02, 0.80),
+    ("financial-advice", 0.03, 0.82),
+    ("support-chat", 0.30, 0.90),
+    ("ticket-classifier", 0.20, 0.88),
+    ("translations", 0.07, 0.86),
+    ("general-assistant", 0.25, 0.90),
+    ("engineering-answers", 0.04, 0.88),
+    ("product-search", 0.03, 0.87),
+    ("startup-copilot", 0.03, 0.89),
 )
 LANGUAGES: tuple[tuple[str, float], ...] = (
     ("en", 0.6),
@@ -26,8 +30,22 @@ LANGUAGES: tuple[tuple[str, float], ...] = (
     ("ja", 0.05),
     ("pt-BR", 0.05),
 )
+# Domains serving several languages; the others are English-only products.
+MULTILINGUAL = frozenset({"translations", "support-chat"})
 JUDGE_GRADES = ("A", "B", "C", "D")
-MODELS = ("summarizer-v7", "drafter-v3", "advisor-v2", "chat-v12", "classifier-v5", "mt-v4")
+MODELS = (
+    "summarizer-v7",
+    "drafter-v3",
+    "advisor-v2",
+    "chat-v12",
+    "classifier-v5",
+    "mt-v4",
+    "assistant-v9",
+    "eng-qa-v2",
+    "search-v2",
+    "copilot-v1",
+)
+RED_TEAM_SHARE = 0.01
 
 # One malformed record per kind, each exercising a dead-letter reason.
 MALFORMED: tuple[bytes | None, ...] = (
@@ -65,7 +83,7 @@ def make_record(
         "id": item_id,
         "domain": domain,
         "confidence": round(confidence, 4),
-        "language": _pick(rng, LANGUAGES),
+        "language": _pick(rng, LANGUAGES) if domain in MULTILINGUAL else "en",
         "model": MODELS[index],
         "judge": {
             "score": round(min(1.0, max(0.0, rng.gauss(confidence, 0.1))), 3),
@@ -104,3 +122,30 @@ def make_stream(
         else:
             out.append(make_record(rng, run_id, seq, payload_bytes))
     return out
+
+
+def main() -> None:
+    """Write a JSON-lines traffic file, e.g. for ``hitl-gateway policy simulate --input``."""
+    import argparse  # noqa: PLC0415 - only for the command line
+    import sys  # noqa: PLC0415
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--count", type=int, default=10_000)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--payload-bytes", type=int, default=512)
+    parser.add_argument("--invalid-share", type=float, default=0.0)
+    args = parser.parse_args()
+    out = sys.stdout.buffer
+    for rec in make_stream(
+        args.count,
+        run_id="sim",
+        seed=args.seed,
+        payload_bytes=args.payload_bytes,
+        invalid_share=args.invalid_share,
+    ):
+        if rec.value is not None:
+            out.write(rec.value.replace(b"\n", b" ") + b"\n")
+
+
+if __name__ == "__main__":
+    main()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import structlog
 
@@ -17,6 +19,7 @@ from hitl_gateway.settings import Settings, load_settings
 log = structlog.get_logger(__name__)
 
 EXIT_CONFIG = 2
+DEFAULT_POLICY_DIR = Path("configs/policies")
 EXIT_FAILURE = 1
 
 
@@ -42,6 +45,18 @@ def _parser() -> argparse.ArgumentParser:
     settings_sub = settings.add_subparsers(dest="settings_command", required=True)
     settings_sub.add_parser("show", help="print the effective settings (secrets masked)")
 
+    policy = sub.add_parser("policy", help="validate, simulate and document policy files")
+    policy_sub = policy.add_subparsers(dest="policy_command", required=True)
+    check = policy_sub.add_parser("check", help="validate every file; non-zero exit on errors")
+    check.add_argument("dir", nargs="?", type=Path, default=DEFAULT_POLICY_DIR)
+    check.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    sim = policy_sub.add_parser("simulate", help="replay recorded records through the engine")
+    sim.add_argument("--input", type=Path, required=True, help="JSON lines, one record each")
+    sim.add_argument("--policies", type=Path, default=DEFAULT_POLICY_DIR)
+    sim.add_argument("--diff", type=Path, metavar="OLD_DIR", help="compare with another set")
+    schema = policy_sub.add_parser("schema", help="write the JSON Schemas of the policy files")
+    schema.add_argument("--out", type=Path, default=Path("configs/schema"))
+
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -51,6 +66,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "version":
         print(__version__)
         return 0
+    if args.command == "policy":
+        return _policy_command(args)
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -75,6 +92,47 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.error("gateway_failed", error=str(exc))
         return EXIT_FAILURE
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _policy_command(args: argparse.Namespace) -> int:
+    from hitl_gateway.policy import tools  # noqa: PLC0415 - keeps `version` fast
+    from hitl_gateway.policy.loader import PolicyError, load_policy_set  # noqa: PLC0415
+
+    if args.policy_command == "schema":
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name, content in tools.json_schemas().items():
+            (args.out / name).write_bytes(content)
+            print(f"wrote {args.out / name}")
+        return 0
+    try:
+        if args.policy_command == "check":
+            policies = load_policy_set(args.dir)
+            warnings = tools.lint(policies)
+            for warning in warnings:
+                print(warning)
+            print(
+                f"ok: {len(policies.policies)} policies, {len(policies.pools)} pools, "
+                f"version {policies.version}, {len(warnings)} warning(s)"
+            )
+            return EXIT_CONFIG if warnings and args.strict else 0
+        policies = load_policy_set(args.policies)
+        if not args.input.is_file():
+            print(f"hitl-gateway: no such input file: {args.input}", file=sys.stderr)
+            return EXIT_CONFIG
+        now_ms = int(time.time() * 1000)
+        new = tools.simulate(tools.read_jsonl(args.input), policies, now_ms=now_ms)
+        print(tools.render_simulation(new, policies))
+        if args.diff is not None:
+            old_set = load_policy_set(args.diff)
+            old = tools.simulate(tools.read_jsonl(args.input), old_set, now_ms=now_ms)
+            print(f"\ndiff against {args.diff} (version {old_set.version}):")
+            print(tools.render_diff(old, new))
+    except PolicyError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} error(s)", file=sys.stderr)
+        return EXIT_CONFIG
+    return 0
 
 
 async def _ensure_topics(settings: Settings) -> list[str]:
