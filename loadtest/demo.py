@@ -15,6 +15,7 @@ import uuid
 from collections import Counter
 from pathlib import Path
 
+import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -67,7 +68,7 @@ async def _collect(
     run_id: str,
     expected: int,
     timeout_s: float,
-) -> tuple[Counter[str], Counter[str]]:
+) -> tuple[Counter[str], Counter[str], Counter[str]]:
     """Read this run's outputs (read_committed) until every record is accounted for."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=settings.kafka.bootstrap_servers, isolation_level="read_committed"
@@ -75,26 +76,33 @@ async def _collect(
     await consumer.start()
     routes: Counter[str] = Counter()
     reasons: Counter[str] = Counter()
+    pools: Counter[str] = Counter()
     prefix = run_id.encode()
+    t = settings.topics
     try:
         consumer.assign(list(start))
         for tp, offset in start.items():
             consumer.seek(tp, offset)
         deadline = time.monotonic() + timeout_s
-        while sum(routes.values()) < expected and time.monotonic() < deadline:
-            for records in (await consumer.getmany(timeout_ms=500)).values():
+        while time.monotonic() < deadline:
+            batch = await consumer.getmany(timeout_ms=500)
+            if not batch and sum(routes.values()) >= expected:
+                break  # every record accounted for, and the review tasks drained
+            for records in batch.values():
                 for rec in records:
-                    if not (rec.key or b"").startswith(prefix):
+                    if not (rec.key or b"").startswith(prefix):  # ids and keys carry the run id
                         continue
                     hdrs = dict(rec.headers)
-                    if rec.topic == settings.topics.deadletter:
+                    if rec.topic == t.review_tasks:
+                        pools[orjson.loads(rec.value)["pool"]] += 1
+                    elif rec.topic == t.deadletter:
                         routes["deadletter"] += 1
                         reasons[hdrs["hitl.dlq.reason"].decode()] += 1
-                    else:
+                    else:  # delivered or held
                         routes[hdrs["hitl.route"].decode()] += 1
     finally:
         await consumer.stop()
-    return routes, reasons
+    return routes, reasons, pools
 
 
 def _scrape(port: int) -> list[str]:
@@ -116,13 +124,14 @@ async def main(count: int, rate: float, invalid_share: float) -> int:
     await ensure_topics(settings)
     run_id = f"demo-{uuid.uuid4().hex[:8]}"
     records = make_stream(count, run_id=run_id, invalid_share=invalid_share)
-    start = await _end_offsets(settings, [settings.topics.delivered, settings.topics.deadletter])
+    t = settings.topics
+    start = await _end_offsets(settings, [t.delivered, t.deadletter, t.holds, t.review_tasks])
     gateway = Gateway(settings)
     gateway_task = asyncio.create_task(gateway.run())
     print(f"demo: gateway running; producing {count} records to {settings.topics.outputs}")
     began = time.monotonic()
     await _produce(settings, records, rate)
-    routes, reasons = await _collect(settings, start, run_id, count, timeout_s=120)
+    routes, reasons, pools = await _collect(settings, start, run_id, count, timeout_s=120)
     took = time.monotonic() - began
     metrics = await asyncio.to_thread(_scrape, gateway.http.port) if gateway.http else []
     gateway.request_stop()
@@ -133,6 +142,9 @@ async def main(count: int, rate: float, invalid_share: float) -> int:
     print("\nroutes:")
     for route, n in sorted(routes.items()):
         print(f"  {route:20} {n:7}")
+    print("\nreview tasks by pool:")
+    for pool, n in sorted(pools.items()):
+        print(f"  {pool:20} {n:7}")
     print("\ndead letters by reason:")
     for reason, n in sorted(reasons.items()):
         print(f"  {reason:20} {n:7}")
@@ -140,8 +152,9 @@ async def main(count: int, rate: float, invalid_share: float) -> int:
     for line in metrics:
         print(f"  {line}")
     print(
-        f"\ntopics: {settings.topics.delivered} (released), {settings.topics.deadletter} "
-        "(invalid, with reason headers). Keep the gateway running with: .venv/bin/hitl-gateway run"
+        f"\ntopics: {t.delivered} (released), {t.holds} (held until approved), "
+        f"{t.review_tasks} (for reviewers), {t.audit} (audit trail), {t.deadletter} (invalid, "
+        "with reason headers).\nKeep the gateway running with: .venv/bin/hitl-gateway run"
     )
     return 0 if accounted == count else 1
 
