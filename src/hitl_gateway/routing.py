@@ -56,14 +56,17 @@ class Router:
         out: list[Outgoing] = []
         for record, verdict, decision in zip(records, verdicts, decisions, strict=True):
             if isinstance(verdict, Invalid):
-                out.append(self._dead_letter(record, verdict.reason, verdict.message))
+                out.append(
+                    self._dead_letter(record, verdict.reason, verdict.message, policies.version)
+                )
                 tally.dead_letters[verdict.reason] += 1
                 tally.routes[("-", Route.DEADLETTER)] += 1
                 continue
             assert decision is not None
             if decision.route is Route.DEADLETTER:
                 message = decision.reasons[0].detail
-                out.append(self._dead_letter(record, DeadLetterReason.UNKNOWN_DOMAIN, message))
+                reason = DeadLetterReason.UNKNOWN_DOMAIN
+                out.append(self._dead_letter(record, reason, message, policies.version))
                 tally.dead_letters[DeadLetterReason.UNKNOWN_DOMAIN] += 1
                 tally.routes[("-", Route.DEADLETTER)] += 1
                 continue
@@ -189,7 +192,10 @@ class Router:
             "created_at_ms": record.timestamp,
             "record": shown,
         }
-        task_headers = [(headers.GATEWAY_VERSION, self._version)]
+        task_headers = [
+            (headers.POLICY_VERSION, d.policy_version.encode()),
+            (headers.GATEWAY_VERSION, self._version),
+        ]
         return Outgoing(
             self._topics.review_tasks, orjson.dumps(task), item.id.encode(), task_headers
         )
@@ -216,11 +222,13 @@ class Router:
             self._topics.audit,
             orjson.dumps(event),
             item.id.encode(),
-            [],
+            [(headers.POLICY_VERSION, d.policy_version.encode())],
             partition=record.partition,
         )
 
-    def _dead_letter(self, record: Any, reason: DeadLetterReason, message: str) -> Outgoing:
+    def _dead_letter(
+        self, record: Any, reason: DeadLetterReason, message: str, policy_set_version: str
+    ) -> Outgoing:
         return Outgoing(
             topic=self._topics.deadletter,
             value=record.value,
@@ -229,6 +237,7 @@ class Router:
                 *headers.original_headers(record),
                 (headers.DLQ_REASON, reason.value.encode()),
                 (headers.DLQ_MESSAGE, message.encode()),
+                (headers.POLICY_VERSION, policy_set_version.encode()),
                 *headers.source_headers(record),
                 (headers.GATEWAY_VERSION, self._version),
             ],

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import shutil
+import signal
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -21,6 +22,7 @@ from hitl_gateway.settings import PolicySettings, Settings
 
 from .kafka_io import CONFIGS, REDIS_URL, delete_topics, fresh_settings, produce, read_all
 from .kafka_io import wait_until as wait_for_condition
+from .processes import GatewayProcess
 
 
 def _value(item_id: str, domain: str, **fields: Any) -> tuple[bytes, bytes]:
@@ -213,4 +215,50 @@ async def test_broken_file_on_reload_keeps_the_old_policy_serving(tmp_path: Path
     finally:
         gateway.request_stop()
         await asyncio.wait_for(task, 30)
+        await delete_topics(settings)
+
+
+async def test_sighup_reloads_a_running_gateway_process(tmp_path: Path) -> None:
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    shutil.copy(CONFIGS / "pools.yaml", tmp_path / "pools.yaml")
+    (policies / "support-chat.yaml").write_text("domain: support-chat\n")
+    settings = fresh_settings(policy_dir=policies)
+    # SIGHUP only: the file watch is off, so the reload below can only come from the signal.
+    settings = settings.model_copy(
+        update={"policy": PolicySettings(dir=policies, reload_interval_s=0)}
+    )
+    await ensure_topics(settings)
+    gateway = GatewayProcess(settings, tmp_path, "gw")
+    gateway.start()
+    try:
+
+        async def started() -> bool:  # logged once the signal handlers are installed
+            return '"event": "gateway_starting"' in gateway.log()
+
+        await wait_for_condition(started, timeout_s=30)
+        (policies / "support-chat.yaml").write_text(
+            "domain: support-chat\n"
+            "confidence_cascade: {below: 0.9, pool: general-graders, sla: 1h}\n"
+        )
+        expected = load_policy_set(policies).version
+        assert f'"version": "{expected}"' not in gateway.log()
+        assert gateway.proc is not None
+        gateway.proc.send_signal(signal.SIGHUP)
+
+        async def reloaded() -> bool:
+            return f'"version": "{expected}"' in gateway.log()
+
+        await wait_for_condition(reloaded, timeout_s=30)
+        assert '"event": "policies_reloaded"' in gateway.log()
+        await produce(settings.topics.outputs, [_value("x", "support-chat", confidence=0.5)])
+
+        async def held() -> bool:
+            return len(await read_all(settings.topics.holds)) == 1
+
+        await wait_for_condition(held, timeout_s=60, interval_s=0.5)
+    finally:
+        gateway.terminate()
+        if gateway.proc is not None:
+            gateway.wait(30)
         await delete_topics(settings)

@@ -244,3 +244,50 @@ def test_a_denied_claim_is_not_held_and_the_record_is_decided_again() -> None:
     again = decide(record, POLICIES, timestamp_ms=T0, budgets=ledger)
     assert again.route is Route.PASS
     assert not ledger.claimed(first.claims[0].key, record.id)
+
+
+def _policy_set(tmp_path: Path, body: str) -> PolicySet:
+    (tmp_path / "policies").mkdir(exist_ok=True)
+    (tmp_path / "pools.yaml").write_text(
+        "pools:\n"
+        + "".join(
+            f"  - {{name: {n}, cost_per_hour_usd: 50, cases_per_hour: 30, reviewers: 3,"
+            f" hours_per_week: 40}}\n"
+            for n in ("p-mandatory", "p-cascade", "p-al", "p-sample", "p-deferred", "p-adj")
+        )
+    )
+    (tmp_path / "policies" / "x.yaml").write_text("domain: x\n" + body)
+    return load_policy_set(tmp_path / "policies")
+
+
+ALL_RULES = """
+confidence_cascade: {below: 0.5, pool: p-cascade, sla: 1h}
+active_learning: {band: [0.0, 0.7], budget: {count: 1000, window: 1w}, pool: p-al}
+sampling: {rate: 1.0, pool: p-sample}
+deferred_review: {rate: 1.0, pool: p-deferred}
+"""
+
+
+@pytest.mark.parametrize(
+    ("mandatory", "confidence", "rule"),
+    [
+        (True, 0.1, "mandatory_review"),  # mandatory beats everything
+        (False, 0.1, "confidence_cascade"),  # cascade beats active learning and sampling
+        (False, 0.6, "active_learning"),  # active learning beats sampling
+        (False, 0.9, "sampling"),  # sampling beats deferred review
+    ],
+)
+def test_precedence(tmp_path: Path, mandatory: bool, confidence: float, rule: str) -> None:
+    body = ALL_RULES
+    if mandatory:
+        body += "mandatory_review: {pool: p-mandatory, sla: 1h}\n"
+    policies = _policy_set(tmp_path, body)
+    d = decide(rec("x", confidence=confidence), policies, timestamp_ms=T0, budgets=MemoryLedger())
+    assert d.rule == rule
+    assert len(d.reasons) == 1
+
+
+def test_sampled_record_is_delivered_and_reviewed(tmp_path: Path) -> None:
+    policies = _policy_set(tmp_path, "sampling: {rate: 1.0, pool: p-sample}\n")
+    d = decide(rec("x", confidence=0.9), policies, timestamp_ms=T0, budgets=MemoryLedger())
+    assert (d.route, d.blind) == (Route.DELIVER_AND_REVIEW, True)
