@@ -18,9 +18,12 @@ from prometheus_client import CollectorRegistry
 
 from hitl_gateway import __version__
 from hitl_gateway.budgets import RedisBudgets
+from hitl_gateway.holds import HoldIndex
 from hitl_gateway.metrics import GatewayMetrics
 from hitl_gateway.pipeline import Pipeline
 from hitl_gateway.policy.store import PolicyStore
+from hitl_gateway.review.applier import DecisionApplier
+from hitl_gateway.review.auth import Reviewers
 from hitl_gateway.routing import Router
 from hitl_gateway.server import HttpServer, build_app
 from hitl_gateway.settings import Settings
@@ -36,8 +39,16 @@ class Gateway:
         self.metrics = GatewayMetrics(registry)
         self.policies = PolicyStore(settings.policy, self.metrics)  # invalid files: fail fast
         self.budgets = RedisBudgets(settings.redis)
+        self.index = HoldIndex(settings.redis)
+        self.reviewers = Reviewers.load(settings.review.reviewers_file)
+        applier = DecisionApplier(settings.topics, self.index, self.reviewers)
         self.pipeline = Pipeline(
-            settings, self.metrics, self.policies, Router(settings, self.budgets)
+            settings,
+            self.metrics,
+            self.policies,
+            Router(settings, self.budgets),
+            applier,
+            self.index,
         )
         self.http: HttpServer | None = None
         if settings.http.enabled:
@@ -75,6 +86,7 @@ class Gateway:
                     await self.http.start()
                     stack.push_async_callback(self.http.stop)
                 stack.push_async_callback(self.budgets.stop)
+                stack.push_async_callback(self.index.stop)
                 await self.pipeline.start()
                 stack.push_async_callback(self.pipeline.stop)
                 watcher = asyncio.create_task(self.policies.watch(self._stop), name="policy-watch")

@@ -78,6 +78,36 @@ class GatewayMetrics:
             ["component"],
             registry=r,
         )
+        self.decisions = Counter(
+            "hitl_decisions",
+            "Reviewer decisions applied, by pool, verdict and status (applied or recorded).",
+            ["pool", "verdict", "status"],
+            registry=r,
+        )
+        self.decisions_refused = Counter(
+            "hitl_decisions_refused",
+            "Decisions refused, by reason.",
+            ["reason"],
+            registry=r,
+        )
+        self.review_latency = Histogram(
+            "hitl_review_latency_seconds",
+            "Time from hold to the decision that closed it, by pool and verdict.",
+            ["pool", "verdict"],
+            buckets=(
+                60,
+                300,
+                900,
+                1_800,
+                3_600,
+                4 * 3_600,
+                8 * 3_600,
+                86_400,
+                3 * 86_400,
+                7 * 86_400,
+            ),
+            registry=r,
+        )
         self.build = Info("hitl_build", "Gateway build information.", registry=r)
         self.build.info({"version": __version__})
         # Publish every bounded label value at zero so rate() and alerts see the series at once.

@@ -1,8 +1,11 @@
-"""One batch, top to bottom: fetch -> route (routing.py) -> produce -> commit, per partition.
+"""One batch, top to bottom: fetch -> route / apply decisions -> produce -> commit -> index.
 
-Each input partition's records, their outputs and their offsets commit in one Kafka
-transaction on that partition's own producer. A failed transaction is aborted and the
-partition rewound, so infrastructure failures never become committed progress.
+The gateway consumes the outputs and decisions topics. Both have the same partition count
+and the range assignor gives partition p of each to the same instance, so "partition p"
+is one unit of ownership: its transactional producer, its holds and audit partitions, its
+hold index and audit chain. Each partition's records, outputs and offsets (of both topics)
+commit in one Kafka transaction; a failed one is aborted and the partition rewound, so
+infrastructure failures never become committed progress.
 """
 
 from __future__ import annotations
@@ -16,12 +19,16 @@ import structlog
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
+from hitl_gateway.audit import AuditChain
 from hitl_gateway.errors import FencedError, InfrastructureError
+from hitl_gateway.holds import HoldIndex, IndexedHold, indexed
 from hitl_gateway.metrics import GatewayMetrics
 from hitl_gateway.policy.store import PolicyStore
+from hitl_gateway.recovery import Reader, audit_head, restore_holds
+from hitl_gateway.review.applier import Applied, DecisionApplier
 from hitl_gateway.routing import Router, Tally
 from hitl_gateway.settings import Settings
-from hitl_gateway.sink import PartitionProducer
+from hitl_gateway.sink import Outgoing, PartitionProducer
 from hitl_gateway.source import Batch, Source
 
 log = structlog.get_logger(__name__)
@@ -45,18 +52,32 @@ class Backoff:
 
 class Pipeline:
     def __init__(
-        self, settings: Settings, metrics: GatewayMetrics, policies: PolicyStore, router: Router
+        self,
+        settings: Settings,
+        metrics: GatewayMetrics,
+        policies: PolicyStore,
+        router: Router,
+        applier: DecisionApplier,
+        index: HoldIndex,
     ) -> None:
         self._settings = settings
+        self._topics = settings.topics
         self._metrics = metrics
         self._policies = policies
         self._router = router
-        self._source = Source(settings.kafka, settings.topics.outputs, owner=self)
-        # Ownership of an input partition = its started producer + the next offset to process.
-        self._producers: dict[TopicPartition, PartitionProducer] = {}
+        self._applier = applier
+        self._index = index
+        topics = [settings.topics.outputs, settings.topics.review_decisions]
+        self._source = Source(settings.kafka, topics, owner=self)
+        self._reader = Reader(settings.kafka)
+        # Ownership of partition p: its started producer and audit chain; per input
+        # partition, the next offset to process.
+        self._producers: dict[int, PartitionProducer] = {}
+        self._chains: dict[int, AuditChain] = {}
         self._next_offset: dict[TopicPartition, int] = {}
-        # Assigned, but the producer could not be started yet: retried by the run loop.
-        self._pending: set[TopicPartition] = set()
+        self._assigned: dict[int, set[TopicPartition]] = {}
+        # Assigned, but not yet taken (producer, index or chain not ready): retried.
+        self._pending: set[int] = set()
         # Held while a batch is processed and by the rebalance callbacks: a revoke waits for
         # the in-flight batch to commit. Never held across getmany, which blocks while a
         # reassignment is in progress (that is, until the callbacks have run).
@@ -64,72 +85,125 @@ class Pipeline:
         self.committed_records = 0
         self.last_commit_monotonic = time.monotonic()
 
+    @property
+    def owned_partitions(self) -> set[int]:
+        return set(self._producers)
+
+    @property
+    def lock(self) -> asyncio.Lock:
+        return self._lock
+
+    def chain(self, partition: int) -> AuditChain:
+        return self._chains[partition]
+
+    def producer(self, partition: int) -> PartitionProducer | None:
+        return self._producers.get(partition)
+
     async def start(self) -> None:
+        await self._reader.start()
         await self._source.start()
 
     async def stop(self) -> None:
         await self._source.stop()
         async with self._lock:
             await self._release(set(self._producers))
+        await self._reader.stop()
 
     # -- partition ownership (called by the consumer's rebalance listener) ----------------
 
     async def partitions_assigned(self, tps: set[TopicPartition]) -> None:
+        # Kept short: a slow callback delays the group's heartbeat and gets this member
+        # expired mid-rebalance. The run loop takes the partitions (see _take_pending).
         async with self._lock:
-            self._pending |= tps
-            try:
-                await self._take_ownership()
-            except InfrastructureError as exc:
-                # aiokafka swallows listener errors; the run loop retries the pending ones.
-                log.warning("partition_ownership_deferred", error=str(exc))
-            log.info("partitions_assigned", partitions=_names(tps))
+            for tp in tps:
+                self._assigned.setdefault(tp.partition, set()).add(tp)
+            self._pending |= {tp.partition for tp in tps}
+        log.info("partitions_assigned", partitions=_names(tps))
 
     async def partitions_revoked(self, tps: set[TopicPartition]) -> None:
-        async with self._lock:
-            await self._release(tps)
-            self._pending -= tps
-            log.info("partitions_revoked", partitions=_names(tps))
+        async with self._lock:  # waits for the in-flight batch to commit
+            numbers = {tp.partition for tp in tps}
+            await self._release(numbers)
+            for p in numbers:
+                self._assigned.pop(p, None)
+            self._pending -= numbers
+        log.info("partitions_revoked", partitions=_names(tps))
 
-    async def _take_ownership(self) -> None:
-        """Start each pending partition's producer, then re-read its committed offset.
+    async def _take_pending(self) -> None:
+        """Take the assigned partitions not yet owned.
 
-        aiokafka fetches committed offsets before calling the assign listener, while a
-        previous owner's transaction may still be open, so a batch fetched meanwhile may
-        start too early. ``init_transactions`` (in ``start``) completes or aborts that
-        transaction; only the offset read afterwards is current. Records below it are
-        never processed (see ``_process``).
+        Outside the lock (slow reads): start the producer, whose ``init_transactions``
+        completes or aborts what a previous owner left open; rebuild the hold index; find
+        the audit chain head. Then, under the lock and only if still assigned: read the
+        committed offsets and seek to them. aiokafka fetched committed offsets before the
+        assign callback, possibly before the previous owner's transaction settled, so only
+        offsets read now are current; records below them are never processed (_process).
         """
-        new = {tp: self._new_producer(tp) for tp in self._pending}
-        results = await asyncio.gather(*(p.start() for p in new.values()), return_exceptions=True)
-        failures = [r for r in results if isinstance(r, BaseException)]
-        for tp, producer in new.items():
-            if not producer.started:
-                continue
-            try:
-                committed = await self._source.committed(tp)
-            except KafkaError as exc:
-                await producer.stop()
-                failures.append(InfrastructureError(f"committed offset of {tp}: {exc!r}"))
-                continue
-            self._producers[tp] = producer
-            self._pending.discard(tp)
-            if committed is None:
-                await self._source.seek_to_beginning(tp)
-            else:
-                self._next_offset[tp] = committed
-                self._source.seek(tp, committed)
-        self._metrics.assigned_partitions.set(len(self._producers))
+        async with self._lock:
+            pending = sorted(self._pending)
+        if not pending:
+            return
+        started = time.monotonic()
+        prepared = await asyncio.gather(
+            *(self._prepare(p) for p in pending), return_exceptions=True
+        )
+        failures: list[BaseException] = []
+        async with self._lock:
+            for p, result in zip(pending, prepared, strict=True):
+                if isinstance(result, BaseException):
+                    failures.append(result)
+                    continue
+                producer, head = result
+                if p not in self._pending:  # revoked meanwhile
+                    await producer.stop()
+                    continue
+                try:
+                    for tp in self._assigned.get(p, ()):
+                        offset = await self._source.committed(tp)
+                        if offset is None:
+                            self._next_offset.pop(tp, None)
+                            await self._source.seek_to_beginning(tp)
+                        else:
+                            self._next_offset[tp] = offset
+                            self._source.seek(tp, offset)
+                except KafkaError as exc:
+                    await producer.stop()
+                    failures.append(exc)
+                    continue
+                self._producers[p] = producer
+                self._chains[p] = AuditChain(head)
+                self._pending.discard(p)
+            self._metrics.assigned_partitions.set(len(self._producers))
+        log.info(
+            "partitions_taken",
+            partitions=sorted(set(pending) - self._pending),
+            took_s=round(time.monotonic() - started, 3),
+        )
         if failures:
             raise InfrastructureError(f"could not take {len(failures)} partition(s): {failures[0]}")
 
-    def _new_producer(self, tp: TopicPartition) -> PartitionProducer:
+    async def _prepare(self, p: int) -> tuple[PartitionProducer, str]:
+        producer = self._new_producer(p)
+        await producer.start()
+        try:
+            await restore_holds(self._reader, self._index, self._topics.holds, p)
+            head = await audit_head(self._reader, self._topics.audit, p)
+        except BaseException:
+            await producer.stop()
+            raise
+        return producer, head
+
+    def _new_producer(self, partition: int) -> PartitionProducer:
+        tp = TopicPartition(self._topics.outputs, partition)
         return PartitionProducer(self._settings.kafka, tp, self._settings.limits.max_record_bytes)
 
-    async def _release(self, tps: set[TopicPartition]) -> None:
-        producers = [self._producers.pop(tp) for tp in tps if tp in self._producers]
-        for tp in tps:
-            self._next_offset.pop(tp, None)
-        await asyncio.gather(*(p.stop() for p in producers))
+    async def _release(self, partitions: set[int]) -> None:
+        producers = [self._producers.pop(p) for p in partitions if p in self._producers]
+        for p in partitions:
+            self._chains.pop(p, None)
+            for tp in self._assigned.get(p, ()):
+                self._next_offset.pop(tp, None)
+        await asyncio.gather(*(pr.stop() for pr in producers))
         self._metrics.assigned_partitions.set(len(self._producers))
 
     # -- the run loop ----------------------------------------------------------------------
@@ -149,8 +223,7 @@ class Pipeline:
         while not stop.is_set():
             try:
                 if self._pending:
-                    async with self._lock:
-                        await self._take_ownership()
+                    await self._take_pending()
                 batch = await self._fetch(kafka.poll_timeout_ms, kafka.max_batch_records)
                 if batch:
                     async with self._lock:
@@ -161,7 +234,8 @@ class Pipeline:
                 delay = backoff.next_delay()
                 self._metrics.infrastructure_errors.labels(component="kafka").inc()
                 log.warning("infrastructure_error_retrying", error=str(exc), retry_in_s=delay)
-                await _wait(stop, delay)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
             if max_records is not None and self.committed_records >= max_records:
                 log.info("record_limit_reached", committed_records=self.committed_records)
                 return
@@ -177,10 +251,9 @@ class Pipeline:
 
     async def _process(self, batch: Batch) -> None:
         started = time.perf_counter()
-        jobs = []
+        work: dict[int, dict[str, list[Any]]] = {}
         for tp, fetched in batch.items():
-            producer = self._producers.get(tp)
-            if producer is None:
+            if tp.partition not in self._producers:
                 # Not (or no longer) owned: revoked, fenced or pending after this batch was
                 # fetched. Taking ownership seeks it to the committed offset.
                 continue
@@ -188,7 +261,8 @@ class Pipeline:
             floor = self._next_offset.get(tp, -1)
             records = [r for r in fetched if r.offset >= floor]
             if records:
-                jobs.append(self._commit_partition(tp, producer, records))
+                work.setdefault(tp.partition, {})[tp.topic] = records
+        jobs = [self._commit_partition(p, topics) for p, topics in work.items()]
         results = await asyncio.gather(*jobs, return_exceptions=True)
         self._metrics.batch_seconds.observe(time.perf_counter() - started)
         errors = [r for r in results if isinstance(r, BaseException)]
@@ -198,48 +272,95 @@ class Pipeline:
         if errors:
             raise errors[0]
 
-    async def _commit_partition(
-        self, tp: TopicPartition, producer: PartitionProducer, records: list[Any]
-    ) -> None:
+    async def _commit_partition(self, p: int, by_topic: dict[str, list[Any]]) -> None:
+        producer = self._producers[p]
+        chain = self._chains[p]
+        inputs = by_topic.get(self._topics.outputs, [])
+        decisions = by_topic.get(self._topics.review_decisions, [])
         # One policy set per partition batch: a reload never splits a batch.
-        outgoing, tally = await self._router.route(records, self._policies.current)
-        offsets = {tp: records[-1].offset + 1}
+        outgoing, tally = (
+            await self._router.route(inputs, self._policies.current, chain)
+            if inputs
+            else ([], Tally())
+        )
+        applied = await self._applier.apply(decisions, p, chain) if decisions else Applied()
+        outgoing += applied.outgoing
+        offsets = {
+            TopicPartition(topic, p): records[-1].offset + 1 for topic, records in by_topic.items()
+        }
         try:
-            await producer.commit(outgoing, offsets, self._settings.kafka.group_id)
+            metadata = await producer.commit(outgoing, offsets, self._settings.kafka.group_id)
         except FencedError:
-            # Paused until the group reassigns it (assignment resets pauses).
-            log.error("partition_fenced", partition=_names({tp}))
-            self._source.pause(tp)
-            await self._release({tp})
+            chain.rollback()
+            # Another instance took our transactional id. Either we are a zombie (the group
+            # will revoke p shortly) or it was one: re-take p either way; transactions keep
+            # the outcome exact, and the backoff keeps the exchange short.
+            log.error("partition_fenced", partition=p)
+            await self._release({p})
+            if p in self._assigned:
+                self._pending.add(p)
             raise
         except InfrastructureError:
+            chain.rollback()
             self._metrics.transactions.labels(outcome="abort").inc()
-            self._source.seek(tp, records[0].offset)
+            for topic, records in by_topic.items():
+                self._source.seek(TopicPartition(topic, p), records[0].offset)
             if not producer.started:  # dropped after a failed abort: take it afresh
-                await self._release({tp})
-                self._pending.add(tp)
+                await self._release({p})
+                self._pending.add(p)
             raise
-        self._next_offset[tp] = offsets[tp]
-        self._account(tally, len(records))
+        chain.commit()
+        self._next_offset.update(offsets)
+        self._account(tally, applied, len(inputs), len(decisions))
+        await self._update_index(p, outgoing, metadata, applied)
 
-    def _account(self, tally: Tally, count: int) -> None:
+    async def _update_index(
+        self, p: int, outgoing: list[Outgoing], metadata: list[Any], applied: Applied
+    ) -> None:
+        """After the commit: the index follows what Kafka now holds. If Redis fails here the
+        partition is retaken (rebuilding the index) before any further decision is applied."""
+        upserts: list[IndexedHold] = []
+        removals: list[tuple[str, str, int]] = []
+        last = -1
+        for out, meta in zip(outgoing, metadata, strict=True):
+            if out.topic != self._topics.holds:
+                continue
+            last = max(last, meta.offset)
+            if out.value is None:
+                decision = dict(out.headers).get("hitl.decision.id", b"").decode()
+                removals.append(((out.key or b"").decode(), decision, p))
+            else:
+                upserts.append(indexed(out.value, out.headers, p))
+        applied_offsets = {(self._topics.holds, p): last + 1} if last >= 0 else {}
+        if not (upserts or removals or applied.results):
+            return
+        try:
+            await self._index.apply(upserts, removals, applied.results, applied_offsets)
+        except InfrastructureError:
+            self._metrics.infrastructure_errors.labels(component="redis").inc()
+            await self._release({p})
+            self._pending.add(p)
+            raise
+
+    def _account(self, tally: Tally, applied: Applied, inputs: int, decisions: int) -> None:
         m = self._metrics
         m.transactions.labels(outcome="commit").inc()
-        m.records_consumed.inc(count)
+        m.records_consumed.inc(inputs)
         m.records_delivered.inc(tally.delivered)
         m.review_tasks.inc(tally.review_tasks)
-        m.batch_records.observe(count)
+        m.batch_records.observe(inputs + decisions)
         for (domain, route), n in tally.routes.items():
             m.records_routed.labels(domain=domain, route=route).inc(n)
         for reason, n in tally.dead_letters.items():
             m.records_dead_lettered.labels(reason=reason).inc(n)
-        self.committed_records += count
+        for pool, verdict, status in applied.verdicts:
+            m.decisions.labels(pool=pool, verdict=verdict, status=status).inc()
+        for pool, verdict, seconds in applied.latencies_s:
+            m.review_latency.labels(pool=pool, verdict=verdict).observe(seconds)
+        for refusal in applied.refusals:
+            m.decisions_refused.labels(reason=refusal).inc()
+        self.committed_records += inputs
         self.last_commit_monotonic = time.monotonic()
-
-
-async def _wait(stop: asyncio.Event, delay_s: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), delay_s)
 
 
 def _names(tps: set[TopicPartition]) -> list[str]:

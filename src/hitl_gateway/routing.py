@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 
 from hitl_gateway import __version__, headers
+from hitl_gateway.audit import AuditChain
 from hitl_gateway.budgets import RedisBudgets
 from hitl_gateway.codec import decode
 from hitl_gateway.models import DeadLetterReason, InputRecord, Invalid, Route
@@ -45,7 +46,9 @@ class Router:
         self._budgets = budgets
         self._version = __version__.encode()
 
-    async def route(self, records: list[Any], policies: PolicySet) -> tuple[list[Outgoing], Tally]:
+    async def route(
+        self, records: list[Any], policies: PolicySet, chain: AuditChain
+    ) -> tuple[list[Outgoing], Tally]:
         limits = self._settings.limits
         tally = Tally()
         verdicts = [
@@ -70,7 +73,7 @@ class Router:
                 tally.dead_letters[DeadLetterReason.UNKNOWN_DOMAIN] += 1
                 tally.routes[("-", Route.DEADLETTER)] += 1
                 continue
-            out += self._outputs(record, verdict, decision, policies)
+            out += self._outputs(record, verdict, decision, policies, chain)
             tally.routes[(decision.domain, decision.route)] += 1
             if decision.route in (Route.PASS, Route.DELIVER_AND_REVIEW):
                 tally.delivered += 1
@@ -110,7 +113,12 @@ class Router:
     # -- output records ---------------------------------------------------------------------
 
     def _outputs(
-        self, record: Any, item: InputRecord, decision: Decision, policies: PolicySet
+        self,
+        record: Any,
+        item: InputRecord,
+        decision: Decision,
+        policies: PolicySet,
+        chain: AuditChain,
     ) -> list[Outgoing]:
         base = [
             *headers.original_headers(record),
@@ -142,7 +150,7 @@ class Router:
         if reviewed:
             out.append(self._task(record, item, decision, content_hash))
         if decision.audit:
-            out.append(self._audit(record, item, decision, policies, content_hash))
+            out.append(self._audit(record, item, decision, policies, content_hash, chain))
         return out
 
     def _hold_meta(
@@ -163,6 +171,11 @@ class Router:
             "content_hash": content_hash,
             "held_at_ms": record.timestamp,
             "source": _source(record),
+            "producer": (item.metadata or {}).get("service"),
+            "stage": "review",
+            "votes": [],
+            "escalations": 0,
+            "next_check_ms": d.sla_deadline_ms,
         }
 
     def _task(self, record: Any, item: InputRecord, d: Decision, content_hash: str) -> Outgoing:
@@ -201,7 +214,13 @@ class Router:
         )
 
     def _audit(
-        self, record: Any, item: InputRecord, d: Decision, policies: PolicySet, content_hash: str
+        self,
+        record: Any,
+        item: InputRecord,
+        d: Decision,
+        policies: PolicySet,
+        content_hash: str,
+        chain: AuditChain,
     ) -> Outgoing:
         event = {
             "type": "routed",
@@ -220,7 +239,7 @@ class Router:
         }
         return Outgoing(
             self._topics.audit,
-            orjson.dumps(event),
+            chain.seal(event),
             item.id.encode(),
             [(headers.POLICY_VERSION, d.policy_version.encode())],
             partition=record.partition,

@@ -130,6 +130,13 @@ class PolicySettings(_Section):
     reload_interval_s: float = Field(default=5.0, ge=0)  # 0: reload on SIGHUP only
 
 
+class ReviewSettings(_Section):
+    """Reviewer identities and the review API's behaviour."""
+
+    reviewers_file: Path = Path("configs/reviewers.yaml")
+    decision_wait_s: float = Field(default=10.0, gt=0)  # how long the API waits for the result
+
+
 class RedisSettings(_Section):
     url: str = "redis://127.0.0.1:6379/0"
     password: SecretStr | None = None
@@ -171,6 +178,7 @@ class Settings(BaseSettings):
     kafka: KafkaSettings = KafkaSettings()
     topics: TopicSettings = TopicSettings()
     policy: PolicySettings = PolicySettings()
+    review: ReviewSettings = ReviewSettings()
     redis: RedisSettings = RedisSettings()
     http: HttpSettings = HttpSettings()
     limits: LimitSettings = LimitSettings()

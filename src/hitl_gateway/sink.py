@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
@@ -97,7 +98,7 @@ class PartitionProducer:
 
     async def commit(
         self, records: Sequence[Outgoing], offsets: dict[TopicPartition, int], group_id: str
-    ) -> None:
+    ) -> list[Any]:
         """Produce ``records`` and commit ``offsets`` atomically, or raise with nothing committed.
 
         On failure the transaction is aborted; if even that fails the producer is dropped and
@@ -106,34 +107,42 @@ class PartitionProducer:
         producer = self._producer
         if producer is None:
             raise InfrastructureError(f"producer for {self.tp} is not started")
+        futures: list[asyncio.Future[Any]] = []
         try:
             await producer.begin_transaction()
             try:
-                futures = [
-                    await producer.send(
+                for o in records:
+                    future = await producer.send(
                         o.topic, o.value, key=o.key, headers=o.headers, partition=o.partition
                     )
-                    for o in records
-                ]
+                    future.add_done_callback(_retrieve)
+                    futures.append(future)
                 # Every record acknowledged before the offsets join the transaction.
-                await asyncio.wait_for(asyncio.gather(*futures), self._timeout_s)
+                metadata = await asyncio.wait_for(asyncio.gather(*futures), self._timeout_s)
                 await producer.send_offsets_to_transaction(offsets, group_id)
                 await asyncio.wait_for(producer.commit_transaction(), self._timeout_s)
-            except BaseException:
-                await self._abort()
+            except BaseException as exc:
+                await self._abort(fenced=isinstance(exc, _FENCED))
                 raise
         except _FENCED as exc:
             raise FencedError(f"{self.transactional_id} was fenced by a newer owner") from exc
         except (KafkaError, OSError, TimeoutError) as exc:
             raise InfrastructureError(f"transaction on {self.tp} failed: {exc!r}") from exc
+        return list(metadata)
 
-    async def _abort(self) -> None:
+    async def _abort(self, *, fenced: bool = False) -> None:
         producer = self._producer
         if producer is None:
             return
+        if fenced:
+            # A fenced producer is in a fatal state: it can neither abort nor be reused
+            # (aiokafka asserts on the transition). The new owner already aborted our work.
+            await self.stop()
+            return
         try:
             await asyncio.wait_for(producer.abort_transaction(), self._timeout_s)
-        except (KafkaError, OSError, TimeoutError) as exc:
+        except (KafkaError, OSError, TimeoutError, AssertionError) as exc:
+            # AssertionError: aiokafka refuses an abort from a fatal state; drop the producer.
             log.warning(
                 "transaction_abort_failed", transactional_id=self.transactional_id, error=repr(exc)
             )
@@ -145,3 +154,9 @@ async def _close_quietly(producer: AIOKafkaProducer, timeout_s: float = 5.0) -> 
         await asyncio.wait_for(producer.stop(), timeout_s)
     except (KafkaError, OSError, TimeoutError) as exc:
         log.warning("producer_close_failed", error=repr(exc))
+
+
+def _retrieve(future: asyncio.Future[Any]) -> None:
+    """Mark a failed send's error as seen: the transaction's outcome already reports it."""
+    if not future.cancelled():
+        future.exception()

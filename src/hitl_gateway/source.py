@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
 from hitl_gateway.errors import InfrastructureError
@@ -40,9 +41,9 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped bas
 
 
 class Source:
-    def __init__(self, settings: KafkaSettings, topic: str, owner: PartitionOwner) -> None:
+    def __init__(self, settings: KafkaSettings, topics: list[str], owner: PartitionOwner) -> None:
         self._settings = settings
-        self._topic = topic
+        self._topics = topics
         self._owner = owner
         self._consumer: AIOKafkaConsumer | None = None
 
@@ -57,6 +58,9 @@ class Source:
             group_instance_id=s.group_instance_id,
             enable_auto_commit=False,
             isolation_level="read_committed",
+            # Co-partitioned topics: the range assignor gives partition p of every topic to
+            # the same member, which the per-partition ownership relies on.
+            partition_assignment_strategy=(RangePartitionAssignor,),
             auto_offset_reset="earliest",
             session_timeout_ms=s.session_timeout_ms,
             heartbeat_interval_ms=s.heartbeat_interval_ms,
@@ -71,7 +75,7 @@ class Source:
         except (KafkaError, OSError, TimeoutError) as exc:
             await consumer.stop()
             raise InfrastructureError(f"could not start the consumer: {exc!r}") from exc
-        consumer.subscribe([self._topic], listener=_Listener(self._owner))
+        consumer.subscribe(self._topics, listener=_Listener(self._owner))
         self._consumer = consumer
 
     async def stop(self) -> None:
@@ -101,10 +105,6 @@ class Source:
 
     async def seek_to_beginning(self, tp: TopicPartition) -> None:
         await self.consumer.seek_to_beginning(tp)
-
-    def pause(self, tp: TopicPartition) -> None:
-        """Stop fetching ``tp`` until the next assignment (which resets pauses)."""
-        self.consumer.pause(tp)
 
     def assignment(self) -> set[TopicPartition]:
         return set(self.consumer.assignment())

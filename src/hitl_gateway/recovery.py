@@ -1,0 +1,141 @@
+"""Taking over a partition: rebuild its hold index and find its audit chain head, from Kafka.
+
+The index is rebuilt from the compacted holds partition when it is behind (a crash between
+a commit and the index update) or empty (Redis lost its data): records from the index's
+applied offset (or the start) to the last stable offset are applied in order. The audit
+chain head is the hash of the partition's last committed audit event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import structlog
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import KafkaError
+
+from hitl_gateway import headers
+from hitl_gateway.audit import GENESIS, head_of
+from hitl_gateway.errors import InfrastructureError
+from hitl_gateway.holds import HoldIndex, IndexedHold, indexed
+from hitl_gateway.settings import KafkaSettings
+
+log = structlog.get_logger(__name__)
+_BATCH = 5_000
+
+
+class Reader:
+    """A consumer with no group, for reading one partition from a position to its end."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._settings = settings
+        self._consumer: AIOKafkaConsumer | None = None
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        if self._consumer is not None:
+            return
+        s = self._settings
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=s.bootstrap_servers,
+            client_id=f"{s.client_id}-reader",
+            group_id=None,
+            enable_auto_commit=False,
+            isolation_level="read_committed",
+            auto_offset_reset="earliest",
+            # Reads end at the last stable offset, often just past transaction markers: do
+            # not let the broker hold each fetch for the default 500 ms.
+            fetch_max_wait_ms=20,
+            **s.security_options(),
+        )
+        try:
+            await consumer.start()
+        except (KafkaError, OSError) as exc:
+            await consumer.stop()
+            raise InfrastructureError(f"could not start the reader: {exc!r}") from exc
+        self._consumer = consumer
+
+    async def stop(self) -> None:
+        consumer, self._consumer = self._consumer, None
+        if consumer is not None:
+            await consumer.stop()
+
+    async def read(
+        self, tp: TopicPartition, start: int | None, timeout_s: float = 60.0
+    ) -> tuple[list[Any], int]:
+        """Committed records of ``tp`` from ``start`` (None: the beginning) to its last stable
+        offset, and that offset."""
+        assert self._consumer is not None
+        consumer = self._consumer
+        async with self._lock:
+            try:
+                consumer.assign([tp])
+                end = (await consumer.end_offsets([tp]))[tp]
+                if start is None:
+                    await consumer.seek_to_beginning(tp)
+                else:
+                    consumer.seek(tp, start)
+                out: list[Any] = []
+                deadline = asyncio.get_running_loop().time() + timeout_s
+                while await consumer.position(tp) < end:
+                    if asyncio.get_running_loop().time() > deadline:
+                        raise InfrastructureError(f"reading {tp} timed out")
+                    batch = await consumer.getmany(tp, timeout_ms=200, max_records=_BATCH)
+                    out.extend(r for r in batch.get(tp, ()) if r.offset < end)
+            except KafkaError as exc:
+                raise InfrastructureError(f"reading {tp} failed: {exc!r}") from exc
+            return out, end
+
+    async def tail(self, tp: TopicPartition) -> list[Any]:
+        """The last committed records of ``tp`` (stepping back past control records)."""
+        assert self._consumer is not None
+        async with self._lock:
+            end = (await self._consumer.end_offsets([tp]))[tp]
+        step = 16
+        while True:
+            start = max(0, end - step)
+            records, _ = await self.read(tp, start)
+            if records or start == 0:
+                return records
+            step *= 8
+
+
+async def restore_holds(reader: Reader, index: HoldIndex, holds_topic: str, partition: int) -> int:
+    """Bring one holds partition's index up to its last stable offset; returns records read."""
+    tp = TopicPartition(holds_topic, partition)
+    applied = await index.applied_offset(holds_topic, partition)
+    records, end = await reader.read(tp, applied)
+    if applied is not None and not records and applied >= end:
+        return 0
+    upserts: dict[str, IndexedHold] = {}
+    removals: dict[str, tuple[str, int]] = {}
+    for record in records:
+        item_id = (record.key or b"").decode()
+        hdrs = [(k, v) for k, v in record.headers or ()]
+        if record.value is None:
+            upserts.pop(item_id, None)
+            decision = dict(hdrs).get(headers.DECISION_ID, b"restored").decode()
+            removals[item_id] = (decision, partition)
+        else:
+            removals.pop(item_id, None)
+            upserts[item_id] = indexed(record.value, hdrs, partition)
+    await index.apply(
+        list(upserts.values()),
+        [(item, d, p) for item, (d, p) in removals.items()],
+        {},
+        {(holds_topic, partition): end},
+    )
+    log.info(
+        "hold_index_restored",
+        partition=partition,
+        from_offset=applied,
+        to_offset=end,
+        records=len(records),
+    )
+    return len(records)
+
+
+async def audit_head(reader: Reader, audit_topic: str, partition: int) -> str:
+    records = await reader.tail(TopicPartition(audit_topic, partition))
+    return head_of(r.value for r in records) if records else GENESIS

@@ -1,0 +1,1 @@
+"""Review: reviewer identity, the hold life cycle, decisions over HTTP and Kafka."""

@@ -1,0 +1,350 @@
+"""Stage 2 for decisions: one partition's decision records -> the records they produce.
+
+The HTTP API and the decisions topic share this path: the API publishes to the decisions
+topic, on the partition of the item's hold. A decision found on another partition is
+forwarded there. Outcomes (see review/state.py):
+
+- terminal: delivered (approve: the original bytes; edit: the edited output) or blocked
+  (reject), a training record, the hold's tombstone, an audit event;
+- a vote short of consensus, or a disagreement sent to adjudication: a hold update (and a
+  review task for the adjudicator), an audit event;
+- a refusal: an audit event, and the result the API reports.
+
+Everything for one batch commits in the partition's transaction with the decision offsets;
+the index and the results follow the commit.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from hitl_gateway import __version__, headers
+from hitl_gateway.audit import AuditChain
+from hitl_gateway.holds import HoldIndex, IndexedHold
+from hitl_gateway.review.auth import Reviewers
+from hitl_gateway.review.state import (
+    TERMINAL_STATE,
+    DecisionRequest,
+    Hold,
+    Outcome,
+    Refusal,
+    Verdict,
+    Vote,
+    evaluate,
+    refuse,
+)
+from hitl_gateway.settings import TopicSettings
+from hitl_gateway.sink import Outgoing
+
+CLOSED = "closed"
+
+
+@dataclass(slots=True)
+class Applied:
+    outgoing: list[Outgoing] = field(default_factory=list)
+    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    verdicts: list[tuple[str, str, str]] = field(default_factory=list)  # (pool, verdict, status)
+    latencies_s: list[tuple[str, str, float]] = field(default_factory=list)  # pool, verdict, s
+    refusals: list[str] = field(default_factory=list)
+
+
+def hold_from_meta(meta: dict[str, Any]) -> Hold:
+    return Hold(
+        item_id=meta["item_id"],
+        domain=meta["domain"],
+        pool=meta["pool"],
+        reviewers=meta["reviewers"],
+        content_hash=meta["content_hash"],
+        adjudicator_pool=meta.get("adjudicator_pool"),
+        producer=meta.get("producer"),
+        stage=meta.get("stage", "review"),
+        votes=tuple(Vote.from_json(v) for v in meta.get("votes", ())),
+    )
+
+
+class DecisionApplier:
+    def __init__(self, topics: TopicSettings, index: HoldIndex, reviewers: Reviewers) -> None:
+        self._topics = topics
+        self._index = index
+        self._reviewers = reviewers
+        self._version = __version__.encode()
+
+    async def apply(self, records: list[Any], partition: int, chain: AuditChain) -> Applied:
+        out = Applied()
+        # Holds as this batch has left them: later decisions in the batch see earlier ones.
+        overlay: dict[str, IndexedHold | str] = {}
+        for record in records:
+            try:
+                request = DecisionRequest.model_validate_json(record.value or b"")
+            except ValidationError as exc:
+                decision_id = _decision_id_of(record.value)
+                outcome = refuse(Refusal.MALFORMED, _first_error(exc))
+                self._refused(out, chain, None, decision_id, outcome, record, partition)
+                continue
+            current = overlay.get(request.item_id)
+            if current is None:
+                current = await self._index.get(request.item_id) or CLOSED
+            if isinstance(current, IndexedHold) and current.partition != partition:
+                out.outgoing.append(  # the API or a tool sent it to the wrong partition
+                    Outgoing(self._topics.review_decisions, record.value, record.key,
+                             list(record.headers or ()), partition=current.partition)
+                )  # fmt: skip
+                continue
+            closed_by = None
+            if isinstance(current, str):  # closed earlier in this batch, or look it up
+                closed_by = (
+                    current if current != CLOSED else await self._index.closed_by(request.item_id)
+                )
+            hold = hold_from_meta(current.meta) if isinstance(current, IndexedHold) else None
+            reviewer = self._reviewers.get(request.reviewer)
+            outcome = evaluate(
+                hold, request, reviewer, now_ms=record.timestamp, closed_by=closed_by
+            )
+            if outcome.refusal is not None:
+                self._refused(out, chain, request, request.decision_id, outcome, record, partition)
+                continue
+            if outcome.duplicate:
+                out.results[request.decision_id] = _result(
+                    request.decision_id, outcome, "duplicate"
+                )
+                continue
+            assert isinstance(current, IndexedHold)
+            if outcome.terminal is not None:
+                overlay[request.item_id] = request.decision_id
+                self._close(out, chain, current, request, outcome, record, partition)
+            else:
+                assert outcome.hold is not None
+                updated = self._updated(current, outcome.hold)
+                overlay[request.item_id] = updated
+                self._progress(out, chain, updated, request, outcome, record, partition)
+        return out
+
+    # -- outcomes --------------------------------------------------------------------------
+
+    def _close(
+        self,
+        out: Applied,
+        chain: AuditChain,
+        held: IndexedHold,
+        request: DecisionRequest,
+        outcome: Outcome,
+        record: Any,
+        partition: int,
+    ) -> None:
+        verdict = outcome.terminal
+        assert verdict is not None
+        assert outcome.final_vote is not None
+        meta = held.meta
+        state = TERMINAL_STATE[verdict]
+        base = [(k, v) for k, v in held.headers if k != headers.ROUTE]
+        base += [
+            (headers.ROUTE, state.encode()),
+            (headers.DECISION_ID, request.decision_id.encode()),
+        ]
+        original = orjson.loads(held.value)
+        if verdict is Verdict.REJECT:
+            reason = (request.reason or "rejected by reviewer").encode()
+            out.outgoing.append(
+                Outgoing(
+                    self._topics.blocked,
+                    held.value,
+                    held.key,
+                    [*base, (headers.REJECT_REASON, reason)],
+                )
+            )
+        elif verdict is Verdict.EDIT:
+            edited = orjson.dumps({**original, "output": outcome.final_vote.edited_output})
+            out.outgoing.append(Outgoing(self._topics.delivered, edited, held.key, base))
+        else:
+            out.outgoing.append(Outgoing(self._topics.delivered, held.value, held.key, base))
+        training = {
+            "type": "review",
+            "item_id": meta["item_id"],
+            "domain": meta["domain"],
+            "verdict": verdict.value,
+            "rubric": meta.get("rubric"),
+            "grades": request.grades,
+            "notes": request.notes,
+            "reviewer": request.reviewer,
+            "original_output": original.get("output"),
+            "edited_output": outcome.final_vote.edited_output,
+            "judge": original.get("judge"),
+            "policy_version": meta.get("policy_version"),
+        }
+        out.outgoing.append(
+            Outgoing(self._topics.training, orjson.dumps(training), meta["item_id"].encode(), [])
+        )
+        out.outgoing.append(
+            Outgoing(self._topics.holds, None, meta["item_id"].encode(), [], partition=partition)
+        )
+        self._audit(out, chain, "decided", meta, request, record, partition, state=state)
+        out.results[request.decision_id] = _result(request.decision_id, outcome, state)
+        out.verdicts.append((meta["pool"], verdict.value, "applied"))
+        latency = max(0.0, (record.timestamp - meta["held_at_ms"]) / 1000)
+        out.latencies_s.append((meta["pool"], verdict.value, latency))
+
+    def _progress(
+        self,
+        out: Applied,
+        chain: AuditChain,
+        held: IndexedHold,
+        request: DecisionRequest,
+        outcome: Outcome,
+        record: Any,
+        partition: int,
+    ) -> None:
+        meta = held.meta
+        hold_headers = [
+            (k, v) for k, v in held.headers if k not in (headers.HOLD, headers.HOLD_KEY)
+        ]
+        hold_headers.append((headers.HOLD, orjson.dumps(meta)))
+        if held.key is not None:
+            hold_headers.append((headers.HOLD_KEY, held.key))
+        out.outgoing.append(
+            Outgoing(
+                self._topics.holds,
+                held.value,
+                meta["item_id"].encode(),
+                hold_headers,
+                partition=partition,
+            )
+        )
+        event = "adjudication_requested" if outcome.escalated_to_adjudication else "vote_recorded"
+        if outcome.escalated_to_adjudication:
+            task = {
+                "type": "review_task",
+                "schema_version": 1,
+                "item_id": meta["item_id"],
+                "domain": meta["domain"],
+                "route": "hold",
+                "blocking": True,
+                "pool": meta["pool"],
+                "rule": "adjudication",
+                "reasons": [{"rule": "adjudication", "detail": outcome.message}],
+                "reviewers": 1,
+                "rubric": meta.get("rubric"),
+                "deadline_ms": meta.get("sla_deadline_ms"),
+                "blind": False,
+                "content_hash": meta["content_hash"],
+                "policy_version": meta.get("policy_version"),
+                "source": meta.get("source"),
+                "created_at_ms": record.timestamp,
+                "record": orjson.Fragment(held.value),
+            }
+            out.outgoing.append(
+                Outgoing(
+                    self._topics.review_tasks, orjson.dumps(task), meta["item_id"].encode(), []
+                )
+            )
+        self._audit(out, chain, event, meta, request, record, partition, state="pending")
+        out.results[request.decision_id] = _result(request.decision_id, outcome, "pending")
+        out.verdicts.append((meta["pool"], request.verdict.value, "recorded"))
+
+    def _updated(self, held: IndexedHold, hold: Hold) -> IndexedHold:
+        meta = dict(held.meta)
+        meta["votes"] = [v.as_json() for v in hold.votes]
+        meta["stage"] = hold.stage
+        if hold.stage == "adjudication" and hold.adjudicator_pool:
+            meta["pool"] = hold.adjudicator_pool
+        return IndexedHold(meta, held.value, held.key, held.headers, held.partition)
+
+    def _refused(
+        self,
+        out: Applied,
+        chain: AuditChain,
+        request: DecisionRequest | None,
+        decision_id: str | None,
+        outcome: Outcome,
+        record: Any,
+        partition: int,
+    ) -> None:
+        assert outcome.refusal is not None
+        event = {
+            "type": "decision_refused",
+            "decision_id": decision_id,
+            "item_id": request.item_id if request else None,
+            "reviewer": request.reviewer if request else None,
+            "verdict": request.verdict.value if request else None,
+            "refusal": outcome.refusal.value,
+            "status": outcome.status,
+            "message": outcome.message,
+            "source": _source(record),
+            "at_ms": record.timestamp,
+            "gateway_version": __version__,
+        }
+        out.outgoing.append(
+            self._sealed(chain, event, request.item_id if request else "", partition)
+        )
+        if decision_id:
+            out.results[decision_id] = _result(decision_id, outcome, "refused")
+        out.refusals.append(outcome.refusal.value)
+
+    def _audit(
+        self,
+        out: Applied,
+        chain: AuditChain,
+        kind: str,
+        meta: dict[str, Any],
+        request: DecisionRequest,
+        record: Any,
+        partition: int,
+        *,
+        state: str,
+    ) -> None:
+        event = {
+            "type": kind,
+            "decision_id": request.decision_id,
+            "item_id": meta["item_id"],
+            "domain": meta["domain"],
+            "pool": meta["pool"],
+            "reviewer": request.reviewer,
+            "verdict": request.verdict.value,
+            "state": state,
+            "grades": request.grades,
+            "content_hash": meta["content_hash"],
+            "policy_version": meta.get("policy_version"),
+            "source": _source(record),
+            "at_ms": record.timestamp,
+            "gateway_version": __version__,
+        }
+        out.outgoing.append(self._sealed(chain, event, meta["item_id"], partition))
+
+    def _sealed(
+        self, chain: AuditChain, event: dict[str, Any], key: str, partition: int
+    ) -> Outgoing:
+        return Outgoing(
+            self._topics.audit, chain.seal(event), key.encode(), [], partition=partition
+        )
+
+
+def _result(decision_id: str, outcome: Outcome, state: str) -> dict[str, Any]:
+    return {
+        "decision_id": decision_id,
+        "status": outcome.status,
+        "refusal": outcome.refusal.value if outcome.refusal else None,
+        "message": outcome.message,
+        "state": state,
+    }
+
+
+def _decision_id_of(value: bytes | None) -> str | None:
+    try:
+        raw = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    candidate = raw.get("decision_id") if isinstance(raw, dict) else None
+    return candidate if isinstance(candidate, str) and 0 < len(candidate) <= 128 else None
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False, include_input=False)[0]
+    path = ".".join(str(p) for p in err["loc"]) or "<decision>"
+    return f"field '{path}': {err['msg']}"
+
+
+def _source(record: Any) -> dict[str, Any]:
+    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}

@@ -1,0 +1,194 @@
+"""The life cycle of a held item, as a pure state machine.
+
+pending --(N distinct agreeing votes)--> approved | edited | rejected
+pending --(N votes that disagree)--> adjudication --(one adjudicator vote)--> terminal
+Nothing but a qualified reviewer's vote closes a hold: no timer, no error path releases it.
+Every request gets an ``Outcome``: applied, or refused with an HTTP-like status and reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+
+from hitl_gateway.review.auth import Reviewer
+
+
+class Verdict(StrEnum):
+    APPROVE = "approve"  # deliver the original
+    EDIT = "edit"  # deliver the reviewer's edited output
+    REJECT = "reject"  # block; the producing service falls back
+
+
+TERMINAL_STATE = {Verdict.APPROVE: "approved", Verdict.EDIT: "edited", Verdict.REJECT: "rejected"}
+
+
+class DecisionRequest(BaseModel):
+    """A reviewer's decision, from the HTTP API or the decisions topic."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    decision_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
+    item_id: str = Field(min_length=1, max_length=4_096)
+    reviewer: str = Field(min_length=1, max_length=128)
+    verdict: Verdict
+    content_hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
+    edited_output: JsonValue = None
+    reason: str | None = Field(default=None, max_length=2_000)
+    grades: dict[str, float | str] = Field(default_factory=dict, max_length=50)
+    notes: str | None = Field(default=None, max_length=10_000)
+
+    @model_validator(mode="after")
+    def _edit_has_output(self) -> DecisionRequest:
+        if self.verdict is Verdict.EDIT and self.edited_output is None:
+            raise ValueError("an edit needs edited_output")
+        if self.verdict is not Verdict.EDIT and self.edited_output is not None:
+            raise ValueError("edited_output is only for verdict edit")
+        return self
+
+
+@dataclass(frozen=True, slots=True)
+class Vote:
+    decision_id: str
+    reviewer: str
+    verdict: Verdict
+    at_ms: int
+    edited_output: Any = None
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "decision_id": self.decision_id,
+            "reviewer": self.reviewer,
+            "verdict": self.verdict.value,
+            "at_ms": self.at_ms,
+            "edited_output": self.edited_output,
+        }
+
+    @classmethod
+    def from_json(cls, raw: dict[str, Any]) -> Vote:
+        return cls(
+            raw["decision_id"], raw["reviewer"], Verdict(raw["verdict"]), raw["at_ms"],
+            raw.get("edited_output"),
+        )  # fmt: skip
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """What the life cycle needs to know about one held item."""
+
+    item_id: str
+    domain: str
+    pool: str
+    reviewers: int
+    content_hash: str
+    adjudicator_pool: str | None = None
+    producer: str | None = None  # the service that produced the output
+    stage: str = "review"  # review | adjudication
+    votes: tuple[Vote, ...] = field(default=())
+
+
+class Refusal(StrEnum):
+    UNKNOWN_ITEM = "unknown_item"  # 404
+    ALREADY_CLOSED = "already_closed"  # 409
+    NOT_ALLOWED = "not_allowed"  # 403
+    SELF_APPROVAL = "self_approval"  # 403: the producing service reviewing its own output
+    STALE_CONTENT = "stale_content"  # 409: the reviewer saw other content
+    ALREADY_VOTED = "already_voted"  # 409: one reviewer counts once
+    MALFORMED = "malformed"  # 422
+
+
+STATUS = {
+    Refusal.UNKNOWN_ITEM: 404,
+    Refusal.ALREADY_CLOSED: 409,
+    Refusal.NOT_ALLOWED: 403,
+    Refusal.SELF_APPROVAL: 403,
+    Refusal.STALE_CONTENT: 409,
+    Refusal.ALREADY_VOTED: 409,
+    Refusal.MALFORMED: 422,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """The result of one request. ``hold`` is the new state when it stays open."""
+
+    status: int
+    refusal: Refusal | None = None
+    message: str = ""
+    hold: Hold | None = None
+    terminal: Verdict | None = None
+    final_vote: Vote | None = None
+    escalated_to_adjudication: bool = False
+    duplicate: bool = False
+
+    @property
+    def applied(self) -> bool:
+        return self.refusal is None and not self.duplicate
+
+
+def refuse(refusal: Refusal, message: str) -> Outcome:
+    return Outcome(STATUS[refusal], refusal, message)
+
+
+def evaluate(
+    hold: Hold | None,
+    request: DecisionRequest,
+    reviewer: Reviewer | None,
+    *,
+    now_ms: int,
+    closed_by: str | None = None,
+) -> Outcome:
+    """Apply ``request`` to ``hold``. ``closed_by``: the decision id that closed the item."""
+    if hold is None:
+        if closed_by is not None:
+            if closed_by == request.decision_id:
+                return Outcome(200, message="already applied", duplicate=True)
+            return refuse(Refusal.ALREADY_CLOSED, f"item {request.item_id} is already closed")
+        return refuse(Refusal.UNKNOWN_ITEM, f"no held item {request.item_id}")
+    if any(v.decision_id == request.decision_id for v in hold.votes):
+        return Outcome(200, message="already applied", hold=hold, duplicate=True)
+    pool = hold.adjudicator_pool if hold.stage == "adjudication" else hold.pool
+    if reviewer is None or not reviewer.may_review(pool or "", hold.domain):
+        who = reviewer.id if reviewer else request.reviewer
+        return refuse(Refusal.NOT_ALLOWED, f"{who} may not review pool {pool} in {hold.domain}")
+    if hold.producer is not None and reviewer.id == hold.producer:
+        return refuse(Refusal.SELF_APPROVAL, f"{reviewer.id} produced this output")
+    if request.content_hash != hold.content_hash:
+        return refuse(Refusal.STALE_CONTENT, "the content changed since the reviewer saw it")
+    stage_votes = [v for v in hold.votes if _stage_of(hold, v) == hold.stage]
+    if any(v.reviewer == reviewer.id for v in stage_votes):
+        return refuse(Refusal.ALREADY_VOTED, f"{reviewer.id} already voted on this item")
+
+    vote = Vote(request.decision_id, reviewer.id, request.verdict, now_ms, request.edited_output)
+    votes = (*hold.votes, vote)
+    if hold.stage == "adjudication" or hold.reviewers <= 1:
+        return Outcome(200, terminal=vote.verdict, final_vote=vote)
+    round_votes = [*stage_votes, vote]
+    if len(round_votes) < hold.reviewers:
+        return Outcome(202, message="vote recorded", hold=replace(hold, votes=votes))
+    if _agree(round_votes):
+        return Outcome(200, terminal=vote.verdict, final_vote=vote)
+    return Outcome(
+        202,
+        message=f"reviewers disagree: sent to adjudicator pool {hold.adjudicator_pool}",
+        hold=replace(hold, votes=votes, stage="adjudication"),
+        escalated_to_adjudication=True,
+    )
+
+
+def _agree(votes: list[Vote]) -> bool:
+    first = votes[0]
+    return all(
+        v.verdict == first.verdict
+        and (v.verdict is not Verdict.EDIT or v.edited_output == first.edited_output)
+        for v in votes
+    )
+
+
+def _stage_of(hold: Hold, vote: Vote) -> str:
+    """Votes before the round completed belong to review; later ones to adjudication."""
+    index = hold.votes.index(vote)
+    return "review" if index < hold.reviewers else "adjudication"
