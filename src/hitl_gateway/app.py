@@ -22,11 +22,13 @@ from hitl_gateway.holds import HoldIndex
 from hitl_gateway.metrics import GatewayMetrics
 from hitl_gateway.pipeline import Pipeline
 from hitl_gateway.policy.store import PolicyStore
+from hitl_gateway.review.api import review_router
 from hitl_gateway.review.applier import DecisionApplier
 from hitl_gateway.review.auth import Reviewers
 from hitl_gateway.routing import Router
 from hitl_gateway.server import HttpServer, build_app
 from hitl_gateway.settings import Settings
+from hitl_gateway.sink import Publisher
 
 log = structlog.get_logger(__name__)
 
@@ -50,9 +52,13 @@ class Gateway:
             applier,
             self.index,
         )
+        self.publisher = Publisher(settings.kafka)
         self.http: HttpServer | None = None
         if settings.http.enabled:
-            self.http = HttpServer(settings.http, build_app(self.metrics.registry, self.ready))
+            api = review_router(settings, self.index, self.reviewers, self.publisher)
+            self.http = HttpServer(
+                settings.http, build_app(self.metrics.registry, self.ready, [api])
+            )
         self._stop = asyncio.Event()
         self._running = False
         self._watchdog: asyncio.Task[None] | None = None
@@ -82,6 +88,8 @@ class Gateway:
         log.info("gateway_starting", version=__version__, input_topic=self.settings.topics.outputs)
         try:
             async with AsyncExitStack() as stack:
+                await self.publisher.start()
+                stack.push_async_callback(self.publisher.stop)
                 if self.http is not None:
                     await self.http.start()
                     stack.push_async_callback(self.http.stop)

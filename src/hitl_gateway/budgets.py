@@ -18,8 +18,6 @@ from hitl_gateway.errors import InfrastructureError
 from hitl_gateway.policy.budget import Claim, MemoryLedger
 from hitl_gateway.settings import RedisSettings
 
-_PREFIX = "hitl:budget:"
-
 # ARGV[1]: [[item_id, [[key, cap, ttl_or_0], ...]], ...] -> one 1 (granted) or 0 per group.
 # A group is granted whole or not at all; a group whose id already holds every slot is a replay.
 _CLAIM = """
@@ -57,6 +55,7 @@ class RedisBudgets:
             socket_connect_timeout=settings.socket_timeout_s,
         )
         self._claim = self._client.register_script(_CLAIM)
+        self._prefix = f"{settings.key_prefix}budget:"
 
     async def stop(self) -> None:
         await self._client.aclose()
@@ -70,8 +69,8 @@ class RedisBudgets:
         try:
             async with self._client.pipeline(transaction=False) as pipe:
                 for key in keys:
-                    pipe.scard(_PREFIX + key)
-                    pipe.smismember(_PREFIX + key, list(item_ids))
+                    pipe.scard(self._prefix + key)
+                    pipe.smismember(self._prefix + key, list(item_ids))
                 replies = await pipe.execute()
         except RedisError as exc:
             raise InfrastructureError(f"redis budget read failed: {exc!r}") from exc
@@ -84,7 +83,7 @@ class RedisBudgets:
     async def claim(self, groups: Sequence[tuple[str, Sequence[Claim]]]) -> list[bool]:
         """Atomically claim each group's slots; False where a cap was reached meanwhile."""
         payload = [
-            [item_id, [[_PREFIX + c.key, c.cap, c.ttl_s or 0] for c in claims]]
+            [item_id, [[self._prefix + c.key, c.cap, c.ttl_s or 0] for c in claims]]
             for item_id, claims in groups
         ]
         try:

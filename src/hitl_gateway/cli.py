@@ -7,14 +7,20 @@ import asyncio
 import sys
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+import orjson
 import structlog
 
 from hitl_gateway import __version__
 from hitl_gateway.errors import ConfigError, GatewayError
 from hitl_gateway.logs import configure_logging
 from hitl_gateway.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from hitl_gateway.audit import Verification
 
 log = structlog.get_logger(__name__)
 
@@ -57,8 +63,32 @@ def _parser() -> argparse.ArgumentParser:
     schema = policy_sub.add_parser("schema", help="write the JSON Schemas of the policy files")
     schema.add_argument("--out", type=Path, default=Path("configs/schema"))
 
+    audit = sub.add_parser("audit", help="export and verify the tamper-evident audit trail")
+    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
+    verify_cmd = audit_sub.add_parser("verify", help="recompute the hash chains; exit 1 if broken")
+    verify_cmd.add_argument("--file", type=Path, help="verify an export instead of the topic")
+    export = audit_sub.add_parser("export", help="write audit events as JSON lines")
+    export.add_argument("--out", type=Path, required=True)
+    export.add_argument("--item", help="only this item's events")
+    export.add_argument("--since", type=_iso_ms, help="ISO 8601 start (inclusive)")
+    export.add_argument("--until", type=_iso_ms, help="ISO 8601 end (exclusive)")
+
+    reviewers = sub.add_parser("reviewers", help="reviewer identities")
+    reviewers_sub = reviewers.add_subparsers(dest="reviewers_command", required=True)
+    reviewers_sub.add_parser("token", help="make a bearer token and the hash for reviewers.yaml")
+
     sub.add_parser("version", help="print the version")
     return parser
+
+
+def _iso_ms(text: str) -> int:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return int(moment.timestamp() * 1000)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -68,6 +98,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "policy":
         return _policy_command(args)
+    if args.command == "reviewers":
+        from hitl_gateway.review.auth import new_token  # noqa: PLC0415
+
+        token, digest = new_token()
+        print(f"token (give to the reviewer, shown once): {token}")
+        print(f"token_sha256 (put in reviewers.yaml):     {digest}")
+        return 0
+    if args.command == "audit" and args.audit_command == "verify" and args.file is not None:
+        return _report(_verify_file(args.file))
     try:
         settings = load_settings()
     except ConfigError as exc:
@@ -82,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             created = asyncio.run(_ensure_topics(settings))
             print(f"created: {', '.join(created) if created else 'nothing (all present)'}")
             return 0
+        if args.command == "audit":
+            return asyncio.run(_audit(settings, args))
         if args.command == "run":
             asyncio.run(_run(settings, args.max_records, args.idle_timeout))
             return 0
@@ -132,6 +173,37 @@ def _policy_command(args: argparse.Namespace) -> int:
             print(problem, file=sys.stderr)
         print(f"{len(exc.problems)} error(s)", file=sys.stderr)
         return EXIT_CONFIG
+    return 0
+
+
+def _verify_file(path: Path) -> Verification:
+    from hitl_gateway.review.trail import verify_file  # noqa: PLC0415
+
+    return verify_file(path)
+
+
+def _report(result: Verification) -> int:
+    if result.first_break is not None:
+        print(f"BROKEN after {result.events} event(s): {result.first_break}")
+        return 1
+    print(f"ok: {result.events} event(s) in {result.partitions} chain(s), every link holds")
+    return 0
+
+
+async def _audit(settings: Settings, args: argparse.Namespace) -> int:
+    from hitl_gateway.audit import verify  # noqa: PLC0415
+    from hitl_gateway.review.trail import read_trail, select  # noqa: PLC0415
+
+    trail = await read_trail(settings)
+    if args.audit_command == "verify":
+        return _report(verify(trail))
+    rows = select(trail, item_id=args.item, since_ms=args.since, until_ms=args.until)
+    count = 0
+    with args.out.open("wb") as out:
+        for row in rows:
+            out.write(orjson.dumps(row) + b"\n")
+            count += 1
+    print(f"wrote {count} event(s) to {args.out}")
     return 0
 
 

@@ -24,7 +24,6 @@ from hitl_gateway import headers
 from hitl_gateway.errors import InfrastructureError
 from hitl_gateway.settings import RedisSettings
 
-P = "hitl:"
 CLOSED_TTL_S = 30 * 86_400
 RESULT_TTL_S = 7 * 86_400
 
@@ -69,6 +68,7 @@ def decode_headers(raw: bytes) -> list[tuple[str, bytes]]:
 
 class HoldIndex:
     def __init__(self, settings: RedisSettings) -> None:
+        self._p = settings.key_prefix
         self._r = aioredis.Redis.from_url(
             settings.url,
             password=settings.password.get_secret_value() if settings.password else None,
@@ -106,9 +106,11 @@ class HoldIndex:
                 for item_id, decision_id, partition in removals:
                     self._remove(pipe, item_id, previous.get(item_id), decision_id, partition)
                 for decision_id, result in results.items():
-                    pipe.set(f"{P}decision:{decision_id}", orjson.dumps(result), ex=RESULT_TTL_S)
+                    pipe.set(
+                        f"{self._p}decision:{decision_id}", orjson.dumps(result), ex=RESULT_TTL_S
+                    )
                 for (topic, partition), offset in applied.items():
-                    pipe.set(f"{P}applied:{topic}:{partition}", offset)
+                    pipe.set(f"{self._p}applied:{topic}:{partition}", offset)
                 await pipe.execute()
         except RedisError as exc:
             raise InfrastructureError(f"redis hold index update failed: {exc!r}") from exc
@@ -118,7 +120,7 @@ class HoldIndex:
             return {}
         async with self._r.pipeline(transaction=False) as pipe:
             for item_id in item_ids:
-                pipe.hget(f"{P}hold:{item_id}", "meta")
+                pipe.hget(f"{self._p}hold:{item_id}", "meta")
             metas = await pipe.execute()
         out = {}
         for item_id, raw in zip(item_ids, metas, strict=True):
@@ -131,10 +133,10 @@ class HoldIndex:
         meta = hold.meta
         item_id, pool = meta["item_id"], meta["pool"]
         if previous is not None and previous[0] != pool:
-            pipe.zrem(f"{P}queue:{previous[0]}", item_id)
-            pipe.zrem(f"{P}age:{previous[0]}", item_id)
+            pipe.zrem(f"{self._p}queue:{previous[0]}", item_id)
+            pipe.zrem(f"{self._p}age:{previous[0]}", item_id)
         pipe.hset(
-            f"{P}hold:{item_id}",
+            f"{self._p}hold:{item_id}",
             mapping={
                 "meta": orjson.dumps(meta),
                 "value": hold.value,
@@ -144,12 +146,12 @@ class HoldIndex:
                 "partition": hold.partition,
             },
         )
-        pipe.zadd(f"{P}queue:{pool}", {item_id: meta["sla_deadline_ms"] or 0})
-        pipe.zadd(f"{P}age:{pool}", {item_id: meta["held_at_ms"]})
-        pipe.sadd(f"{P}domain:{meta['domain']}", item_id)
-        pipe.sadd(f"{P}pools", pool)
-        pipe.zadd(f"{P}sla:{hold.partition}", {item_id: meta.get("next_check_ms") or 0})
-        pipe.delete(f"{P}closed:{item_id}")
+        pipe.zadd(f"{self._p}queue:{pool}", {item_id: meta["sla_deadline_ms"] or 0})
+        pipe.zadd(f"{self._p}age:{pool}", {item_id: meta["held_at_ms"]})
+        pipe.sadd(f"{self._p}domain:{meta['domain']}", item_id)
+        pipe.sadd(f"{self._p}pools", pool)
+        pipe.zadd(f"{self._p}sla:{hold.partition}", {item_id: meta.get("next_check_ms") or 0})
+        pipe.delete(f"{self._p}closed:{item_id}")
 
     def _remove(
         self,
@@ -160,18 +162,18 @@ class HoldIndex:
         partition: int,
     ) -> None:
         if previous is not None:
-            pipe.zrem(f"{P}queue:{previous[0]}", item_id)
-            pipe.zrem(f"{P}age:{previous[0]}", item_id)
-            pipe.srem(f"{P}domain:{previous[1]}", item_id)
-        pipe.delete(f"{P}hold:{item_id}")
-        pipe.zrem(f"{P}sla:{partition}", item_id)
-        pipe.set(f"{P}closed:{item_id}", decision_id, ex=CLOSED_TTL_S)
+            pipe.zrem(f"{self._p}queue:{previous[0]}", item_id)
+            pipe.zrem(f"{self._p}age:{previous[0]}", item_id)
+            pipe.srem(f"{self._p}domain:{previous[1]}", item_id)
+        pipe.delete(f"{self._p}hold:{item_id}")
+        pipe.zrem(f"{self._p}sla:{partition}", item_id)
+        pipe.set(f"{self._p}closed:{item_id}", decision_id, ex=CLOSED_TTL_S)
 
     # -- reads -----------------------------------------------------------------------------
 
     async def get(self, item_id: str) -> IndexedHold | None:
         try:
-            found = await self._r.hgetall(f"{P}hold:{item_id}")
+            found = await self._r.hgetall(f"{self._p}hold:{item_id}")
             raw = {_bytes(k): _bytes(v) for k, v in found.items()}
         except RedisError as exc:
             raise InfrastructureError(f"redis read failed: {exc!r}") from exc
@@ -186,22 +188,22 @@ class HoldIndex:
         )
 
     async def closed_by(self, item_id: str) -> str | None:
-        value = await self._r.get(f"{P}closed:{item_id}")
-        return _text(value) if value else None
+        value = await self._r.get(f"{self._p}closed:{item_id}")
+        return _text(value) if value is not None else None
 
     async def result(self, decision_id: str) -> dict[str, Any] | None:
-        raw = await self._r.get(f"{P}decision:{decision_id}")
+        raw = await self._r.get(f"{self._p}decision:{decision_id}")
         return orjson.loads(raw) if raw else None
 
     async def applied_offset(self, topic: str, partition: int) -> int | None:
-        raw = await self._r.get(f"{P}applied:{topic}:{partition}")
+        raw = await self._r.get(f"{self._p}applied:{topic}:{partition}")
         return int(raw) if raw is not None else None
 
     async def queue(
         self, pool: str, *, order: str = "deadline", offset: int = 0, limit: int = 50
     ) -> tuple[int, list[dict[str, Any]]]:
         """A page of a pool's queue (nearest deadline or oldest first) and its total size."""
-        key = f"{P}queue:{pool}" if order == "deadline" else f"{P}age:{pool}"
+        key = f"{self._p}queue:{pool}" if order == "deadline" else f"{self._p}age:{pool}"
         try:
             total = await self._r.zcard(key)
             ids = await self._r.zrange(key, offset, offset + limit - 1)
@@ -209,7 +211,7 @@ class HoldIndex:
                 return total, []
             async with self._r.pipeline(transaction=False) as pipe:
                 for item_id in ids:
-                    pipe.hget(f"{P}hold:{_text(item_id)}", "meta")
+                    pipe.hget(f"{self._p}hold:{_text(item_id)}", "meta")
                 metas = await pipe.execute()
         except RedisError as exc:
             raise InfrastructureError(f"redis read failed: {exc!r}") from exc
@@ -217,18 +219,20 @@ class HoldIndex:
 
     async def due(self, partition: int, now_ms: int, limit: int = 500) -> list[str]:
         """Items of ``partition`` whose next SLA check is due."""
-        ids = await self._r.zrangebyscore(f"{P}sla:{partition}", 1, now_ms, start=0, num=limit)
+        ids = await self._r.zrangebyscore(
+            f"{self._p}sla:{partition}", 1, now_ms, start=0, num=limit
+        )
         return [_text(i) for i in ids]
 
     async def counts(self) -> dict[str, dict[str, int]]:
         """Held items per pool and per domain (for metrics)."""
-        pools = [_text(p) for p in await self._r.smembers(f"{P}pools")]
+        pools = [_text(p) for p in await self._r.smembers(f"{self._p}pools")]
         async with self._r.pipeline(transaction=False) as pipe:
             for pool in pools:
-                pipe.zcard(f"{P}queue:{pool}")
+                pipe.zcard(f"{self._p}queue:{pool}")
             sizes = await pipe.execute()
         return {"pool": dict(zip(pools, sizes, strict=True))}
 
     async def oldest(self, pool: str) -> int | None:
-        first = await self._r.zrange(f"{P}age:{pool}", 0, 0, withscores=True)
+        first = await self._r.zrange(f"{self._p}age:{pool}", 0, 0, withscores=True)
         return int(first[0][1]) if first else None

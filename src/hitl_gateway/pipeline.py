@@ -19,6 +19,7 @@ import structlog
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
+from hitl_gateway import headers
 from hitl_gateway.audit import AuditChain
 from hitl_gateway.errors import FencedError, InfrastructureError
 from hitl_gateway.holds import HoldIndex, IndexedHold, indexed
@@ -327,7 +328,7 @@ class Pipeline:
                 continue
             last = max(last, meta.offset)
             if out.value is None:
-                decision = dict(out.headers).get("hitl.decision.id", b"").decode()
+                decision = dict(out.headers).get(headers.DECISION_ID, b"closed").decode()
                 removals.append(((out.key or b"").decode(), decision, p))
             else:
                 upserts.append(indexed(out.value, out.headers, p))

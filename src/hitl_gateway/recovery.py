@@ -72,6 +72,8 @@ class Reader:
             try:
                 consumer.assign([tp])
                 end = (await consumer.end_offsets([tp]))[tp]
+                if end == 0 or (start is not None and start >= end):
+                    return [], end  # nothing to read: skip the position reset round trips
                 if start is None:
                     await consumer.seek_to_beginning(tp)
                 else:

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Generator, Sequence
 
 import structlog
 import uvicorn
-from fastapi import FastAPI, Response
+from fastapi import APIRouter, FastAPI, Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from hitl_gateway import __version__
@@ -16,8 +17,12 @@ from hitl_gateway.settings import HttpSettings
 log = structlog.get_logger(__name__)
 
 
-def build_app(registry: CollectorRegistry, ready: Callable[[], bool]) -> FastAPI:
+def build_app(
+    registry: CollectorRegistry, ready: Callable[[], bool], routers: Sequence[APIRouter] = ()
+) -> FastAPI:
     app = FastAPI(title="hitl-gateway", version=__version__)
+    for router in routers:
+        app.include_router(router)
 
     @app.get("/metrics", include_in_schema=False)
     def metrics() -> Response:
@@ -37,6 +42,15 @@ def build_app(registry: CollectorRegistry, ready: Callable[[], bool]) -> FastAPI
     return app
 
 
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the composition root owns SIGTERM/SIGINT
+    (uvicorn would capture them and re-raise them on exit, which reads as a second signal)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
 class HttpServer:
     def __init__(self, settings: HttpSettings, app: FastAPI) -> None:
         config = uvicorn.Config(
@@ -47,7 +61,7 @@ class HttpServer:
             access_log=False,
             lifespan="off",
         )
-        self._server = uvicorn.Server(config)
+        self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:

@@ -139,6 +139,8 @@ class ReviewSettings(_Section):
 
 class RedisSettings(_Section):
     url: str = "redis://127.0.0.1:6379/0"
+    # Namespaces every key, so several deployments (or test runs) can share one Redis.
+    key_prefix: str = Field(default="hitl:", pattern=r"^[A-Za-z0-9_.:-]{1,64}$")
     password: SecretStr | None = None
     socket_timeout_s: float = Field(default=5.0, gt=0)
 

@@ -160,3 +160,42 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
     """Mark a failed send's error as seen: the transaction's outcome already reports it."""
     if not future.cancelled():
         future.exception()
+
+
+class Publisher:
+    """A plain idempotent producer (no transactions) for the review API's decisions."""
+
+    def __init__(self, settings: KafkaSettings) -> None:
+        self._settings = settings
+        self._producer: AIOKafkaProducer | None = None
+
+    async def start(self) -> None:
+        if self._producer is not None:
+            return
+        s = self._settings
+        producer = AIOKafkaProducer(
+            bootstrap_servers=s.bootstrap_servers,
+            client_id=f"{s.client_id}-api",
+            enable_idempotence=True,
+            request_timeout_ms=s.request_timeout_ms,
+            **s.security_options(),
+        )
+        try:
+            await producer.start()
+        except (KafkaError, OSError) as exc:
+            await _close_quietly(producer)
+            raise InfrastructureError(f"could not start the decision publisher: {exc!r}") from exc
+        self._producer = producer
+
+    async def stop(self) -> None:
+        producer, self._producer = self._producer, None
+        if producer is not None:
+            await _close_quietly(producer)
+
+    async def publish(self, topic: str, value: bytes, key: bytes, partition: int | None) -> None:
+        if self._producer is None:
+            raise InfrastructureError("the decision publisher is not started")
+        try:
+            await self._producer.send_and_wait(topic, value, key=key, partition=partition)
+        except (KafkaError, OSError) as exc:
+            raise InfrastructureError(f"publishing a decision failed: {exc!r}") from exc

@@ -54,7 +54,7 @@ def fresh_settings(
         ),
         topics=TopicSettings(partitions=partitions, **names),
         policy=PolicySettings(dir=policy_dir, reload_interval_s=0.2),
-        redis=RedisSettings(url=REDIS_URL),
+        redis=RedisSettings(url=REDIS_URL, key_prefix=f"t{uid}:"),
         http=HttpSettings(port=0),
         runtime=RuntimeSettings(log_format="json", shutdown_timeout_s=20),
     )

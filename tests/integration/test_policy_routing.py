@@ -142,7 +142,8 @@ async def test_quota_survives_a_restart_and_replays_keep_their_slot(tmp_path: Pa
         assert {"a0", "a1", "a2"} <= admitted
         client = aioredis.Redis.from_url(REDIS_URL)
         try:
-            keys = [k async for k in client.scan_iter(f"hitl:budget:{domain}|*")]
+            prefix = settings.redis.key_prefix
+            keys = [k async for k in client.scan_iter(f"{prefix}budget:{domain}|*")]
             members = set()
             for key in keys:
                 members |= {m.decode() for m in await client.smembers(key)}

@@ -179,7 +179,13 @@ class DecisionApplier:
             Outgoing(self._topics.training, orjson.dumps(training), meta["item_id"].encode(), [])
         )
         out.outgoing.append(
-            Outgoing(self._topics.holds, None, meta["item_id"].encode(), [], partition=partition)
+            Outgoing(
+                self._topics.holds,
+                None,
+                meta["item_id"].encode(),
+                [(headers.DECISION_ID, request.decision_id.encode())],  # who closed it
+                partition=partition,
+            )
         )
         self._audit(out, chain, "decided", meta, request, record, partition, state=state)
         out.results[request.decision_id] = _result(request.decision_id, outcome, state)

@@ -43,11 +43,16 @@ class DecisionRequest(BaseModel):
 
     @model_validator(mode="after")
     def _edit_has_output(self) -> DecisionRequest:
-        if self.verdict is Verdict.EDIT and self.edited_output is None:
-            raise ValueError("an edit needs edited_output")
-        if self.verdict is not Verdict.EDIT and self.edited_output is not None:
-            raise ValueError("edited_output is only for verdict edit")
+        check_edit(self.verdict, self.edited_output)
         return self
+
+
+def check_edit(verdict: Verdict, edited_output: object) -> None:
+    """An edit carries the edited output; no other verdict does."""
+    if verdict is Verdict.EDIT and edited_output is None:
+        raise ValueError("an edit needs edited_output")
+    if verdict is not Verdict.EDIT and edited_output is not None:
+        raise ValueError("edited_output is only for verdict edit")
 
 
 @dataclass(frozen=True, slots=True)
