@@ -157,8 +157,9 @@ async def _partitions(topic: str) -> list[int]:
     return sorted(p["partition"] for p in meta["partitions"])
 
 
-async def committed_offsets(settings: Settings) -> dict[int, int]:
-    """The gateway group's committed offset per input partition (absent: none committed)."""
+async def committed_offsets(settings: Settings, topic: str | None = None) -> dict[int, int]:
+    """The gateway group's committed offset per partition of ``topic`` (default: the input)."""
+    topic = topic or settings.topics.outputs
     admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
     await admin.start()
     try:
@@ -168,7 +169,7 @@ async def committed_offsets(settings: Settings) -> dict[int, int]:
     return {
         tp.partition: meta.offset
         for tp, meta in offsets.items()
-        if tp.topic == settings.topics.outputs and meta.offset >= 0
+        if tp.topic == topic and meta.offset >= 0
     }
 
 
