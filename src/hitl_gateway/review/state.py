@@ -153,7 +153,9 @@ def evaluate(
                 return Outcome(200, message="already applied", duplicate=True)
             return refuse(Refusal.ALREADY_CLOSED, f"item {request.item_id} is already closed")
         return refuse(Refusal.UNKNOWN_ITEM, f"no held item {request.item_id}")
-    if any(v.decision_id == request.decision_id for v in hold.votes):
+    if any(
+        v.decision_id == request.decision_id and v.reviewer == request.reviewer for v in hold.votes
+    ):
         return Outcome(200, message="already applied", hold=hold, duplicate=True)
     pool = hold.adjudicator_pool if hold.stage == "adjudication" else hold.pool
     if reviewer is None or not reviewer.may_review(pool or "", hold.domain):
