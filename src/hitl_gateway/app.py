@@ -25,6 +25,7 @@ from hitl_gateway.policy.store import PolicyStore
 from hitl_gateway.review.api import review_router
 from hitl_gateway.review.applier import DecisionApplier
 from hitl_gateway.review.auth import Reviewers
+from hitl_gateway.review.sla import SlaSweeper
 from hitl_gateway.routing import Router
 from hitl_gateway.server import HttpServer, build_app
 from hitl_gateway.settings import Settings
@@ -53,6 +54,13 @@ class Gateway:
             self.index,
         )
         self.publisher = Publisher(settings.kafka)
+        self.sla = SlaSweeper(
+            settings.topics,
+            self.index,
+            self.policies,
+            self.metrics,
+            settings.review.sla_check_interval_s,
+        )
         self.http: HttpServer | None = None
         if settings.http.enabled:
             api = review_router(settings, self.index, self.reviewers, self.publisher)
@@ -99,6 +107,10 @@ class Gateway:
                 stack.push_async_callback(self.pipeline.stop)
                 watcher = asyncio.create_task(self.policies.watch(self._stop), name="policy-watch")
                 stack.push_async_callback(_cancel, watcher)
+                sweeper = asyncio.create_task(
+                    self.sla.run(self.pipeline, self._stop), name="sla-sweeper"
+                )
+                stack.push_async_callback(_cancel, sweeper)
                 self._running = True
                 await self.pipeline.run(
                     self._stop, max_records=max_records, idle_timeout_s=idle_timeout_s

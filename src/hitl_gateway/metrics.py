@@ -108,6 +108,18 @@ class GatewayMetrics:
             ),
             registry=r,
         )
+        self.sla_breaches = Counter(
+            "hitl_sla_breaches",
+            "Holds found past their SLA deadline, by pool.",
+            ["pool"],
+            registry=r,
+        )
+        self.escalations = Counter(
+            "hitl_escalations",
+            "Holds moved along their escalation chain, by the pool they moved to.",
+            ["pool"],
+            registry=r,
+        )
         self.build = Info("hitl_build", "Gateway build information.", registry=r)
         self.build.info({"version": __version__})
         # Publish every bounded label value at zero so rate() and alerts see the series at once.

@@ -315,6 +315,18 @@ class Pipeline:
         self._account(tally, applied, len(inputs), len(decisions))
         await self._update_index(p, outgoing, metadata, applied)
 
+    async def publish(self, p: int, outgoing: list[Outgoing]) -> None:
+        """A transaction on partition p's producer that consumes nothing (SLA escalations).
+        The caller holds the lock and has sealed audit events on ``chain(p)``."""
+        chain = self._chains[p]
+        try:
+            metadata = await self._producers[p].commit(outgoing, {}, self._settings.kafka.group_id)
+        except InfrastructureError:
+            chain.rollback()
+            raise
+        chain.commit()
+        await self._update_index(p, outgoing, metadata, Applied())
+
     async def _update_index(
         self, p: int, outgoing: list[Outgoing], metadata: list[Any], applied: Applied
     ) -> None:

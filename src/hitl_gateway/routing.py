@@ -23,10 +23,9 @@ from hitl_gateway.models import DeadLetterReason, InputRecord, Invalid, Route
 from hitl_gateway.policy.budget import MemoryLedger
 from hitl_gateway.policy.engine import Decision, candidate_claim_keys, decide
 from hitl_gateway.policy.loader import PolicySet
+from hitl_gateway.review.tasks import TASK_SCHEMA_VERSION
 from hitl_gateway.settings import Settings
 from hitl_gateway.sink import Outgoing
-
-TASK_SCHEMA_VERSION = 1
 
 
 @dataclass(slots=True)

@@ -135,6 +135,7 @@ class ReviewSettings(_Section):
 
     reviewers_file: Path = Path("configs/reviewers.yaml")
     decision_wait_s: float = Field(default=10.0, gt=0)  # how long the API waits for the result
+    sla_check_interval_s: float = Field(default=5.0, gt=0)  # how often owned holds are swept
 
 
 class RedisSettings(_Section):

@@ -119,7 +119,8 @@ class PartitionProducer:
                     futures.append(future)
                 # Every record acknowledged before the offsets join the transaction.
                 metadata = await asyncio.wait_for(asyncio.gather(*futures), self._timeout_s)
-                await producer.send_offsets_to_transaction(offsets, group_id)
+                if offsets:  # side transactions (SLA escalations) consume nothing
+                    await producer.send_offsets_to_transaction(offsets, group_id)
                 await asyncio.wait_for(producer.commit_transaction(), self._timeout_s)
             except BaseException as exc:
                 await self._abort(fenced=isinstance(exc, _FENCED))

@@ -332,3 +332,61 @@ async def test_audit_export_and_verify_detect_tampering(stack: Stack, tmp_path: 
     args = ("audit", "export", "--out", str(one), "--item", "a1")
     assert (await asyncio.to_thread(_cli, s.settings, *args)).returncode == 0
     assert all(orjson.loads(x)["event"]["item_id"] == "a1" for x in one.read_bytes().splitlines())
+
+
+async def test_sla_breach_escalates_and_never_releases(tmp_path: Path) -> None:
+    tokens = _reviewers_file(tmp_path / "reviewers.yaml")
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (tmp_path / "pools.yaml").write_text((CONFIGS / "pools.yaml").read_text())
+    (policies / "urgent.yaml").write_text(
+        "domain: urgent\n"
+        "mandatory_review:\n"
+        "  pool: clinicians\n"
+        "  sla: 1s\n"
+        "  escalation: [{after: 1s, pool: senior-clinicians}]\n"
+    )
+    settings = fresh_settings(policy_dir=policies).model_copy(
+        update={
+            "review": ReviewSettings(
+                reviewers_file=tmp_path / "reviewers.yaml", sla_check_interval_s=0.2
+            )
+        }
+    )
+    await ensure_topics(settings)
+    gateway, task = await _start(settings)
+    try:
+        body = {"id": "u1", "domain": "urgent", "output": {"text": "now"}}
+        await produce(settings.topics.outputs, [(b"u1", orjson.dumps(body))])
+        base = f"http://127.0.0.1:{gateway.http.port if gateway.http else 0}"
+        headers = {"Authorization": f"Bearer {tokens['ana']}"}
+        async with httpx.AsyncClient(base_url=base) as http:
+
+            async def escalated() -> bool:
+                item = await http.get("/v1/items/u1", headers=headers)
+                return item.status_code == 200 and item.json()["pool"] == "senior-clinicians"
+
+            await wait_until(escalated, timeout_s=30, interval_s=0.2)
+        trail = [orjson.loads(r.value) for r in await read_all(settings.topics.audit)]
+        kinds = [e["type"] for e in trail if e.get("item_id") == "u1"]
+        assert kinds.count("sla_breached") == 1
+        assert kinds.count("escalated") == 1
+        tasks = [orjson.loads(r.value) for r in await read_all(settings.topics.review_tasks)]
+        assert [t["pool"] for t in tasks] == ["clinicians", "senior-clinicians"]
+        assert await read_all(settings.topics.delivered) == []  # fail-closed
+        registry = gateway.metrics.registry
+        assert (
+            registry.get_sample_value("hitl_escalations_total", {"pool": "senior-clinicians"}) == 1
+        )
+        assert (
+            verify(
+                sorted(
+                    (r.partition, r.offset, r.value) for r in await read_all(settings.topics.audit)
+                )
+            ).first_break
+            is None
+        )
+    finally:
+        gateway.request_stop()
+        await asyncio.wait_for(task, 30)
+        await delete_topics(settings)

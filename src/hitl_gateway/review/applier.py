@@ -37,6 +37,7 @@ from hitl_gateway.review.state import (
     evaluate,
     refuse,
 )
+from hitl_gateway.review.tasks import hold_task
 from hitl_gateway.settings import TopicSettings
 from hitl_gateway.sink import Outgoing
 
@@ -221,31 +222,10 @@ class DecisionApplier:
         )
         event = "adjudication_requested" if outcome.escalated_to_adjudication else "vote_recorded"
         if outcome.escalated_to_adjudication:
-            task = {
-                "type": "review_task",
-                "schema_version": 1,
-                "item_id": meta["item_id"],
-                "domain": meta["domain"],
-                "route": "hold",
-                "blocking": True,
-                "pool": meta["pool"],
-                "rule": "adjudication",
-                "reasons": [{"rule": "adjudication", "detail": outcome.message}],
-                "reviewers": 1,
-                "rubric": meta.get("rubric"),
-                "deadline_ms": meta.get("sla_deadline_ms"),
-                "blind": False,
-                "content_hash": meta["content_hash"],
-                "policy_version": meta.get("policy_version"),
-                "source": meta.get("source"),
-                "created_at_ms": record.timestamp,
-                "record": orjson.Fragment(held.value),
-            }
             out.outgoing.append(
-                Outgoing(
-                    self._topics.review_tasks, orjson.dumps(task), meta["item_id"].encode(), []
-                )
-            )
+                hold_task(self._topics.review_tasks, meta, held.value, rule="adjudication",
+                          detail=outcome.message, at_ms=record.timestamp)
+            )  # fmt: skip
         self._audit(out, chain, event, meta, request, record, partition, state="pending")
         out.results[request.decision_id] = _result(request.decision_id, outcome, "pending")
         out.verdicts.append((meta["pool"], request.verdict.value, "recorded"))
