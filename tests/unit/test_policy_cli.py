@@ -129,3 +129,13 @@ def test_simulate_diff_shows_what_a_change_does(
 def test_simulate_missing_input_is_a_clear_error(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["policy", "simulate", "--input", "/nonexistent.jsonl"]) == 2
     assert "no such input file: /nonexistent.jsonl" in capsys.readouterr().err
+
+
+def test_example_reviewers_file_is_valid() -> None:
+    from hitl_gateway.review.auth import Reviewers  # noqa: PLC0415
+
+    reviewers = Reviewers.load(CONFIGS / "reviewers.example.yaml")
+    ana = reviewers.get("dr-ana")
+    assert ana is not None
+    assert ana.may_review("clinicians", "clinical-summaries")
+    assert not ana.may_review("clinicians", "legal-drafts")
