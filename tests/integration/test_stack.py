@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import orjson
+
 REPO = Path(__file__).resolve().parents[2]
 STACK = [sys.executable, str(REPO / "deploy" / "local" / "stack.py")]
 
@@ -80,3 +82,25 @@ def test_bad_port_setting_is_a_clear_error(tmp_path: Path) -> None:
     result = _stack(env, "status")
     assert result.returncode == 1
     assert "STACK_KAFKA_PORT='ninety' is not a TCP port" in result.stderr
+
+
+def test_review_benchmark_smoke_run(tmp_path: Path) -> None:
+    """The review benchmark runs end to end on the stack and writes its results (no timing
+    assertions: figures are read by people, not by tests)."""
+    results = REPO / "loadtest" / "results"
+    before = set(results.glob("review-*.json")) if results.exists() else set()
+    script = str(REPO / "loadtest" / "bench_review.py")
+    run = subprocess.run(
+        [sys.executable, script, "--decisions", "5", "--holds", "200"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert "decision -> delivered" in run.stdout
+    written = set(results.glob("review-*.json")) - before
+    assert len(written) == 1
+    data = orjson.loads(written.pop().read_bytes())
+    assert data["decision_to_delivery"]["decisions"] == 5
+    assert data["queue_listing"]["holds"] == 200
