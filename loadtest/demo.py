@@ -9,12 +9,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import tempfile
 import time
 import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
 
+import httpx
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
@@ -23,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from hitl_gateway.admin import ensure_topics
 from hitl_gateway.app import Gateway
 from hitl_gateway.logs import configure_logging
+from hitl_gateway.review.auth import new_token
 from hitl_gateway.settings import Settings, load_settings
 from records import make_stream
 
@@ -118,8 +121,42 @@ def _scrape(port: int) -> list[str]:
     ]
 
 
+async def _review(settings: Settings, gateway: Gateway, token: str, run_id: str) -> tuple[int, int]:
+    """A clinician works through the clinicians queue: approve this run's held items (one in
+    five is edited), then count what reached the delivered topic."""
+    assert gateway.http is not None
+    headers = {"Authorization": f"Bearer {token}"}
+    decided = 0
+    async with httpx.AsyncClient(
+        base_url=f"http://127.0.0.1:{gateway.http.port}", timeout=30
+    ) as http:
+        page = await http.get("/v1/pools/clinicians/items", params={"limit": 500}, headers=headers)
+        items = [i for i in page.json()["items"] if i["item_id"].startswith(run_id)][:25]
+        for n, item in enumerate(items):
+            decision: dict[str, object] = {
+                "decision_id": f"{item['item_id']}-review",
+                "verdict": "approve",
+                "content_hash": item["content_hash"],
+            }
+            if n % 5 == 0:
+                decision.update(verdict="edit", edited_output={"text": "reviewed summary"})
+            response = await http.post(
+                f"/v1/items/{item['item_id']}/decisions", json=decision, headers=headers
+            )
+            decided += response.status_code == 200
+    return len(items), decided
+
+
 async def main(count: int, rate: float, invalid_share: float) -> int:
+    token, digest = new_token()
+    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
+        handle.write(
+            f"reviewers:\n  - {{id: demo-clinician, token_sha256: {digest}, pools: [clinicians]}}\n"
+        )
+    reviewers = Path(handle.name)
     settings = load_settings()
+    review = settings.review.model_copy(update={"reviewers_file": reviewers})
+    settings = settings.model_copy(update={"review": review})
     configure_logging(settings.runtime.log_level, "console")
     await ensure_topics(settings)
     run_id = f"demo-{uuid.uuid4().hex[:8]}"
@@ -133,9 +170,11 @@ async def main(count: int, rate: float, invalid_share: float) -> int:
     await _produce(settings, records, rate)
     routes, reasons, pools = await _collect(settings, start, run_id, count, timeout_s=120)
     took = time.monotonic() - began
+    held, approved = await _review(settings, gateway, token, run_id)
     metrics = await asyncio.to_thread(_scrape, gateway.http.port) if gateway.http else []
     gateway.request_stop()
     await gateway_task
+    reviewers.unlink()
 
     accounted = sum(routes.values())
     print(f"\ndemo: {accounted}/{count} records accounted for in {took:.1f}s (run id {run_id})")
@@ -145,6 +184,11 @@ async def main(count: int, rate: float, invalid_share: float) -> int:
     print("\nreview tasks by pool:")
     for pool, n in sorted(pools.items()):
         print(f"  {pool:20} {n:7}")
+    print(
+        f"\nreview: a clinician took {held} held clinical summaries from the queue over the "
+        f"API and decided {approved} (one in five edited); they are now on "
+        f"{settings.topics.delivered}, the rest stay held"
+    )
     print("\ndead letters by reason:")
     for reason, n in sorted(reasons.items()):
         print(f"  {reason:20} {n:7}")
