@@ -101,8 +101,9 @@ async def _collect(
                     elif rec.topic == t.deadletter:
                         routes["deadletter"] += 1
                         reasons[hdrs["hitl.dlq.reason"].decode()] += 1
-                    else:  # delivered or held
-                        routes[hdrs["hitl.route"].decode()] += 1
+                    elif rec.topic == t.delivered or hdrs["hitl.route"] == b"hold":
+                        routes[hdrs["hitl.route"].decode()] += 1  # (non-blocking reviews
+                        # also wait on the holds topic: they were counted as delivered)
     finally:
         await consumer.stop()
     return routes, reasons, pools

@@ -132,7 +132,9 @@ class Router:
         content_hash = _content_hash(record.value) if reviewed or decision.audit else ""
         if decision.route in (Route.PASS, Route.DELIVER_AND_REVIEW):
             out.append(Outgoing(self._topics.delivered, record.value, record.key, base))
-        if decision.route is Route.HOLD:
+        if reviewed:
+            # Held items, and deliver-and-review items as non-blocking reviews: both wait on
+            # the holds topic for a reviewer (the latter already delivered, never blocked).
             hold = self._hold_meta(record, item, decision, content_hash)
             hold_headers = [*base, (headers.HOLD, orjson.dumps(hold))]
             if record.key is not None:
@@ -158,6 +160,7 @@ class Router:
         return {
             "item_id": item.id,
             "state": "pending",
+            "blocking": d.route is Route.HOLD,
             "domain": d.domain,
             "pool": d.pool,
             "reviewers": d.reviewers,

@@ -390,3 +390,61 @@ async def test_sla_breach_escalates_and_never_releases(tmp_path: Path) -> None:
         gateway.request_stop()
         await asyncio.wait_for(task, 30)
         await delete_topics(settings)
+
+
+async def test_deliver_and_review_items_are_reviewed_without_blocking(tmp_path: Path) -> None:
+    tokens = _reviewers_file(tmp_path / "reviewers.yaml")
+    (tmp_path / "reviewers.yaml").write_text(
+        (tmp_path / "reviewers.yaml")
+        .read_text()
+        .replace("pools: [general-graders]", "pools: [native-de]")
+    )
+    policies = tmp_path / "policies"
+    policies.mkdir()
+    (tmp_path / "pools.yaml").write_text((CONFIGS / "pools.yaml").read_text())
+    text = (CONFIGS / "policies" / "translations.yaml").read_text().replace("sla: 2d", "sla: 1s")
+    (policies / "translations.yaml").write_text(text)
+    settings = fresh_settings(policy_dir=policies).model_copy(
+        update={
+            "review": ReviewSettings(
+                reviewers_file=tmp_path / "reviewers.yaml", sla_check_interval_s=0.2
+            )
+        }
+    )
+    await ensure_topics(settings)
+    gateway, task = await _start(settings)
+    try:
+        body = {
+            "id": "tr1",
+            "domain": "translations",
+            "confidence": 0.1,
+            "language": "de",
+            "output": {"text": "Hallo"},
+        }
+        await produce(settings.topics.outputs, [(b"tr1", orjson.dumps(body))])
+        headers = {"Authorization": f"Bearer {tokens['eve']}"}  # eve now reviews native-de
+        base = f"http://127.0.0.1:{gateway.http.port if gateway.http else 0}"
+        async with httpx.AsyncClient(base_url=base) as http:
+
+            async def breached() -> bool:
+                trail = [orjson.loads(r.value) for r in await read_all(settings.topics.audit)]
+                return any(e["type"] == "sla_breached" for e in trail)
+
+            await wait_until(breached, timeout_s=30, interval_s=0.2)
+            item = (await http.get("/v1/items/tr1", headers=headers)).json()
+            assert (item["blocking"], item["pool"]) == (False, "native-de")
+            grade = {"decision_id": "g1", "verdict": "approve", "grades": {"fluency": 5}}
+            grade["content_hash"] = item["content_hash"]
+            graded = await http.post("/v1/items/tr1/decisions", headers=headers, json=grade)
+            assert (graded.status_code, graded.json()["state"]) == (200, "approved")
+        delivered = await read_all(settings.topics.delivered)
+        assert [r.key for r in delivered] == [b"tr1"]  # delivered once, at routing time
+        assert dict(delivered[0].headers)["hitl.route"] == b"deliver_and_review"
+        (label,) = [orjson.loads(r.value) for r in await read_all(settings.topics.training)]
+        assert (label["item_id"], label["grades"]) == ("tr1", {"fluency": 5})
+        trail = [orjson.loads(r.value) for r in await read_all(settings.topics.audit)]
+        assert not any(e["type"] == "escalated" for e in trail)  # reported, not escalated
+    finally:
+        gateway.request_stop()
+        await asyncio.wait_for(task, 30)
+        await delete_topics(settings)

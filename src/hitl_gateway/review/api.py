@@ -61,6 +61,7 @@ class ItemView(BaseModel):
     domain: str
     pool: str
     state: str
+    blocking: bool
     stage: str
     reviewers: int
     votes: int
@@ -85,6 +86,7 @@ def _view(meta: dict[str, Any], value: bytes | None = None) -> ItemView:
         domain=meta["domain"],
         pool=meta["pool"],
         state=meta.get("state", "pending"),
+        blocking=meta.get("blocking", True),
         stage=meta.get("stage", "review"),
         reviewers=meta["reviewers"],
         votes=len(meta.get("votes", ())),

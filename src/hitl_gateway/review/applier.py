@@ -147,7 +147,9 @@ class DecisionApplier:
             (headers.DECISION_ID, request.decision_id.encode()),
         ]
         original = orjson.loads(held.value)
-        if verdict is Verdict.REJECT:
+        if not meta.get("blocking", True):
+            pass  # delivered when routed: the review yields labels (training), not a release
+        elif verdict is Verdict.REJECT:
             reason = (request.reason or "rejected by reviewer").encode()
             out.outgoing.append(
                 Outgoing(

@@ -125,7 +125,8 @@ class SlaSweeper:
         meta = dict(held.meta)
         loaded = self._policies.current.policies.get(meta["domain"])
         mandatory = loaded.policy.mandatory_review if loaded else None
-        steps = mandatory.escalation if mandatory else ()
+        blocking = meta.get("blocking", True)
+        steps = mandatory.escalation if mandatory and blocking else ()
         step = next_step(meta, steps, now_ms)
         if step is None:
             return []
@@ -134,7 +135,7 @@ class SlaSweeper:
         if step.breach:
             meta["sla_breached"] = True
             self._metrics.sla_breaches.labels(pool=meta["pool"]).inc()
-            events.append({"type": "sla_breached", "pool": meta["pool"]})
+            events.append({"type": "sla_breached", "pool": meta["pool"], "blocking": blocking})
         if step.escalation is not None:
             previous = meta["pool"]
             meta["pool"] = step.escalation.pool
