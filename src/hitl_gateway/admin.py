@@ -26,10 +26,9 @@ def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
 async def ensure_topics(settings: Settings) -> list[str]:
     """Create missing topics; fail if an existing one has fewer partitions than configured."""
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
         client_id=f"{settings.kafka.client_id}-admin",
         request_timeout_ms=settings.kafka.request_timeout_ms,
-        **settings.kafka.security_options(),
+        **settings.kafka.client_options(),
     )
     await admin.start()
     try:

@@ -38,7 +38,6 @@ class Reader:
             return
         s = self._settings
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers,
             client_id=f"{s.client_id}-reader",
             group_id=None,
             enable_auto_commit=False,
@@ -47,7 +46,7 @@ class Reader:
             # Reads end at the last stable offset, often just past transaction markers: do
             # not let the broker hold each fetch for the default 500 ms.
             fetch_max_wait_ms=20,
-            **s.security_options(),
+            **s.client_options(),
         )
         try:
             await consumer.start()

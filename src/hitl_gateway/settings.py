@@ -72,6 +72,10 @@ class KafkaSettings(_Section):
             raise ValueError("heartbeat_interval_ms must be below session_timeout_ms")
         return self
 
+    def client_options(self) -> dict[str, Any]:
+        """Connection keyword arguments shared by every aiokafka client."""
+        return {"bootstrap_servers": self.bootstrap_servers, **self.security_options()}
+
     def security_options(self) -> dict[str, Any]:
         """Keyword arguments for every aiokafka client (consumer, producer, admin)."""
         options: dict[str, Any] = {"security_protocol": self.security_protocol}

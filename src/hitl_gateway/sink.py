@@ -65,7 +65,6 @@ class PartitionProducer:
             return
         s = self._settings
         producer = AIOKafkaProducer(
-            bootstrap_servers=s.bootstrap_servers,
             client_id=f"{s.client_id}-p{self.tp.partition}",
             transactional_id=self.transactional_id,
             transaction_timeout_ms=s.transaction_timeout_ms,
@@ -73,7 +72,7 @@ class PartitionProducer:
             linger_ms=s.linger_ms,
             compression_type=s.compression_type,
             max_request_size=self._max_request_size,
-            **s.security_options(),
+            **s.client_options(),
         )
         try:
             await asyncio.wait_for(producer.start(), self._timeout_s)
@@ -175,11 +174,10 @@ class Publisher:
             return
         s = self._settings
         producer = AIOKafkaProducer(
-            bootstrap_servers=s.bootstrap_servers,
             client_id=f"{s.client_id}-api",
             enable_idempotence=True,
             request_timeout_ms=s.request_timeout_ms,
-            **s.security_options(),
+            **s.client_options(),
         )
         try:
             await producer.start()

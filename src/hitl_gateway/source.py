@@ -52,7 +52,6 @@ class Source:
             return
         s = self._settings
         consumer = AIOKafkaConsumer(
-            bootstrap_servers=s.bootstrap_servers,
             client_id=s.client_id,
             group_id=s.group_id,
             group_instance_id=s.group_instance_id,
@@ -68,7 +67,7 @@ class Source:
             request_timeout_ms=max(s.request_timeout_ms, s.session_timeout_ms + 5_000),
             fetch_max_bytes=s.fetch_max_bytes,
             max_partition_fetch_bytes=s.max_partition_fetch_bytes,
-            **s.security_options(),
+            **s.client_options(),
         )
         try:
             await asyncio.wait_for(consumer.start(), s.request_timeout_ms / 1000)

@@ -17,35 +17,18 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import BaseModel, JsonValue
 
 from hitl_gateway.errors import InfrastructureError
 from hitl_gateway.holds import HoldIndex
 from hitl_gateway.review.auth import Reviewer, Reviewers
-from hitl_gateway.review.state import DecisionRequest, Verdict, check_edit
+from hitl_gateway.review.state import DecisionBody, DecisionRequest
 from hitl_gateway.settings import Settings
 from hitl_gateway.sink import Publisher
 
 T = TypeVar("T")
 _bearer = HTTPBearer(auto_error=False)
 ItemId = Annotated[str, Path(min_length=1, max_length=4_096)]
-
-
-class DecisionBody(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    decision_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
-    verdict: Verdict
-    content_hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
-    edited_output: JsonValue = None
-    reason: str | None = Field(default=None, max_length=2_000)
-    grades: dict[str, float | str] = Field(default_factory=dict, max_length=50)
-    notes: str | None = Field(default=None, max_length=10_000)
-
-    @model_validator(mode="after")
-    def _edit_has_output(self) -> "DecisionBody":
-        check_edit(self.verdict, self.edited_output)
-        return self
 
 
 class DecisionResult(BaseModel):

@@ -26,14 +26,12 @@ class Verdict(StrEnum):
 TERMINAL_STATE = {Verdict.APPROVE: "approved", Verdict.EDIT: "edited", Verdict.REJECT: "rejected"}
 
 
-class DecisionRequest(BaseModel):
-    """A reviewer's decision, from the HTTP API or the decisions topic."""
+class DecisionBody(BaseModel):
+    """What a reviewer decides (the HTTP request body)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     decision_id: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")
-    item_id: str = Field(min_length=1, max_length=4_096)
-    reviewer: str = Field(min_length=1, max_length=128)
     verdict: Verdict
     content_hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
     edited_output: JsonValue = None
@@ -42,9 +40,17 @@ class DecisionRequest(BaseModel):
     notes: str | None = Field(default=None, max_length=10_000)
 
     @model_validator(mode="after")
-    def _edit_has_output(self) -> DecisionRequest:
+    def _edit_has_output(self) -> DecisionBody:
         check_edit(self.verdict, self.edited_output)
         return self
+
+
+class DecisionRequest(DecisionBody):
+    """A decision as the gateway applies it: from the API (reviewer from the token) or the
+    decisions topic."""
+
+    item_id: str = Field(min_length=1, max_length=4_096)
+    reviewer: str = Field(min_length=1, max_length=128)
 
 
 def check_edit(verdict: Verdict, edited_output: object) -> None:

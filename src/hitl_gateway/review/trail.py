@@ -17,9 +17,7 @@ from hitl_gateway.settings import Settings
 
 async def read_trail(settings: Settings) -> list[tuple[int, int, bytes | None]]:
     """Every committed audit event as (partition, offset, value), in order per partition."""
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=settings.kafka.bootstrap_servers, **settings.kafka.security_options()
-    )
+    admin = AIOKafkaAdminClient(**settings.kafka.client_options())
     await admin.start()
     try:
         (meta,) = await admin.describe_topics([settings.topics.audit])
