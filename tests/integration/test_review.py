@@ -334,26 +334,29 @@ async def test_audit_export_and_verify_detect_tampering(stack: Stack, tmp_path: 
     assert all(orjson.loads(x)["event"]["item_id"] == "a1" for x in one.read_bytes().splitlines())
 
 
-async def test_sla_breach_escalates_and_never_releases(tmp_path: Path) -> None:
-    tokens = _reviewers_file(tmp_path / "reviewers.yaml")
+async def _fast_sla_stack(tmp_path: Path, policy_files: dict[str, str]) -> Settings:
+    """Shipped pools, these policy files, the test reviewers and a 0.2 s SLA sweep."""
     policies = tmp_path / "policies"
     policies.mkdir()
     (tmp_path / "pools.yaml").write_text((CONFIGS / "pools.yaml").read_text())
-    (policies / "urgent.yaml").write_text(
+    for name, text in policy_files.items():
+        (policies / name).write_text(text)
+    review = ReviewSettings(reviewers_file=tmp_path / "reviewers.yaml", sla_check_interval_s=0.2)
+    settings = fresh_settings(policy_dir=policies).model_copy(update={"review": review})
+    await ensure_topics(settings)
+    return settings
+
+
+async def test_sla_breach_escalates_and_never_releases(tmp_path: Path) -> None:
+    tokens = _reviewers_file(tmp_path / "reviewers.yaml")
+    urgent = (
         "domain: urgent\n"
         "mandatory_review:\n"
         "  pool: clinicians\n"
         "  sla: 1s\n"
         "  escalation: [{after: 1s, pool: senior-clinicians}]\n"
     )
-    settings = fresh_settings(policy_dir=policies).model_copy(
-        update={
-            "review": ReviewSettings(
-                reviewers_file=tmp_path / "reviewers.yaml", sla_check_interval_s=0.2
-            )
-        }
-    )
-    await ensure_topics(settings)
+    settings = await _fast_sla_stack(tmp_path, {"urgent.yaml": urgent})
     gateway, task = await _start(settings)
     try:
         body = {"id": "u1", "domain": "urgent", "output": {"text": "now"}}
@@ -399,19 +402,8 @@ async def test_deliver_and_review_items_are_reviewed_without_blocking(tmp_path: 
         .read_text()
         .replace("pools: [general-graders]", "pools: [native-de]")
     )
-    policies = tmp_path / "policies"
-    policies.mkdir()
-    (tmp_path / "pools.yaml").write_text((CONFIGS / "pools.yaml").read_text())
     text = (CONFIGS / "policies" / "translations.yaml").read_text().replace("sla: 2d", "sla: 1s")
-    (policies / "translations.yaml").write_text(text)
-    settings = fresh_settings(policy_dir=policies).model_copy(
-        update={
-            "review": ReviewSettings(
-                reviewers_file=tmp_path / "reviewers.yaml", sla_check_interval_s=0.2
-            )
-        }
-    )
-    await ensure_topics(settings)
+    settings = await _fast_sla_stack(tmp_path, {"translations.yaml": text})
     gateway, task = await _start(settings)
     try:
         body = {
