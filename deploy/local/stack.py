@@ -98,7 +98,12 @@ def _apt_install(packages: list[str]) -> None:
 
 
 def ensure_tools() -> None:
-    wanted = {"java": "default-jre-headless", "mvn": "maven", "redis-server": "redis-server"}
+    wanted = {
+        "java": "default-jre-headless",
+        "mvn": "maven",
+        "redis-server": "redis-server",
+        "promtool": "prometheus",  # lints the metrics and tests the alert rules
+    }
     missing = [pkg for tool, pkg in wanted.items() if shutil.which(tool) is None]
     if missing:
         _apt_install(missing)

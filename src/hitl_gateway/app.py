@@ -20,6 +20,7 @@ from hitl_gateway import __version__
 from hitl_gateway.budgets import RedisBudgets
 from hitl_gateway.holds import HoldIndex
 from hitl_gateway.metrics import GatewayMetrics
+from hitl_gateway.observe import Observer
 from hitl_gateway.pipeline import Pipeline
 from hitl_gateway.policy.store import PolicyStore
 from hitl_gateway.review.api import review_router
@@ -53,6 +54,14 @@ class Gateway:
             applier,
             self.index,
         )
+        self.observer = Observer(
+            self.metrics,
+            self.index,
+            self.policies,
+            self.pipeline,
+            interval_s=settings.runtime.metrics_interval_s,
+            stall_after_s=settings.runtime.stall_after_s,
+        )
         self.publisher = Publisher(settings.kafka)
         self.sla = SlaSweeper(
             settings.topics,
@@ -72,7 +81,14 @@ class Gateway:
         self._watchdog: asyncio.Task[None] | None = None
 
     def ready(self) -> bool:
-        return self._running and not self._stop.is_set()
+        """Serving: running, not stopping, Redis answering, not stalled. (Owning no partition
+        is fine: a group can have more instances than partitions.)"""
+        return (
+            self._running
+            and not self._stop.is_set()
+            and self.observer.redis_ok
+            and not self.observer.stalled
+        )
 
     def request_stop(self) -> None:
         if not self._stop.is_set():
@@ -107,6 +123,8 @@ class Gateway:
                 stack.push_async_callback(self.pipeline.stop)
                 watcher = asyncio.create_task(self.policies.watch(self._stop), name="policy-watch")
                 stack.push_async_callback(_cancel, watcher)
+                observer = asyncio.create_task(self.observer.run(self._stop), name="observer")
+                stack.push_async_callback(_cancel, observer)
                 sweeper = asyncio.create_task(
                     self.sla.run(self.pipeline, self._stop), name="sla-sweeper"
                 )

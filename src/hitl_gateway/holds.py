@@ -233,6 +233,19 @@ class HoldIndex:
             sizes = await pipe.execute()
         return {"pool": dict(zip(pools, sizes, strict=True))}
 
+    async def backlog(self, pool: str, now_ms: int) -> tuple[int, int | None, int]:
+        """Items waiting in ``pool``, the oldest hold time (ms), and how many are past SLA."""
+        try:
+            async with self._r.pipeline(transaction=False) as pipe:
+                pipe.zcard(f"{self._p}queue:{pool}")
+                pipe.zrange(f"{self._p}age:{pool}", 0, 0, withscores=True)
+                pipe.zcount(f"{self._p}queue:{pool}", 1, now_ms)
+                count, first, past = await pipe.execute()
+        except RedisError as exc:
+            raise InfrastructureError(f"redis read failed: {exc!r}") from exc
+        oldest = int(first[0][1]) if first else None
+        return int(count), oldest, int(past)
+
     async def oldest(self, pool: str) -> int | None:
         first = await self._r.zrange(f"{self._p}age:{pool}", 0, 0, withscores=True)
         return int(first[0][1]) if first else None

@@ -28,8 +28,57 @@ class GatewayMetrics:
             registry=r,
         )
         self.review_tasks = Counter(
-            "hitl_review_tasks", "Review tasks published (held or deliver-and-review).", registry=r
+            "hitl_review_tasks",
+            "Review tasks published for new items (held or deliver-and-review), by pool.",
+            ["pool"],
+            registry=r,
         )
+        # Backlog and capacity: sampled from the shared hold index (every instance reports
+        # the same global values: aggregate with max(), not sum()).
+        self.holds = Gauge(
+            "hitl_holds", "Items waiting for review, by pool and whether they block delivery.",
+            ["pool"], registry=r,
+        )  # fmt: skip
+        self.oldest_hold_age = Gauge(
+            "hitl_oldest_hold_age_seconds", "Age of the oldest item waiting, by pool.",
+            ["pool"], registry=r,
+        )  # fmt: skip
+        self.holds_past_sla = Gauge(
+            "hitl_holds_past_sla", "Items waiting past their SLA deadline, by pool.",
+            ["pool"], registry=r,
+        )  # fmt: skip
+        self.backlog_seconds = Gauge(
+            "hitl_review_backlog_seconds",
+            "Reviewer-seconds needed to clear the waiting items, by pool (items / cases per hour).",
+            ["pool"], registry=r,
+        )  # fmt: skip
+        self.pool_capacity_seconds = Gauge(
+            "hitl_pool_capacity_seconds", "Reviewer-seconds a pool has per week (pools.yaml).",
+            ["pool"], registry=r,
+        )  # fmt: skip
+        self.pool_cases_per_hour = Gauge(
+            "hitl_pool_cases_per_hour", "Cases one reviewer completes per hour (pools.yaml).",
+            ["pool"], registry=r,
+        )  # fmt: skip
+        self.pool_cost_per_hour = Gauge(
+            "hitl_pool_cost_per_hour_usd", "Cost of one reviewer-hour (pools.yaml).",
+            ["pool"], registry=r,
+        )  # fmt: skip
+        # Kafka progress, per owned input partition (bounded by the partition count).
+        self.consumer_lag = Gauge(
+            "hitl_consumer_lag_records",
+            "Committed records not yet processed (last stable offset minus position).",
+            ["topic", "partition"], registry=r,
+        )  # fmt: skip
+        self.lso_lag = Gauge(
+            "hitl_last_stable_offset_lag_records",
+            "High watermark minus last stable offset: grows while a transaction hangs open.",
+            ["topic", "partition"], registry=r,
+        )  # fmt: skip
+        self.last_commit_age = Gauge(
+            "hitl_last_commit_age_seconds", "Seconds since this instance last committed a batch.",
+            registry=r,
+        )  # fmt: skip
         self.policy_info = Gauge(
             "hitl_policy_info",
             "The policy set in force (value 1), by version.",

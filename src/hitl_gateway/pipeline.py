@@ -90,6 +90,12 @@ class Pipeline:
     def owned_partitions(self) -> set[int]:
         return set(self._producers)
 
+    async def lag(self) -> list[tuple[TopicPartition, int, int]]:
+        try:
+            return await self._source.lag()
+        except (KafkaError, InfrastructureError) as exc:
+            raise InfrastructureError(f"lag unavailable: {exc!r}") from exc
+
     @property
     def lock(self) -> asyncio.Lock:
         return self._lock
@@ -360,7 +366,8 @@ class Pipeline:
         m.transactions.labels(outcome="commit").inc()
         m.records_consumed.inc(inputs)
         m.records_delivered.inc(tally.delivered)
-        m.review_tasks.inc(tally.review_tasks)
+        for pool, n in tally.review_tasks.items():
+            m.review_tasks.labels(pool=pool).inc(n)
         m.batch_records.observe(inputs + decisions)
         for (domain, route), n in tally.routes.items():
             m.records_routed.labels(domain=domain, route=route).inc(n)

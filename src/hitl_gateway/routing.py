@@ -35,7 +35,7 @@ class Tally:
     routes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (domain, route)
     dead_letters: Counter[str] = field(default_factory=Counter)
     delivered: int = 0
-    review_tasks: int = 0
+    review_tasks: Counter[str] = field(default_factory=Counter)  # by pool
 
 
 class Router:
@@ -77,7 +77,7 @@ class Router:
             if decision.route in (Route.PASS, Route.DELIVER_AND_REVIEW):
                 tally.delivered += 1
             if decision.route in (Route.HOLD, Route.DELIVER_AND_REVIEW):
-                tally.review_tasks += 1
+                tally.review_tasks[decision.pool or "-"] += 1
         return out, tally
 
     async def _decide_all(

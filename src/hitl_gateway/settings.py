@@ -165,6 +165,8 @@ class LimitSettings(_Section):
 
 class RuntimeSettings(_Section):
     shutdown_timeout_s: float = Field(default=20.0, gt=0)
+    metrics_interval_s: float = Field(default=5.0, gt=0)  # how often gauges are sampled
+    stall_after_s: float = Field(default=60.0, gt=0)  # records waiting, no commit: not ready
     retry_backoff_initial_s: float = Field(default=0.5, gt=0)
     retry_backoff_max_s: float = Field(default=30.0, gt=0)
     log_format: Literal["auto", "json", "console"] = "auto"

@@ -105,5 +105,19 @@ class Source:
     async def seek_to_beginning(self, tp: TopicPartition) -> None:
         await self.consumer.seek_to_beginning(tp)
 
+    async def lag(self) -> list[tuple[TopicPartition, int, int]]:
+        """Per assigned partition: records behind the last stable offset, and how far the
+        last stable offset trails the high watermark (an open transaction holds it back)."""
+        consumer = self.consumer
+        out = []
+        for tp in sorted(consumer.assignment()):
+            high = consumer.highwater(tp)
+            stable = consumer.last_stable_offset(tp)
+            if high is None or stable is None:
+                continue  # no fetch response yet
+            position = await consumer.position(tp)
+            out.append((tp, max(0, stable - position), max(0, high - stable)))
+        return out
+
     def assignment(self) -> set[TopicPartition]:
         return set(self.consumer.assignment())

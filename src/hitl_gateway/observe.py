@@ -1,0 +1,84 @@
+"""Sampled gauges: review backlog and capacity per pool, Kafka lag per partition, and the
+progress watchdog behind ``/readyz``.
+
+Counters are updated where the work happens; this samples state that lives elsewhere (the
+shared hold index, the consumer's offsets) every few seconds.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+
+import structlog
+
+from hitl_gateway.errors import InfrastructureError
+from hitl_gateway.holds import HoldIndex
+from hitl_gateway.metrics import GatewayMetrics
+from hitl_gateway.pipeline import Pipeline
+from hitl_gateway.policy.store import PolicyStore
+
+log = structlog.get_logger(__name__)
+
+
+class Observer:
+    def __init__(
+        self,
+        metrics: GatewayMetrics,
+        index: HoldIndex,
+        policies: PolicyStore,
+        pipeline: Pipeline,
+        *,
+        interval_s: float,
+        stall_after_s: float,
+    ) -> None:
+        self._metrics = metrics
+        self._index = index
+        self._policies = policies
+        self._pipeline = pipeline
+        self._interval_s = interval_s
+        self._stall_after_s = stall_after_s
+        self.stalled = False
+        self.redis_ok = True
+
+    async def run(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.sample()
+            except InfrastructureError as exc:
+                log.warning("metrics_sample_failed", error=str(exc))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), self._interval_s)
+
+    async def sample(self) -> None:
+        m = self._metrics
+        now_ms = int(time.time() * 1000)
+        for name, pool in self._policies.current.pools.items():
+            m.pool_capacity_seconds.labels(pool=name).set(pool.hours_per_week * 3_600)
+            m.pool_cases_per_hour.labels(pool=name).set(pool.cases_per_hour)
+            m.pool_cost_per_hour.labels(pool=name).set(pool.cost_per_hour_usd)
+            try:
+                count, oldest, past = await self._index.backlog(name, now_ms)
+            except InfrastructureError:
+                self.redis_ok = False
+                raise
+            self.redis_ok = True
+            m.holds.labels(pool=name).set(count)
+            m.holds_past_sla.labels(pool=name).set(past)
+            m.oldest_hold_age.labels(pool=name).set((now_ms - oldest) / 1000 if oldest else 0)
+            m.backlog_seconds.labels(pool=name).set(count / pool.cases_per_hour * 3_600)
+        behind = 0
+        for tp, lag, lso_lag in await self._pipeline.lag():
+            labels = {"topic": tp.topic, "partition": str(tp.partition)}
+            m.consumer_lag.labels(**labels).set(lag)
+            m.lso_lag.labels(**labels).set(lso_lag)
+            behind += lag
+        since_commit = time.monotonic() - self._pipeline.last_commit_monotonic
+        m.last_commit_age.set(since_commit)
+        # Stalled: records are waiting, yet nothing has been committed for a long time
+        # (a consumer that silently stopped fetching after a broker restart looks like this).
+        was = self.stalled
+        self.stalled = behind > 0 and since_commit > self._stall_after_s
+        if self.stalled and not was:
+            log.error("consumer_stalled", records_behind=behind, since_commit_s=round(since_commit))
