@@ -21,8 +21,8 @@ integration: $(STAMP) stack-up
 	$(BIN)/pytest -q tests/integration
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests loadtest deploy/local
-	$(BIN)/ruff format --check src tests loadtest deploy/local
+	$(BIN)/ruff check src tests loadtest deploy/local deploy/grafana
+	$(BIN)/ruff format --check src tests loadtest deploy/local deploy/grafana
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

@@ -246,6 +246,16 @@ class HoldIndex:
         oldest = int(first[0][1]) if first else None
         return int(count), oldest, int(past)
 
+    async def domain_counts(self, domains: list[str]) -> dict[str, int]:
+        try:
+            async with self._r.pipeline(transaction=False) as pipe:
+                for domain in domains:
+                    pipe.scard(f"{self._p}domain:{domain}")
+                sizes = await pipe.execute()
+        except RedisError as exc:
+            raise InfrastructureError(f"redis read failed: {exc!r}") from exc
+        return {d: int(n) for d, n in zip(domains, sizes, strict=True)}
+
     async def oldest(self, pool: str) -> int | None:
         first = await self._r.zrange(f"{self._p}age:{pool}", 0, 0, withscores=True)
         return int(first[0][1]) if first else None

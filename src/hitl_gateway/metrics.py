@@ -118,6 +118,15 @@ class GatewayMetrics:
             buckets=_LATENCY_BUCKETS_S,
             registry=r,
         )
+        self.end_to_end_seconds = Histogram(
+            "hitl_end_to_end_latency_seconds",
+            "From the input record's timestamp to its delivery committing (routed deliveries).",
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+            registry=r,
+        )
+        self.holds_by_domain = Gauge(
+            "hitl_holds_by_domain", "Items waiting for review, by domain.", ["domain"], registry=r
+        )
         self.assigned_partitions = Gauge(
             "hitl_assigned_partitions", "Input partitions this instance owns.", registry=r
         )

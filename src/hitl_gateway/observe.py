@@ -68,6 +68,9 @@ class Observer:
             m.holds_past_sla.labels(pool=name).set(past)
             m.oldest_hold_age.labels(pool=name).set((now_ms - oldest) / 1000 if oldest else 0)
             m.backlog_seconds.labels(pool=name).set(count / pool.cases_per_hour * 3_600)
+        domains = sorted(self._policies.current.policies)
+        for domain, count in (await self._index.domain_counts(domains)).items():
+            m.holds_by_domain.labels(domain=domain).set(count)
         behind = 0
         for tp, lag, lso_lag in await self._pipeline.lag():
             labels = {"topic": tp.topic, "partition": str(tp.partition)}

@@ -366,6 +366,9 @@ class Pipeline:
         m.transactions.labels(outcome="commit").inc()
         m.records_consumed.inc(inputs)
         m.records_delivered.inc(tally.delivered)
+        now_ms = time.time() * 1000
+        for at_ms in tally.delivered_at_ms:
+            m.end_to_end_seconds.observe(max(0.0, (now_ms - at_ms) / 1000))
         for pool, n in tally.review_tasks.items():
             m.review_tasks.labels(pool=pool).inc(n)
         m.batch_records.observe(inputs + decisions)

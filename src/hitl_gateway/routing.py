@@ -35,6 +35,7 @@ class Tally:
     routes: Counter[tuple[str, str]] = field(default_factory=Counter)  # (domain, route)
     dead_letters: Counter[str] = field(default_factory=Counter)
     delivered: int = 0
+    delivered_at_ms: list[int] = field(default_factory=list)  # input timestamps, for latency
     review_tasks: Counter[str] = field(default_factory=Counter)  # by pool
 
 
@@ -76,6 +77,7 @@ class Router:
             tally.routes[(decision.domain, decision.route)] += 1
             if decision.route in (Route.PASS, Route.DELIVER_AND_REVIEW):
                 tally.delivered += 1
+                tally.delivered_at_ms.append(record.timestamp)
             if decision.route in (Route.HOLD, Route.DELIVER_AND_REVIEW):
                 tally.review_tasks[decision.pool or "-"] += 1
         return out, tally

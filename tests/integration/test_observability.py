@@ -54,6 +54,8 @@ async def test_live_scrape_has_backlog_and_lag_and_passes_promtool() -> None:
     assert samples[("hitl_pool_capacity_seconds", (("pool", "clinicians"),))] == 50 * 3_600
     assert samples[("hitl_review_tasks_total", (("pool", "clinicians"),))] == 7
     assert samples[("hitl_oldest_hold_age_seconds", (("pool", "clinicians"),))] >= 0
+    assert samples[("hitl_holds_by_domain", (("domain", "clinical-summaries"),))] == 7
+    assert samples[("hitl_end_to_end_latency_seconds_count", ())] == 1  # the one passed record
     lag = [v for (name, _), v in samples.items() if name == "hitl_consumer_lag_records"]
     assert lag, "lag is exported per partition"
     assert all(v == 0 for v in lag)  # all caught up

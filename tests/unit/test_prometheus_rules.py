@@ -3,10 +3,12 @@ the gateway exports."""
 
 from __future__ import annotations
 
+import importlib.util
 import re
 import subprocess
 from pathlib import Path
 
+import orjson
 import yaml
 
 from hitl_gateway.metrics import GatewayMetrics
@@ -56,3 +58,29 @@ def test_rules_query_only_exported_metrics() -> None:
     queried = set(re.findall(r"\b(hitl_[a-z_]+)\b", text))
     missing = sorted(queried - exported_names())
     assert not missing, f"rules query metrics the gateway does not export: {missing}"
+
+
+def test_dashboard_queries_only_exported_metrics_and_recorded_series() -> None:
+    dashboard = orjson.loads((RULES.parent / "grafana" / "hitl-gateway.json").read_bytes())
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    assert len(exprs) >= 15
+    metrics = {m for e in exprs for m in re.findall(r"\b(hitl_[a-z_]+)\b", e)}
+    missing = sorted(metrics - exported_names())
+    assert not missing, f"the dashboard queries metrics the gateway does not export: {missing}"
+    recorded = set(re.findall(r"record: (\S+)", (RULES / "rules.yml").read_text()))
+    used = {m for e in exprs for m in re.findall(r"\b(hitl:[a-z0-9_:]+)", e)}
+    assert used <= recorded, f"unknown recording rules: {sorted(used - recorded)}"
+    titles = {p["title"] for p in dashboard["panels"] if p["type"] == "row"}
+    assert titles == {"Flow", "Backlog and SLA", "Reviewer capacity and cost", "Errors"}
+
+
+def test_checked_in_dashboard_is_what_the_generator_writes() -> None:
+    spec = importlib.util.spec_from_file_location(
+        "build_dashboard", RULES.parent / "grafana" / "build_dashboard.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    shipped = orjson.loads((RULES.parent / "grafana" / "hitl-gateway.json").read_bytes())
+    assert shipped == module.dashboard(), "run: .venv/bin/python deploy/grafana/build_dashboard.py"
