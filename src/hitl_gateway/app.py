@@ -81,11 +81,14 @@ class Gateway:
         self._watchdog: asyncio.Task[None] | None = None
 
     def ready(self) -> bool:
-        """Serving: running, not stopping, Redis answering, not stalled. (Owning no partition
-        is fine: a group can have more instances than partitions.)"""
+        """Serving: running and not stopping, joined to the group (owning no partition is
+        fine: a group can have more instances than partitions), a broker and Redis
+        answering, and not stalled."""
         return (
             self._running
             and not self._stop.is_set()
+            and self.pipeline.joined
+            and self.observer.kafka_ok
             and self.observer.redis_ok
             and not self.observer.stalled
         )

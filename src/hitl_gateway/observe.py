@@ -41,6 +41,7 @@ class Observer:
         self._stall_after_s = stall_after_s
         self.stalled = False
         self.redis_ok = True
+        self.kafka_ok = True
 
     async def run(self, stop: asyncio.Event) -> None:
         while not stop.is_set():
@@ -53,6 +54,7 @@ class Observer:
 
     async def sample(self) -> None:
         m = self._metrics
+        self.kafka_ok = await self._pipeline.broker_reachable()
         now_ms = int(time.time() * 1000)
         for name, pool in self._policies.current.pools.items():
             m.pool_capacity_seconds.labels(pool=name).set(pool.hours_per_week * 3_600)

@@ -85,10 +85,16 @@ class Pipeline:
         self._lock = asyncio.Lock()
         self.committed_records = 0
         self.last_commit_monotonic = time.monotonic()
+        # The group join completed at least once (possibly with no partitions: a group can
+        # have more instances than partitions).
+        self.joined = False
 
     @property
     def owned_partitions(self) -> set[int]:
         return set(self._producers)
+
+    async def broker_reachable(self) -> bool:
+        return await self._source.ping(timeout_s=5.0)
 
     async def lag(self) -> list[tuple[TopicPartition, int, int]]:
         try:
@@ -125,6 +131,7 @@ class Pipeline:
             for tp in tps:
                 self._assigned.setdefault(tp.partition, set()).add(tp)
             self._pending |= {tp.partition for tp in tps}
+            self.joined = True
         log.info("partitions_assigned", partitions=_names(tps))
 
     async def partitions_revoked(self, tps: set[TopicPartition]) -> None:

@@ -105,6 +105,14 @@ class Source:
     async def seek_to_beginning(self, tp: TopicPartition) -> None:
         await self.consumer.seek_to_beginning(tp)
 
+    async def ping(self, timeout_s: float) -> bool:
+        """A real metadata request to the cluster: is a broker answering?"""
+        try:
+            await asyncio.wait_for(self.consumer.topics(), timeout_s)
+        except (KafkaError, OSError, TimeoutError):
+            return False
+        return True
+
     async def lag(self) -> list[tuple[TopicPartition, int, int]]:
         """Per assigned partition: records behind the last stable offset, and how far the
         last stable offset trails the high watermark (an open transaction holds it back)."""
