@@ -1,0 +1,1 @@
+"""Calibration: agreement between human reviewers and the automated judge, and among reviewers."""

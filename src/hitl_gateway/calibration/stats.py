@@ -1,0 +1,78 @@
+"""Agreement statistics, pure functions.
+
+- percent agreement and Cohen's kappa for two raters (human vs judge) on nominal grades;
+- the Wilson score interval for a proportion (small samples, rates near 0 or 1);
+- Krippendorff's alpha (nominal) for several reviewers per item with missing ratings. Alpha
+  is chosen over Fleiss' kappa because review pools rarely give every item the same number of
+  reviewers, and alpha handles any number of raters per item and missing data.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter, defaultdict
+from collections.abc import Hashable, Sequence
+from itertools import permutations
+
+Z_95 = 1.959963984540054
+
+
+def percent_agreement(pairs: Sequence[tuple[Hashable, Hashable]]) -> float:
+    if not pairs:
+        raise ValueError("no pairs")
+    return sum(a == b for a, b in pairs) / len(pairs)
+
+
+def cohen_kappa(pairs: Sequence[tuple[Hashable, Hashable]]) -> float:
+    """Cohen's kappa for two raters. 1.0 when both always give one and the same category."""
+    if not pairs:
+        raise ValueError("no pairs")
+    n = len(pairs)
+    observed = percent_agreement(pairs)
+    first = Counter(a for a, _ in pairs)
+    second = Counter(b for _, b in pairs)
+    expected = sum(first[k] * second[k] for k in first.keys() | second.keys()) / (n * n)
+    if expected == 1.0:
+        return 1.0
+    return (observed - expected) / (1.0 - expected)
+
+
+def wilson_interval(successes: int, n: int, z: float = Z_95) -> tuple[float, float]:
+    """The Wilson score interval for successes/n (95% by default)."""
+    if n <= 0 or not 0 <= successes <= n:
+        raise ValueError(f"need 0 <= successes <= n and n > 0, got {successes}/{n}")
+    p = successes / n
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
+    # Exact at the ends (the closed form leaves floating-point residue there).
+    low = 0.0 if successes == 0 else max(0.0, centre - half)
+    high = 1.0 if successes == n else min(1.0, centre + half)
+    return low, high
+
+
+def krippendorff_alpha_nominal(units: Sequence[Sequence[Hashable | None]]) -> float:
+    """Krippendorff's alpha for nominal data. ``units`` holds, per item, every reviewer's
+    rating (None where a reviewer did not rate it). Items with fewer than two ratings do not
+    count. 1.0 when the data show no variation at all."""
+    coincidences: defaultdict[tuple[Hashable, Hashable], float] = defaultdict(float)
+    for unit in units:
+        values = [v for v in unit if v is not None]
+        m = len(values)
+        if m < 2:
+            continue
+        for a, b in permutations(values, 2):
+            coincidences[(a, b)] += 1 / (m - 1)
+    n = sum(coincidences.values())
+    if n == 0:
+        raise ValueError("no item has two ratings")
+    totals: defaultdict[Hashable, float] = defaultdict(float)
+    for (a, _), weight in coincidences.items():
+        totals[a] += weight
+    disagree_observed = sum(w for (a, b), w in coincidences.items() if a != b)
+    disagree_expected = sum(totals[a] * totals[b] for a in totals for b in totals if a != b) / (
+        n - 1
+    )
+    if disagree_expected == 0:
+        return 1.0
+    return 1.0 - disagree_observed / disagree_expected
