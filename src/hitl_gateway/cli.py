@@ -73,6 +73,10 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--since", type=_iso_ms, help="ISO 8601 start (inclusive)")
     export.add_argument("--until", type=_iso_ms, help="ISO 8601 end (exclusive)")
 
+    plan_cmd = sub.add_parser("plan", help="reviews, reviewer-hours, headcount and cost per pool")
+    plan_cmd.add_argument("--traffic", type=Path, required=True, help="a traffic profile (YAML)")
+    plan_cmd.add_argument("--policies", type=Path, default=DEFAULT_POLICY_DIR)
+
     reviewers = sub.add_parser("reviewers", help="reviewer identities")
     reviewers_sub = reviewers.add_subparsers(dest="reviewers_command", required=True)
     reviewers_sub.add_parser("token", help="make a bearer token and the hash for reviewers.yaml")
@@ -98,6 +102,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     if args.command == "policy":
         return _policy_command(args)
+    if args.command == "plan":
+        return _plan(args.traffic, args.policies)
     if args.command == "reviewers":
         from hitl_gateway.review.auth import new_token  # noqa: PLC0415
 
@@ -174,6 +180,19 @@ def _policy_command(args: argparse.Namespace) -> int:
         print(f"{len(exc.problems)} error(s)", file=sys.stderr)
         return EXIT_CONFIG
     return 0
+
+
+def _plan(traffic_path: Path, policies_dir: Path) -> int:
+    from hitl_gateway.planner import load_traffic, plan, render  # noqa: PLC0415
+    from hitl_gateway.policy.loader import load_policy_set  # noqa: PLC0415
+
+    try:
+        result = plan(load_traffic(traffic_path), load_policy_set(policies_dir))
+    except ConfigError as exc:
+        print(f"hitl-gateway: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    print(render(result))
+    return 0 if result.feasible else 1
 
 
 def _verify_file(path: Path) -> Verification:
