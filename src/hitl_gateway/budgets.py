@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 
 import orjson
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from hitl_gateway.errors import InfrastructureError
+from hitl_gateway.holds import redis_client
 from hitl_gateway.policy.budget import Claim, MemoryLedger
 from hitl_gateway.settings import RedisSettings
 
@@ -48,12 +48,7 @@ return out
 
 class RedisBudgets:
     def __init__(self, settings: RedisSettings) -> None:
-        self._client = aioredis.Redis.from_url(
-            settings.url,
-            password=settings.password.get_secret_value() if settings.password else None,
-            socket_timeout=settings.socket_timeout_s,
-            socket_connect_timeout=settings.socket_timeout_s,
-        )
+        self._client = redis_client(settings)
         self._claim = self._client.register_script(_CLAIM)
         self._prefix = f"{settings.key_prefix}budget:"
 
@@ -91,9 +86,3 @@ class RedisBudgets:
         except RedisError as exc:
             raise InfrastructureError(f"redis budget claim failed: {exc!r}") from exc
         return [bool(g) for g in granted]
-
-    async def ping(self) -> bool:
-        try:
-            return bool(await self._client.ping())
-        except RedisError:
-            return False

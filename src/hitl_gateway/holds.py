@@ -13,6 +13,7 @@ closed it), ``decision:{id}`` (a decision's result), ``applied:{topic}:{partitio
 from __future__ import annotations
 
 import base64
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,6 +51,34 @@ def indexed(value: bytes, hdrs: list[tuple[str, bytes]], partition: int) -> Inde
     )
 
 
+def index_changes(
+    records: Iterable[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]], partition: int
+) -> tuple[list[IndexedHold], list[tuple[str, str, int]]]:
+    """What the index must do for these holds-topic records (key, value, headers), in topic
+    order: the last record per item wins, a hold (upsert) or a tombstone (removal, with the
+    decision that closed it)."""
+    latest: dict[str, IndexedHold | str] = {}
+    for key, value, hdrs in records:
+        item_id = (key or b"").decode()
+        if value is None:
+            latest[item_id] = dict(hdrs).get(headers.DECISION_ID, b"closed").decode()
+        else:
+            latest[item_id] = indexed(value, hdrs, partition)
+    upserts = [v for v in latest.values() if isinstance(v, IndexedHold)]
+    removals = [(item, v, partition) for item, v in latest.items() if isinstance(v, str)]
+    return upserts, removals
+
+
+def redis_client(settings: RedisSettings) -> aioredis.Redis:
+    """The Redis connection both Redis wrappers (holds, budgets) use."""
+    return aioredis.Redis.from_url(
+        settings.url,
+        password=settings.password.get_secret_value() if settings.password else None,
+        socket_timeout=settings.socket_timeout_s,
+        socket_connect_timeout=settings.socket_timeout_s,
+    )
+
+
 def _text(value: Any) -> str:
     return value.decode() if isinstance(value, bytes) else str(value)
 
@@ -69,21 +98,10 @@ def decode_headers(raw: bytes) -> list[tuple[str, bytes]]:
 class HoldIndex:
     def __init__(self, settings: RedisSettings) -> None:
         self._p = settings.key_prefix
-        self._r = aioredis.Redis.from_url(
-            settings.url,
-            password=settings.password.get_secret_value() if settings.password else None,
-            socket_timeout=settings.socket_timeout_s,
-            socket_connect_timeout=settings.socket_timeout_s,
-        )
+        self._r = redis_client(settings)
 
     async def stop(self) -> None:
         await self._r.aclose()
-
-    async def ping(self) -> bool:
-        try:
-            return bool(await self._r.ping())
-        except RedisError:
-            return False
 
     # -- writes (after a commit, by the partition owner) --------------------------------------
 
@@ -224,14 +242,12 @@ class HoldIndex:
         )
         return [_text(i) for i in ids]
 
-    async def counts(self) -> dict[str, dict[str, int]]:
-        """Held items per pool and per domain (for metrics)."""
-        pools = [_text(p) for p in await self._r.smembers(f"{self._p}pools")]
-        async with self._r.pipeline(transaction=False) as pipe:
-            for pool in pools:
-                pipe.zcard(f"{self._p}queue:{pool}")
-            sizes = await pipe.execute()
-        return {"pool": dict(zip(pools, sizes, strict=True))}
+    async def pools(self) -> set[str]:
+        """Every pool that has held an item, including ``unassigned`` (no policy names it)."""
+        try:
+            return {_text(p) for p in await self._r.smembers(f"{self._p}pools")}
+        except RedisError as exc:
+            raise InfrastructureError(f"redis read failed: {exc!r}") from exc
 
     async def backlog(self, pool: str, now_ms: int) -> tuple[int, int | None, int]:
         """Items waiting in ``pool``, the oldest hold time (ms), and how many are past SLA."""
@@ -255,7 +271,3 @@ class HoldIndex:
         except RedisError as exc:
             raise InfrastructureError(f"redis read failed: {exc!r}") from exc
         return {d: int(n) for d, n in zip(domains, sizes, strict=True)}
-
-    async def oldest(self, pool: str) -> int | None:
-        first = await self._r.zrange(f"{self._p}age:{pool}", 0, 0, withscores=True)
-        return int(first[0][1]) if first else None

@@ -56,20 +56,27 @@ class Observer:
         m = self._metrics
         self.kafka_ok = await self._pipeline.broker_reachable()
         now_ms = int(time.time() * 1000)
-        for name, pool in self._policies.current.pools.items():
+        defined = self._policies.current.pools
+        for name, pool in defined.items():
             m.pool_capacity_seconds.labels(pool=name).set(pool.hours_per_week * 3_600)
             m.pool_cases_per_hour.labels(pool=name).set(pool.cases_per_hour)
             m.pool_cost_per_hour.labels(pool=name).set(pool.cost_per_hour_usd)
-            try:
+        try:
+            # Pools the policies define, and any the index holds items for (``unassigned``:
+            # a language no pool speaks) so that backlog is visible too.
+            names = sorted(set(defined) | await self._index.pools())
+            for name in names:
                 count, oldest, past = await self._index.backlog(name, now_ms)
-            except InfrastructureError:
-                self.redis_ok = False
-                raise
-            self.redis_ok = True
-            m.holds.labels(pool=name).set(count)
-            m.holds_past_sla.labels(pool=name).set(past)
-            m.oldest_hold_age.labels(pool=name).set((now_ms - oldest) / 1000 if oldest else 0)
-            m.backlog_seconds.labels(pool=name).set(count / pool.cases_per_hour * 3_600)
+                m.holds.labels(pool=name).set(count)
+                m.holds_past_sla.labels(pool=name).set(past)
+                m.oldest_hold_age.labels(pool=name).set((now_ms - oldest) / 1000 if oldest else 0)
+                if name in defined:
+                    hours = count / defined[name].cases_per_hour
+                    m.backlog_seconds.labels(pool=name).set(hours * 3_600)
+        except InfrastructureError:
+            self.redis_ok = False
+            raise
+        self.redis_ok = True
         domains = sorted(self._policies.current.policies)
         for domain, count in (await self._index.domain_counts(domains)).items():
             m.holds_by_domain.labels(domain=domain).set(count)

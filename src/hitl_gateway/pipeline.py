@@ -19,10 +19,9 @@ import structlog
 from aiokafka import TopicPartition
 from aiokafka.errors import KafkaError
 
-from hitl_gateway import headers
 from hitl_gateway.audit import AuditChain
 from hitl_gateway.errors import FencedError, InfrastructureError
-from hitl_gateway.holds import HoldIndex, IndexedHold, indexed
+from hitl_gateway.holds import HoldIndex, index_changes
 from hitl_gateway.metrics import GatewayMetrics
 from hitl_gateway.policy.store import PolicyStore
 from hitl_gateway.recovery import Reader, audit_head, restore_holds
@@ -108,9 +107,6 @@ class Pipeline:
 
     def chain(self, partition: int) -> AuditChain:
         return self._chains[partition]
-
-    def producer(self, partition: int) -> PartitionProducer | None:
-        return self._producers.get(partition)
 
     async def start(self) -> None:
         await self._reader.start()
@@ -345,18 +341,12 @@ class Pipeline:
     ) -> None:
         """After the commit: the index follows what Kafka now holds. If Redis fails here the
         partition is retaken (rebuilding the index) before any further decision is applied."""
-        upserts: list[IndexedHold] = []
-        removals: list[tuple[str, str, int]] = []
-        last = -1
-        for out, meta in zip(outgoing, metadata, strict=True):
-            if out.topic != self._topics.holds:
-                continue
-            last = max(last, meta.offset)
-            if out.value is None:
-                decision = dict(out.headers).get(headers.DECISION_ID, b"closed").decode()
-                removals.append(((out.key or b"").decode(), decision, p))
-            else:
-                upserts.append(indexed(out.value, out.headers, p))
+        written = [
+            (out, meta) for out, meta in zip(outgoing, metadata, strict=True)
+            if out.topic == self._topics.holds
+        ]  # fmt: skip
+        upserts, removals = index_changes(((o.key, o.value, o.headers) for o, _ in written), p)
+        last = max((meta.offset for _, meta in written), default=-1)
         applied_offsets = {(self._topics.holds, p): last + 1} if last >= 0 else {}
         if not (upserts or removals or applied.results):
             return

@@ -15,10 +15,9 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.errors import KafkaError
 
-from hitl_gateway import headers
 from hitl_gateway.audit import GENESIS, head_of
 from hitl_gateway.errors import InfrastructureError
-from hitl_gateway.holds import HoldIndex, IndexedHold, indexed
+from hitl_gateway.holds import HoldIndex, index_changes
 from hitl_gateway.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
@@ -109,24 +108,10 @@ async def restore_holds(reader: Reader, index: HoldIndex, holds_topic: str, part
     records, end = await reader.read(tp, applied)
     if applied is not None and not records and applied >= end:
         return 0
-    upserts: dict[str, IndexedHold] = {}
-    removals: dict[str, tuple[str, int]] = {}
-    for record in records:
-        item_id = (record.key or b"").decode()
-        hdrs = [(k, v) for k, v in record.headers or ()]
-        if record.value is None:
-            upserts.pop(item_id, None)
-            decision = dict(hdrs).get(headers.DECISION_ID, b"restored").decode()
-            removals[item_id] = (decision, partition)
-        else:
-            removals.pop(item_id, None)
-            upserts[item_id] = indexed(record.value, hdrs, partition)
-    await index.apply(
-        list(upserts.values()),
-        [(item, d, p) for item, (d, p) in removals.items()],
-        {},
-        {(holds_topic, partition): end},
+    upserts, removals = index_changes(
+        ((r.key, r.value, list(r.headers or ())) for r in records), partition
     )
+    await index.apply(upserts, removals, {}, {(holds_topic, partition): end})
     log.info(
         "hold_index_restored",
         partition=partition,

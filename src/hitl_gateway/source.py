@@ -126,6 +126,3 @@ class Source:
             position = await consumer.position(tp)
             out.append((tp, max(0, stable - position), max(0, high - stable)))
         return out
-
-    def assignment(self) -> set[TopicPartition]:
-        return set(self.consumer.assignment())

@@ -17,7 +17,12 @@ CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 
 
 class FakeIndex:
+    async def pools(self) -> set[str]:
+        return {"clinicians", "unassigned"}
+
     async def backlog(self, pool: str, now_ms: int) -> tuple[int, int | None, int]:
+        if pool == "unassigned":
+            return 2, now_ms - 1_000, 0
         return (3, now_ms - 60_000, 1) if pool == "clinicians" else (0, None, 0)
 
     async def domain_counts(self, domains: list[str]) -> dict[str, int]:
@@ -71,3 +76,6 @@ async def test_backlog_gauges_and_an_unreachable_broker() -> None:
     assert get("hitl_holds_past_sla", {"pool": "clinicians"}) == 1
     assert 59 <= (get("hitl_oldest_hold_age_seconds", {"pool": "clinicians"}) or 0) <= 70
     assert get("hitl_review_backlog_seconds", {"pool": "clinicians"}) == 3 / 30 * 3_600
+    # Items no pool can take are visible too; with no pool definition, no capacity figures.
+    assert get("hitl_holds", {"pool": "unassigned"}) == 2
+    assert get("hitl_review_backlog_seconds", {"pool": "unassigned"}) is None
