@@ -18,6 +18,7 @@ from prometheus_client import CollectorRegistry
 
 from hitl_gateway import __version__
 from hitl_gateway.budgets import RedisBudgets
+from hitl_gateway.calibration.store import CalibrationStore
 from hitl_gateway.holds import HoldIndex
 from hitl_gateway.metrics import GatewayMetrics
 from hitl_gateway.observe import Observer
@@ -45,7 +46,10 @@ class Gateway:
         self.budgets = RedisBudgets(settings.redis)
         self.index = HoldIndex(settings.redis)
         self.reviewers = Reviewers.load(settings.review.reviewers_file)
-        applier = DecisionApplier(settings.topics, self.index, self.reviewers)
+        self.calibration = CalibrationStore(settings.redis)
+        applier = DecisionApplier(
+            settings.topics, self.index, self.reviewers, self.policies, self.calibration
+        )
         self.pipeline = Pipeline(
             settings,
             self.metrics,
@@ -57,6 +61,7 @@ class Gateway:
         self.observer = Observer(
             self.metrics,
             self.index,
+            self.calibration,
             self.policies,
             self.pipeline,
             interval_s=settings.runtime.metrics_interval_s,
@@ -122,6 +127,7 @@ class Gateway:
                     stack.push_async_callback(self.http.stop)
                 stack.push_async_callback(self.budgets.stop)
                 stack.push_async_callback(self.index.stop)
+                stack.push_async_callback(self.calibration.stop)
                 await self.pipeline.start()
                 stack.push_async_callback(self.pipeline.stop)
                 watcher = asyncio.create_task(self.policies.watch(self._stop), name="policy-watch")

@@ -178,6 +178,7 @@ class GatewayMetrics:
             ["pool"],
             registry=r,
         )
+        self._calibration(r)
         self.build = Info("hitl_build", "Gateway build information.", registry=r)
         self.build.info({"version": __version__})
         # Publish every bounded label value at zero so rate() and alerts see the series at once.
@@ -187,6 +188,90 @@ class GatewayMetrics:
             self.records_dead_lettered.labels(reason=reason.value)
         for outcome in ("commit", "abort"):
             self.transactions.labels(outcome=outcome)
+        for kind in ("recalibrate", "calibration_restored", "reviewer_flagged", "reviewer_cleared"):
+            self.calibration_events.labels(type=kind)
+
+    def _calibration(self, r: CollectorRegistry) -> None:
+        """Judge and reviewer agreement, sampled from the shared windows in Redis by every
+        instance (use max(), not sum(), across instances)."""
+        judge = ["domain", "stratum"]
+        self.judge_agreement = Gauge(
+            "hitl_judge_agreement_ratio",
+            "Judge-human agreement on blind reviews over the rolling window (absent while "
+            "there are fewer cases than the policy's minimum).",
+            judge,
+            registry=r,
+        )
+        self.judge_agreement_low = Gauge(
+            "hitl_judge_agreement_lower_bound",
+            "Lower end of the 95% Wilson interval of judge-human agreement.",
+            judge,
+            registry=r,
+        )
+        self.judge_agreement_high = Gauge(
+            "hitl_judge_agreement_upper_bound",
+            "Upper end of the 95% Wilson interval of judge-human agreement.",
+            judge,
+            registry=r,
+        )
+        self.judge_kappa = Gauge(
+            "hitl_judge_kappa", "Cohen's kappa, judge vs human, over the window.", judge, registry=r
+        )
+        self.judge_cases = Gauge(
+            "hitl_judge_cases", "Blind comparisons in the window behind the figures.", judge,
+            registry=r,
+        )  # fmt: skip
+        self.judge_status = Gauge(
+            "hitl_judge_calibration_status",
+            "1 for the judge's current calibration status (insufficient_data, calibrated, "
+            "recalibrate), 0 for the others.",
+            [*judge, "status"],
+            registry=r,
+        )
+        self.calibration_events = Counter(
+            "hitl_calibration_events",
+            "Calibration events published (recalibrate, calibration_restored, "
+            "reviewer_flagged, reviewer_cleared).",
+            ["type"],
+            registry=r,
+        )
+        self.reviewer_alpha = Gauge(
+            "hitl_reviewer_alpha",
+            "Krippendorff's alpha among reviewers of the same items, by pool, rubric and "
+            "dimension (verdict, grade, each rubric grade).",
+            ["pool", "rubric", "dimension"],
+            registry=r,
+        )
+        self.reviewer_alpha_items = Gauge(
+            "hitl_reviewer_alpha_items",
+            "Items with two or more ratings behind hitl_reviewer_alpha.",
+            ["pool", "rubric", "dimension"],
+            registry=r,
+        )
+        self.reviewer_consensus = Gauge(
+            "hitl_reviewer_consensus_agreement_ratio",
+            "How often a reviewer agrees with the consensus of multi-reviewer items.",
+            ["pool", "reviewer"],
+            registry=r,
+        )
+        self.reviewer_flagged = Gauge(
+            "hitl_reviewer_flagged",
+            "1 when a reviewer's agreement with consensus is below the policy's threshold.",
+            ["pool", "reviewer"],
+            registry=r,
+        )
+        self.reviewer_gold_accuracy = Gauge(
+            "hitl_reviewer_gold_accuracy_ratio",
+            "Share of gold (known-answer) items a reviewer decided right, over the window.",
+            ["pool", "reviewer"],
+            registry=r,
+        )
+        self.reviewer_gold_items = Gauge(
+            "hitl_reviewer_gold_items",
+            "Gold items behind hitl_reviewer_gold_accuracy_ratio.",
+            ["pool", "reviewer"],
+            registry=r,
+        )
 
     def set_policy_version(self, version: str) -> None:
         self.policy_info.clear()

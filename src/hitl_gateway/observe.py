@@ -13,6 +13,8 @@ import time
 
 import structlog
 
+from hitl_gateway.calibration.judge import Status
+from hitl_gateway.calibration.store import CalibrationStore, Summary
 from hitl_gateway.errors import InfrastructureError
 from hitl_gateway.holds import HoldIndex
 from hitl_gateway.metrics import GatewayMetrics
@@ -27,6 +29,7 @@ class Observer:
         self,
         metrics: GatewayMetrics,
         index: HoldIndex,
+        calibration: CalibrationStore,
         policies: PolicyStore,
         pipeline: Pipeline,
         *,
@@ -35,6 +38,7 @@ class Observer:
     ) -> None:
         self._metrics = metrics
         self._index = index
+        self._calibration = calibration
         self._policies = policies
         self._pipeline = pipeline
         self._interval_s = interval_s
@@ -77,6 +81,7 @@ class Observer:
             self.redis_ok = False
             raise
         self.redis_ok = True
+        await self._sample_calibration()
         domains = sorted(self._policies.current.policies)
         for domain, count in (await self._index.domain_counts(domains)).items():
             m.holds_by_domain.labels(domain=domain).set(count)
@@ -94,3 +99,31 @@ class Observer:
         self.stalled = behind > 0 and since_commit > self._stall_after_s
         if self.stalled and not was:
             log.error("consumer_stalled", records_behind=behind, since_commit_s=round(since_commit))
+
+    async def _sample_calibration(self) -> None:
+        m = self._metrics
+        for summary in await self._calibration.summaries():
+            _set_calibration(m, summary)
+
+
+def _set_calibration(m: GatewayMetrics, summary: Summary) -> None:
+    labels, f = summary.labels, summary.fields
+    if summary.kind == "judge":
+        m.judge_cases.labels(**labels).set(float(f.get("cases", 0)))
+        for status in Status:
+            current = f.get("status") == status.value
+            m.judge_status.labels(**labels, status=status.value).set(1 if current else 0)
+        if "agreement" in f and f.get("status") != Status.INSUFFICIENT_DATA:
+            m.judge_agreement.labels(**labels).set(float(f["agreement"]))
+            m.judge_kappa.labels(**labels).set(float(f["kappa"]))
+            m.judge_agreement_low.labels(**labels).set(float(f["low"]))
+            m.judge_agreement_high.labels(**labels).set(float(f["high"]))
+    elif summary.kind == "alpha":
+        m.reviewer_alpha.labels(**labels).set(float(f["alpha"]))
+        m.reviewer_alpha_items.labels(**labels).set(float(f["items"]))
+    elif summary.kind == "consensus":
+        m.reviewer_consensus.labels(**labels).set(float(f["agreement"]))
+        m.reviewer_flagged.labels(**labels).set(1 if f.get("status") == "flagged" else 0)
+    elif summary.kind == "gold":
+        m.reviewer_gold_accuracy.labels(**labels).set(float(f["accuracy"]))
+        m.reviewer_gold_items.labels(**labels).set(float(f["items"]))

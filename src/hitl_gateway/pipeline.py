@@ -379,6 +379,8 @@ class Pipeline:
             m.review_latency.labels(pool=pool, verdict=verdict).observe(seconds)
         for refusal in applied.refusals:
             m.decisions_refused.labels(reason=refusal).inc()
+        for kind in applied.calibration_events:
+            m.calibration_events.labels(type=kind).inc()
         self.committed_records += inputs
         self.last_commit_monotonic = time.monotonic()
 

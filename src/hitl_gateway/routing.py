@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import orjson
@@ -152,6 +152,8 @@ class Router:
             )
         if reviewed:
             out.append(self._task(record, item, decision, content_hash))
+        if reviewed and decision.gold is not None:
+            out += self._gold(record, item, decision, base)
         if decision.audit:
             out.append(self._audit(record, item, decision, policies, content_hash, chain))
         return out
@@ -180,12 +182,46 @@ class Router:
             "votes": [],
             "escalations": 0,
             "next_check_ms": d.sla_deadline_ms,
+            # For judge calibration: the human's grade is compared with the judge's on blind
+            # reviews, per domain and stratum.
+            "blind": d.blind,
+            "judge": item.judge.model_dump(exclude_none=True) if item.judge else None,
+            "stratum": d.stratum,
         }
 
-    def _task(self, record: Any, item: InputRecord, d: Decision, content_hash: str) -> Outgoing:
-        shown: Any = orjson.Fragment(record.value)
+    def _gold(
+        self, record: Any, item: InputRecord, d: Decision, base: list[tuple[str, bytes]]
+    ) -> list[Outgoing]:
+        """A known-answer item for the same pool, indistinguishable in the queue: an opaque
+        id, the real item's reasons, no judge grade. Never delivered; it measures the
+        reviewer who decides it."""
+        gold = d.gold
+        assert gold is not None
+        gold_id = "r" + hashlib.sha256(f"gold|{gold.id}|{item.id}".encode()).hexdigest()[:31]
+        body = {k: v for k, v in gold.record.items() if k != "judge"} | {"id": gold_id}
+        value = orjson.dumps(body)
+        gold_item = InputRecord.model_validate(body)
+        shown = replace(d, blind=True, gold=None, adjudicator_pool=None, reviewers=1)
+        meta = self._hold_meta(record, gold_item, shown, _content_hash(value))
+        meta["gold"] = {"id": gold.id, "verdict": gold.verdict, "grade": gold.grade}
+        hold_headers = [*base, (headers.HOLD, orjson.dumps(meta))]
+        hold = Outgoing(
+            self._topics.holds, value, gold_id.encode(), hold_headers, partition=record.partition
+        )
+        return [hold, self._task(record, gold_item, shown, meta["content_hash"], value)]
+
+    def _task(
+        self,
+        record: Any,
+        item: InputRecord,
+        d: Decision,
+        content_hash: str,
+        value: bytes | None = None,
+    ) -> Outgoing:
+        value = record.value if value is None else value
+        shown: Any = orjson.Fragment(value)
         if d.blind:
-            body = orjson.loads(record.value)
+            body = orjson.loads(value)
             body.pop("judge", None)  # blind review: the reviewer must not see the judge's grade
             shown = body
         task = {

@@ -108,6 +108,7 @@ class TopicSettings(_Section):
     blocked: str = "hitl.blocked"
     training: str = "hitl.training"
     audit: str = "hitl.audit"
+    calibration: str = "hitl.calibration"
     partitions: int = Field(default=3, ge=1, le=10_000)
     replication_factor: int = Field(default=1, ge=1, le=32)
 
@@ -122,6 +123,7 @@ class TopicSettings(_Section):
             self.blocked,
             self.training,
             self.audit,
+            self.calibration,
         ]
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
+from hitl_gateway.calibration.store import Summary
 from hitl_gateway.metrics import GatewayMetrics
 from hitl_gateway.observe import Observer
 from hitl_gateway.policy.store import PolicyStore
@@ -29,6 +30,14 @@ class FakeIndex:
         return dict.fromkeys(domains, 0)
 
 
+class FakeCalibration:
+    def __init__(self, summaries: list[Summary] | None = None) -> None:
+        self._summaries = summaries or []
+
+    async def summaries(self) -> list[Summary]:
+        return self._summaries
+
+
 class FakePipeline:
     def __init__(self, lag: int, since_commit_s: float, reachable: bool = True) -> None:
         self._lag = lag
@@ -42,11 +51,66 @@ class FakePipeline:
         return [(TopicPartition("in", 0), self._lag, 0)]
 
 
-def _observer(pipeline: Any) -> tuple[Observer, GatewayMetrics]:
+def _observer(
+    pipeline: Any, summaries: list[Summary] | None = None
+) -> tuple[Observer, GatewayMetrics]:
     metrics = GatewayMetrics()
     policies = PolicyStore(PolicySettings(dir=CONFIGS / "policies", reload_interval_s=0), metrics)
-    observer = Observer(metrics, FakeIndex(), policies, pipeline, interval_s=1, stall_after_s=60)  # type: ignore[arg-type]
+    calibration: Any = FakeCalibration(summaries)
+    index: Any = FakeIndex()
+    observer = Observer(
+        metrics, index, calibration, policies, pipeline, interval_s=1, stall_after_s=60
+    )
     return observer, metrics
+
+
+async def test_calibration_summaries_become_gauges_and_insufficient_data_has_no_figure() -> None:
+    judge = {"domain": "support-chat", "stratum": "all"}
+    thin = {"domain": "legal-drafts", "stratum": "all"}
+    observer, metrics = _observer(
+        FakePipeline(lag=0, since_commit_s=0),
+        [
+            Summary(
+                "judge",
+                judge,
+                {
+                    "status": "recalibrate",
+                    "cases": "250",
+                    "agreement": "0.8",
+                    "kappa": "0.5",
+                    "low": "0.75",
+                    "high": "0.84",
+                },
+            ),
+            Summary("judge", thin, {"status": "insufficient_data", "cases": "12"}),
+            Summary(
+                "consensus",
+                {"pool": "p", "reviewer": "r1"},
+                {"status": "flagged", "agreement": "0.5", "ratings": "40"},
+            ),
+            Summary(
+                "alpha",
+                {"pool": "p", "rubric": "-", "dimension": "verdict"},
+                {"alpha": "0.61", "items": "40"},
+            ),
+            Summary("gold", {"pool": "p", "reviewer": "r1"}, {"accuracy": "0.9", "items": "10"}),
+        ],
+    )
+    await observer.sample()
+    value = metrics.registry.get_sample_value
+    assert value("hitl_judge_agreement_ratio", judge) == 0.8
+    assert value("hitl_judge_agreement_lower_bound", judge) == 0.75
+    assert value("hitl_judge_calibration_status", {**judge, "status": "recalibrate"}) == 1
+    assert value("hitl_judge_calibration_status", {**judge, "status": "calibrated"}) == 0
+    assert value("hitl_judge_agreement_ratio", thin) is None
+    assert value("hitl_judge_cases", thin) == 12
+    assert value("hitl_judge_calibration_status", {**thin, "status": "insufficient_data"}) == 1
+    assert value("hitl_reviewer_flagged", {"pool": "p", "reviewer": "r1"}) == 1
+    assert value("hitl_reviewer_consensus_agreement_ratio", {"pool": "p", "reviewer": "r1"}) == 0.5
+    assert (
+        value("hitl_reviewer_alpha", {"pool": "p", "rubric": "-", "dimension": "verdict"}) == 0.61
+    )
+    assert value("hitl_reviewer_gold_accuracy_ratio", {"pool": "p", "reviewer": "r1"}) == 0.9
 
 
 async def test_waiting_records_and_no_commit_for_long_is_a_stall() -> None:

@@ -25,7 +25,7 @@ def test_defaults_name_the_design_topics() -> None:
         "hitl.delivered",
         "hitl.deadletter",
     )
-    assert len(set(topics.all_names())) == 9
+    assert len(set(topics.all_names())) == 10
 
 
 def test_nested_environment_variables(monkeypatch: pytest.MonkeyPatch) -> None:

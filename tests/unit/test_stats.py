@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 
 from hitl_gateway.calibration.stats import (
     cohen_kappa,
+    krippendorff_alpha_interval,
     krippendorff_alpha_nominal,
     percent_agreement,
     wilson_interval,
@@ -39,6 +40,8 @@ def test_krippendorff_alpha_textbook_example() -> None:
     d = [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, None]
     units = list(zip(a, b, c, d, strict=True))
     assert krippendorff_alpha_nominal(units) == pytest.approx(0.743, abs=1e-3)
+    # The same data as interval values: 0.849 in the same paper.
+    assert krippendorff_alpha_interval(units) == pytest.approx(0.849, abs=1e-3)
 
 
 def test_invalid_input_is_a_clear_error() -> None:

@@ -9,6 +9,7 @@ agreement threshold (the guide: 85%) with enough cases, the verdict is to recali
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 
@@ -63,13 +64,19 @@ class JudgeAgreement:
         self._pairs.append((judge_grade, human_grade))
 
     def report(self) -> Report:
-        cases = len(self._pairs)
-        if cases < self._min_cases:
-            return Report(Status.INSUFFICIENT_DATA, cases)
-        pairs = list(self._pairs)
-        agreement = percent_agreement(pairs)
-        agreeing = sum(a == b for a, b in pairs)
-        status = Status.CALIBRATED if agreement >= self._threshold else Status.RECALIBRATE
-        return Report(
-            status, cases, agreement, cohen_kappa(pairs), wilson_interval(agreeing, cases)
-        )
+        return assess(list(self._pairs), self._min_cases, self._threshold)
+
+
+def assess(
+    pairs: Sequence[tuple[str, str]],
+    min_cases: int = DEFAULT_MIN_CASES,
+    threshold: float = DEFAULT_THRESHOLD,
+) -> Report:
+    """The verdict on ``pairs`` of (judge grade, human grade)."""
+    cases = len(pairs)
+    if cases < min_cases or cases == 0:
+        return Report(Status.INSUFFICIENT_DATA, cases)
+    agreement = percent_agreement(pairs)
+    agreeing = sum(a == b for a, b in pairs)
+    status = Status.CALIBRATED if agreement >= threshold else Status.RECALIBRATE
+    return Report(status, cases, agreement, cohen_kappa(pairs), wilson_interval(agreeing, cases))

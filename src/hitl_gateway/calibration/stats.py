@@ -2,17 +2,19 @@
 
 - percent agreement and Cohen's kappa for two raters (human vs judge) on nominal grades;
 - the Wilson score interval for a proportion (small samples, rates near 0 or 1);
-- Krippendorff's alpha (nominal) for several reviewers per item with missing ratings. Alpha
-  is chosen over Fleiss' kappa because review pools rarely give every item the same number of
-  reviewers, and alpha handles any number of raters per item and missing data.
+- Krippendorff's alpha (nominal; interval for numeric scores) for several reviewers per item
+  with missing ratings. Alpha is chosen over Fleiss' kappa because review pools rarely give
+  every item the same number of reviewers, and alpha handles any number of raters per item
+  and missing data.
 """
 
 from __future__ import annotations
 
 import math
 from collections import Counter, defaultdict
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from itertools import permutations
+from typing import Any
 
 Z_95 = 1.959963984540054
 
@@ -55,6 +57,16 @@ def krippendorff_alpha_nominal(units: Sequence[Sequence[Hashable | None]]) -> fl
     """Krippendorff's alpha for nominal data. ``units`` holds, per item, every reviewer's
     rating (None where a reviewer did not rate it). Items with fewer than two ratings do not
     count. 1.0 when the data show no variation at all."""
+    return krippendorff_alpha(units, lambda a, b: 0.0 if a == b else 1.0)
+
+
+def krippendorff_alpha_interval(units: Sequence[Sequence[float | None]]) -> float:
+    """Krippendorff's alpha for interval data (numeric scores: squared differences)."""
+    return krippendorff_alpha(units, lambda a, b: (float(a) - float(b)) ** 2)
+
+
+def krippendorff_alpha(units: Sequence[Sequence[Any]], delta: Callable[[Any, Any], float]) -> float:
+    """Krippendorff's alpha with the difference function ``delta`` (see the two above)."""
     coincidences: defaultdict[tuple[Hashable, Hashable], float] = defaultdict(float)
     for unit in units:
         values = [v for v in unit if v is not None]
@@ -69,10 +81,10 @@ def krippendorff_alpha_nominal(units: Sequence[Sequence[Hashable | None]]) -> fl
     totals: defaultdict[Hashable, float] = defaultdict(float)
     for (a, _), weight in coincidences.items():
         totals[a] += weight
-    disagree_observed = sum(w for (a, b), w in coincidences.items() if a != b)
-    disagree_expected = sum(totals[a] * totals[b] for a in totals for b in totals if a != b) / (
-        n - 1
-    )
+    disagree_observed = sum(w * delta(a, b) for (a, b), w in coincidences.items() if a != b)
+    disagree_expected = sum(
+        totals[a] * totals[b] * delta(a, b) for a in totals for b in totals if a != b
+    ) / (n - 1)
     if disagree_expected == 0:
         return 1.0
     return 1.0 - disagree_observed / disagree_expected

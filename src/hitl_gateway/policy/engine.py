@@ -21,6 +21,7 @@ from hitl_gateway.policy.schema import (
     ConfidenceCascade,
     DomainPolicy,
     FullReviewSample,
+    GoldItem,
     ReviewAction,
     Sampling,
 )
@@ -49,6 +50,8 @@ class Decision:
     rubric: str | None = None
     audit: bool = True
     claims: tuple[Claim, ...] = ()
+    stratum: str = ""  # the sampling stratum, when the sampling rule stratifies
+    gold: GoldItem | None = None  # a known-answer item to slip into the same pool's queue
 
     @property
     def rule(self) -> str:
@@ -67,6 +70,7 @@ class _Fired:
     adjudicator_pool: str | None = None
     blind: bool = False
     claims: tuple[Claim, ...] = ()
+    stratum: str = ""
 
 
 def unit_hash(version: str, seed: str, rule: str, item_id: str) -> float:
@@ -119,7 +123,20 @@ def decide(
         rubric=fired.rubric,
         audit=True,
         claims=fired.claims,
+        stratum=fired.stratum,
+        gold=_gold_pick(loaded, record.id),
     )
+
+
+def _gold_pick(loaded: LoadedPolicy, item_id: str) -> GoldItem | None:
+    """With the policy's gold rate, one of its gold items (both draws keyed by the item)."""
+    gold = loaded.policy.calibration.gold
+    if gold is None or not loaded.gold:
+        return None
+    if unit_hash(loaded.version, loaded.policy.seed, "gold", item_id) >= gold.rate:
+        return None
+    draw = unit_hash(loaded.version, loaded.policy.seed, "gold_pick", item_id)
+    return loaded.gold[int(draw * len(loaded.gold))]
 
 
 def candidate_claim_keys(record: InputRecord, policies: PolicySet, timestamp_ms: int) -> list[str]:
@@ -311,7 +328,7 @@ def _sampling(
     if stratum:
         detail += f", stratum {stratum}"
     return _Fired("sampling", detail, ReviewAction.DELIVER_AND_REVIEW, rule.pool, rule.sla,
-                  rule.rubric, blind=rule.blind, claims=claims)  # fmt: skip
+                  rule.rubric, blind=rule.blind, claims=claims, stratum=stratum)  # fmt: skip
 
 
 # -- helpers ----------------------------------------------------------------------------------

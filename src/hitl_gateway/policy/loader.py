@@ -17,7 +17,8 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from hitl_gateway.errors import ConfigError
-from hitl_gateway.policy.schema import DomainPolicy, Pool, PoolFile, RoutingFile
+from hitl_gateway.models import InputRecord
+from hitl_gateway.policy.schema import DomainPolicy, GoldItem, Pool, PoolFile, RoutingFile
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,8 +44,9 @@ class PolicyError(ConfigError):
 @dataclass(frozen=True, slots=True)
 class LoadedPolicy:
     policy: DomainPolicy
-    version: str  # content hash of the domain's file and the pools file
+    version: str  # content hash of the domain's file, its gold file and the pools file
     source: str
+    gold: tuple[GoldItem, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -152,7 +154,14 @@ def load_policy_set(
             problems.append(Problem(str(path), "domain", None, f"'{policy.domain}' defined twice"))
         if pool_file is not None:
             problems += _check_pools(path, text, policy, pools)
-        loaded[policy.domain] = LoadedPolicy(policy, _digest(raw, pools_bytes), str(path))
+        gold: tuple[GoldItem, ...] = ()
+        gold_bytes = b""
+        if policy.calibration.gold is not None:
+            gold_path = policies_dir / policy.calibration.gold.file
+            gold, gold_bytes = _load_gold(gold_path, policy.domain, problems)
+            everything += [gold_bytes]
+        version = _digest(raw, pools_bytes, gold_bytes)
+        loaded[policy.domain] = LoadedPolicy(policy, version, str(path), gold)
 
     fallback_policy = routing.unknown_domains.policy if routing is not None else None
     if fallback_policy is not None and fallback_policy not in loaded:
@@ -166,6 +175,47 @@ def load_policy_set(
         policies=MappingProxyType(loaded),
         routing=routing,
     )
+
+
+def _load_gold(
+    path: Path, domain: str, problems: list[Problem]
+) -> tuple[tuple[GoldItem, ...], bytes]:
+    """A gold file: one JSON object per line, each a record of ``domain`` and its answer."""
+    if not path.is_file():
+        problems.append(Problem(str(path), "", None, "no such gold file"))
+        return (), b""
+    raw = path.read_bytes()
+    items: list[GoldItem] = []
+    seen: set[str] = set()
+    for number, line in enumerate(raw.decode("utf-8", "replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            item = GoldItem.model_validate_json(line)
+        except ValidationError as exc:
+            problems.append(_first_problem(path, number, exc))
+            continue
+        try:
+            InputRecord.model_validate({**item.record, "id": item.id})
+        except ValidationError as exc:
+            problems.append(_first_problem(path, number, exc, "record"))
+            continue
+        if item.record.get("domain") != domain:
+            msg = f"record.domain must be '{domain}', got {item.record.get('domain')!r}"
+            problems.append(Problem(str(path), "record.domain", number, msg))
+        if item.id in seen:
+            problems.append(Problem(str(path), "id", number, f"gold id '{item.id}' repeated"))
+        seen.add(item.id)
+        items.append(item)
+    if not items and not any(p.file == str(path) for p in problems):
+        problems.append(Problem(str(path), "", None, "the gold file has no items"))
+    return tuple(items), raw
+
+
+def _first_problem(path: Path, line: int, exc: ValidationError, *parent: str) -> Problem:
+    err = exc.errors(include_url=False)[0]
+    dotted = ".".join(str(p) for p in (*parent, *err["loc"]))
+    return Problem(str(path), dotted, line, err["msg"])
 
 
 def _check_pools(

@@ -15,6 +15,7 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    JsonValue,
     WithJsonSchema,
     model_validator,
 )
@@ -220,6 +221,52 @@ class Audit(_Model):
     retention_days: int = Field(default=2_555, ge=1, description="a hint for topic retention")
 
 
+class GoldItems(_Model):
+    """Items with known answers, slipped into the pool's queue to measure each reviewer."""
+
+    file: str = Field(min_length=1, description="JSON Lines, relative to the policy directory")
+    rate: Fraction = Field(description="gold items added per reviewed item of this domain")
+
+
+class GoldItem(_Model):
+    """One line of a gold file: a record with a known right answer."""
+
+    id: Name
+    record: dict[str, JsonValue] = Field(description="the output shown to the reviewer")
+    verdict: Literal["approve", "edit", "reject"]
+    grade: str | None = Field(default=None, max_length=64, description="the right grade, if any")
+
+
+class Calibration(_Model):
+    """Is the automated judge still calibrated, and do the reviewers agree?"""
+
+    judge_threshold: Fraction = Field(
+        default=0.85, description="judge-human agreement below this asks for recalibration"
+    )
+    min_cases: int = Field(default=200, ge=1, description="fewer cases: insufficient data")
+    window: int = Field(default=1_000, ge=1, description="the last N blind comparisons")
+    reviewer_threshold: Fraction = Field(
+        default=0.8, description="a reviewer agreeing with consensus less often is flagged"
+    )
+    reviewer_min_ratings: int = Field(
+        default=30, ge=1, description="consensus comparisons before a reviewer is judged"
+    )
+    gold: GoldItems | None = None
+
+    @model_validator(mode="after")
+    def _window(self) -> Calibration:
+        if self.window < self.min_cases:
+            raise ValueError(
+                f"window ({self.window}) must be at least min_cases ({self.min_cases})"
+            )
+        if self.window < self.reviewer_min_ratings:
+            raise ValueError(
+                f"window ({self.window}) must be at least reviewer_min_ratings "
+                f"({self.reviewer_min_ratings})"
+            )
+        return self
+
+
 class DomainPolicy(_Model):
     domain: Name
     description: str = ""
@@ -234,6 +281,7 @@ class DomainPolicy(_Model):
     deferred_review: DeferredReview | None = None
     languages: LanguageRouting = LanguageRouting()
     audit: Audit = Audit()
+    calibration: Calibration = Calibration()
     expected_daily_volume: int | None = Field(
         default=None, ge=0, description="used by policy check to warn about pool capacity"
     )

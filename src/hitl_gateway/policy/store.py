@@ -39,6 +39,11 @@ class PolicyStore:
     def _files(self) -> list[Path]:
         s = self._settings
         files = [*sorted(Path(s.dir).glob("*.y*ml"))]
+        current: PolicySet | None = getattr(self, "current", None)  # None while constructing
+        for loaded in current.policies.values() if current else ():
+            gold = loaded.policy.calibration.gold  # gold files are watched too
+            if gold is not None:
+                files.append(Path(s.dir) / gold.file)
         files.append(s.pools_file or Path(s.dir).parent / "pools.yaml")
         files.append(s.routing_file or Path(s.dir).parent / "routing.yaml")
         return files

@@ -24,7 +24,12 @@ from pydantic import ValidationError
 
 from hitl_gateway import __version__, headers
 from hitl_gateway.audit import AuditChain
+from hitl_gateway.calibration.evidence import evidence
+from hitl_gateway.calibration.judge import Status
+from hitl_gateway.calibration.store import CalibrationStore, Change
 from hitl_gateway.holds import HoldIndex, IndexedHold
+from hitl_gateway.policy.schema import Calibration
+from hitl_gateway.policy.store import PolicyStore
 from hitl_gateway.review.auth import Reviewers
 from hitl_gateway.review.state import (
     TERMINAL_STATE,
@@ -51,6 +56,7 @@ class Applied:
     verdicts: list[tuple[str, str, str]] = field(default_factory=list)  # (pool, verdict, status)
     latencies_s: list[tuple[str, str, float]] = field(default_factory=list)  # pool, verdict, s
     refusals: list[str] = field(default_factory=list)
+    calibration_events: list[str] = field(default_factory=list)  # event types
 
 
 def hold_from_meta(meta: dict[str, Any]) -> Hold:
@@ -68,10 +74,19 @@ def hold_from_meta(meta: dict[str, Any]) -> Hold:
 
 
 class DecisionApplier:
-    def __init__(self, topics: TopicSettings, index: HoldIndex, reviewers: Reviewers) -> None:
+    def __init__(
+        self,
+        topics: TopicSettings,
+        index: HoldIndex,
+        reviewers: Reviewers,
+        policies: PolicyStore,
+        calibration: CalibrationStore,
+    ) -> None:
         self._topics = topics
         self._index = index
         self._reviewers = reviewers
+        self._policies = policies
+        self._calibration = calibration
         self._version = __version__.encode()
 
     async def apply(self, records: list[Any], partition: int, chain: AuditChain) -> Applied:
@@ -115,8 +130,10 @@ class DecisionApplier:
                 continue
             assert isinstance(current, IndexedHold)
             if outcome.terminal is not None:
+                assert hold is not None
                 overlay[request.item_id] = request.decision_id
                 self._close(out, chain, current, request, outcome, record, partition)
+                await self._calibrate(out, chain, current, hold, request, outcome, record)
             else:
                 assert outcome.hold is not None
                 updated = self._updated(current, outcome.hold)
@@ -147,7 +164,10 @@ class DecisionApplier:
             (headers.DECISION_ID, request.decision_id.encode()),
         ]
         original = orjson.loads(held.value)
-        if not meta.get("blocking", True):
+        gold = meta.get("gold")
+        if gold:
+            pass  # a known-answer item: it measures the reviewer, nothing is released
+        elif not meta.get("blocking", True):
             pass  # delivered when routed: the review yields labels (training), not a release
         elif verdict is Verdict.REJECT:
             reason = (request.reason or "rejected by reviewer").encode()
@@ -178,9 +198,12 @@ class DecisionApplier:
             "judge": original.get("judge"),
             "policy_version": meta.get("policy_version"),
         }
-        out.outgoing.append(
-            Outgoing(self._topics.training, orjson.dumps(training), meta["item_id"].encode(), [])
-        )
+        if not gold:
+            out.outgoing.append(
+                Outgoing(
+                    self._topics.training, orjson.dumps(training), meta["item_id"].encode(), []
+                )
+            )
         out.outgoing.append(
             Outgoing(
                 self._topics.holds,
@@ -195,6 +218,65 @@ class DecisionApplier:
         out.verdicts.append((meta["pool"], verdict.value, "applied"))
         latency = max(0.0, (record.timestamp - meta["held_at_ms"]) / 1000)
         out.latencies_s.append((meta["pool"], verdict.value, latency))
+
+    async def _calibrate(
+        self,
+        out: Applied,
+        chain: AuditChain,
+        held: IndexedHold,
+        hold: Hold,
+        request: DecisionRequest,
+        outcome: Outcome,
+        record: Any,
+    ) -> None:
+        """Feed the closed review to the calibration windows; a disagreement with the judge
+        becomes a judge-training example, a status change an event and an audit record."""
+        assert outcome.terminal is not None
+        assert outcome.final_vote is not None
+        meta = held.meta
+        found = evidence(meta, (*hold.votes, outcome.final_vote), outcome.terminal)
+        loaded = self._policies.current.policy_for(meta["domain"])
+        settings = loaded.policy.calibration if loaded else Calibration()
+        changes = await self._calibration.record(request.decision_id, found, settings)
+        pair = found.judge
+        if pair is not None and not pair.agree:
+            example = {
+                "type": "judge_disagreement",
+                "item_id": meta["item_id"],
+                "domain": pair.domain,
+                "stratum": pair.stratum,
+                "judge": meta.get("judge"),
+                "human_grade": pair.human,
+                "grades": request.grades,
+                "notes": request.notes,
+                "rubric": meta.get("rubric"),
+                "reviewer": request.reviewer,
+                "decision_id": request.decision_id,
+                "output": orjson.loads(held.value).get("output"),
+                "policy_version": meta.get("policy_version"),
+            }
+            key = meta["item_id"].encode()
+            out.outgoing.append(Outgoing(self._topics.training, orjson.dumps(example), key, []))
+        for change in changes:
+            kind = _event_type(change)
+            if kind is None:
+                continue
+            event = {
+                "type": kind,
+                **change.labels,
+                "status": change.status,
+                "previous": change.previous or None,
+                **{k: _number(v) for k, v in change.summary.items()},
+                "decision_id": request.decision_id,
+                "at_ms": record.timestamp,
+                "gateway_version": __version__,
+            }
+            subject = "|".join(change.labels.values())
+            out.outgoing.append(
+                Outgoing(self._topics.calibration, orjson.dumps(event), subject.encode(), [])
+            )
+            out.outgoing.append(self._sealed(chain, event, subject, record.partition))
+            out.calibration_events.append(kind)
 
     def _progress(
         self,
@@ -237,6 +319,7 @@ class DecisionApplier:
         meta["votes"] = [v.as_json() for v in hold.votes]
         meta["stage"] = hold.stage
         if hold.stage == "adjudication" and hold.adjudicator_pool:
+            meta.setdefault("review_pool", meta["pool"])
             meta["pool"] = hold.adjudicator_pool
         return IndexedHold(meta, held.value, held.key, held.headers, held.partition)
 
@@ -299,6 +382,8 @@ class DecisionApplier:
             "at_ms": record.timestamp,
             "gateway_version": __version__,
         }
+        if meta.get("gold"):
+            event["gold"] = meta["gold"]  # a known-answer item: the reviewer was measured
         out.outgoing.append(self._sealed(chain, event, meta["item_id"], partition))
 
     def _sealed(
@@ -307,6 +392,29 @@ class DecisionApplier:
         return Outgoing(
             self._topics.audit, chain.seal(event), key.encode(), [], partition=partition
         )
+
+
+def _event_type(change: Change) -> str | None:
+    """The events worth announcing: the judge needs recalibrating (or is fine again), a
+    reviewer drifted from consensus (or is back)."""
+    if change.kind == "judge":
+        if change.status == Status.RECALIBRATE:
+            return "recalibrate"
+        if change.previous == Status.RECALIBRATE:
+            return "calibration_restored"
+    if change.kind == "consensus":
+        if change.status == "flagged":
+            return "reviewer_flagged"
+        if change.previous == "flagged":
+            return "reviewer_cleared"
+    return None
+
+
+def _number(text: str) -> float | str:
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _result(decision_id: str, outcome: Outcome, state: str) -> dict[str, Any]:

@@ -36,7 +36,15 @@ class DecisionBody(BaseModel):
     content_hash: str = Field(pattern=r"^sha256:[0-9a-f]{64}$")
     edited_output: JsonValue = None
     reason: str | None = Field(default=None, max_length=2_000)
-    grades: dict[str, float | str] = Field(default_factory=dict, max_length=50)
+    grade: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=64,
+        description="overall grade on the judge's scale: compared with the judge on blind reviews",
+    )
+    grades: dict[str, float | str] = Field(
+        default_factory=dict, max_length=50, description="rubric dimension -> grade"
+    )
     notes: str | None = Field(default=None, max_length=10_000)
 
     @model_validator(mode="after")
@@ -68,6 +76,8 @@ class Vote:
     verdict: Verdict
     at_ms: int
     edited_output: Any = None
+    grade: str | None = None
+    grades: dict[str, float | str] = field(default_factory=dict)
 
     def as_json(self) -> dict[str, Any]:
         return {
@@ -76,13 +86,15 @@ class Vote:
             "verdict": self.verdict.value,
             "at_ms": self.at_ms,
             "edited_output": self.edited_output,
+            "grade": self.grade,
+            "grades": self.grades,
         }
 
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> Vote:
         return cls(
             raw["decision_id"], raw["reviewer"], Verdict(raw["verdict"]), raw["at_ms"],
-            raw.get("edited_output"),
+            raw.get("edited_output"), raw.get("grade"), raw.get("grades") or {},
         )  # fmt: skip
 
 
@@ -175,7 +187,10 @@ def evaluate(
     if any(v.reviewer == reviewer.id for v in stage_votes):
         return refuse(Refusal.ALREADY_VOTED, f"{reviewer.id} already voted on this item")
 
-    vote = Vote(request.decision_id, reviewer.id, request.verdict, now_ms, request.edited_output)
+    vote = Vote(
+        request.decision_id, reviewer.id, request.verdict, now_ms, request.edited_output,
+        request.grade, dict(request.grades),
+    )  # fmt: skip
     votes = (*hold.votes, vote)
     if hold.stage == "adjudication" or hold.reviewers <= 1:
         return Outcome(200, terminal=vote.verdict, final_vote=vote)
