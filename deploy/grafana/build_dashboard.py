@@ -200,6 +200,55 @@ def dashboard() -> dict[str, Any]:
             12,
             60,
         ),
+        row("Calibration", 68),
+        panel(
+            "Judge-human agreement (95% Wilson interval), by domain and stratum",
+            [
+                ("max by (domain, stratum) (hitl_judge_agreement_ratio)", "{{domain}} {{stratum}}"),
+                (
+                    "max by (domain, stratum) (hitl_judge_agreement_lower_bound)",
+                    "{{domain}} {{stratum}} low",
+                ),
+            ],
+            "percentunit",
+            0,
+            69,
+        ),
+        panel(
+            "Reviewer agreement (Krippendorff's alpha), by pool and dimension",
+            [
+                (
+                    "max by (pool, rubric, dimension) (hitl_reviewer_alpha)",
+                    "{{pool}} {{rubric}} {{dimension}}",
+                )
+            ],
+            "short",
+            12,
+            69,
+        ),
+        panel(
+            "Reviewers flagged for drifting from consensus; gold accuracy",
+            [
+                ("sum by (pool) (max by (pool, reviewer) (hitl_reviewer_flagged))", "{{pool}}"),
+                (
+                    "min by (pool) (hitl_reviewer_gold_accuracy_ratio)",
+                    "{{pool}} lowest gold accuracy",
+                ),
+            ],
+            "short",
+            0,
+            77,
+        ),
+        panel(
+            "Live plan: reviewer headcount needed and capacity used, by pool",
+            [
+                ("hitl:plan_headcount:rate1h", "{{pool}} headcount"),
+                ("hitl:plan_capacity_used_ratio:rate1h", "{{pool}} capacity used"),
+            ],
+            "short",
+            12,
+            77,
+        ),
     ]
     return {
         "title": "hitl-gateway",

@@ -71,7 +71,9 @@ def test_dashboard_queries_only_exported_metrics_and_recorded_series() -> None:
     used = {m for e in exprs for m in re.findall(r"\b(hitl:[a-z0-9_:]+)", e)}
     assert used <= recorded, f"unknown recording rules: {sorted(used - recorded)}"
     titles = {p["title"] for p in dashboard["panels"] if p["type"] == "row"}
-    assert titles == {"Flow", "Backlog and SLA", "Reviewer capacity and cost", "Errors"}
+    assert titles == {
+        "Flow", "Backlog and SLA", "Reviewer capacity and cost", "Errors", "Calibration"
+    }  # fmt: skip
 
 
 def test_checked_in_dashboard_is_what_the_generator_writes() -> None:

@@ -53,6 +53,7 @@ class ItemView(BaseModel):
     held_at_ms: int
     content_hash: str
     reasons: list[dict[str, Any]]
+    blind: bool = False  # the judge's grade is withheld from the record
     record: JsonValue = None
 
 
@@ -64,6 +65,9 @@ class QueuePage(BaseModel):
 
 
 def _view(meta: dict[str, Any], value: bytes | None = None) -> ItemView:
+    record = orjson.loads(value) if value is not None else None
+    if meta.get("blind") and isinstance(record, dict):
+        record.pop("judge", None)  # a blind review: the reviewer must not see the judge's grade
     return ItemView(
         item_id=meta["item_id"],
         domain=meta["domain"],
@@ -78,7 +82,8 @@ def _view(meta: dict[str, Any], value: bytes | None = None) -> ItemView:
         held_at_ms=meta["held_at_ms"],
         content_hash=meta["content_hash"],
         reasons=meta.get("reasons", []),
-        record=orjson.loads(value) if value is not None else None,
+        blind=bool(meta.get("blind")),
+        record=record,
     )
 
 
