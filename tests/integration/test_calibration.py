@@ -184,7 +184,12 @@ async def test_human_grades_move_judge_agreement_and_trigger_one_recalibrate_eve
     # 8 disagreeing: 12/15 = 0.8 falls below 0.85 at the 15th; 12/20 = 0.6 at the end.
     for item_id in ids[12:]:
         await stack.decide("gia", item_id, "approve", grade="fail", grades={"accuracy": 2})
-    await stack.settled(lambda: stack.metric("hitl_judge_agreement_ratio", **labels) == 0.6)
+    await stack.settled(
+        lambda: (
+            stack.metric("hitl_judge_agreement_ratio", **labels) == 0.6
+            and stack.metric("hitl_judge_agreement_ratio", **stratum) == 0.6
+        )
+    )
     assert stack.metric("hitl_judge_calibration_status", **labels, status="recalibrate") == 1
     assert stack.metric("hitl_judge_agreement_ratio", **stratum) == 0.6
     assert stack.metric("hitl_judge_cases", **labels) == 20
@@ -233,14 +238,22 @@ async def test_reviewer_drift_is_flagged_and_gold_items_measure_without_releasin
 
     leo = {"pool": "lawyers", "reviewer": "leo"}
     lia = {"pool": "lawyers", "reviewer": "lia"}
-    await stack.settled(lambda: stack.metric("hitl_reviewer_flagged", **leo) == 1)
+    verdict = {"pool": "lawyers", "rubric": "-", "dimension": "verdict"}
+    # Sampled gauges: wait until the last item's figures show.
+    await stack.settled(
+        lambda: (
+            stack.metric("hitl_reviewer_alpha_items", **verdict) == 8
+            and stack.metric("hitl_reviewer_consensus_agreement_ratio", **leo)
+            == pytest.approx(8 / 12)
+            and stack.metric("hitl_reviewer_consensus_agreement_ratio", **lia) == 1.0
+        )
+    )
+    assert stack.metric("hitl_reviewer_flagged", **leo) == 1
     assert stack.metric("hitl_reviewer_flagged", **lia) == 0
     # leo: verdict and soundness agree on 4 items, the verdict disagrees on 4 (soundness split
     # 4 vs 1 with no adjudicator grade: no consensus, not counted) -> 8/12.
     assert stack.metric("hitl_reviewer_consensus_agreement_ratio", **leo) == pytest.approx(8 / 12)
     assert stack.metric("hitl_reviewer_consensus_agreement_ratio", **lia) == 1.0
-    verdict = {"pool": "lawyers", "rubric": "-", "dimension": "verdict"}
-    assert stack.metric("hitl_reviewer_alpha_items", **verdict) == 8
     alpha = stack.metric("hitl_reviewer_alpha", **verdict)
     assert alpha is not None
     assert alpha < 0.5  # half the items split
