@@ -133,7 +133,11 @@ class Router:
         reviewed = decision.route in (Route.HOLD, Route.DELIVER_AND_REVIEW)
         content_hash = _content_hash(record.value) if reviewed or decision.audit else ""
         if decision.route in (Route.PASS, Route.DELIVER_AND_REVIEW):
-            out.append(Outgoing(self._topics.delivered, record.value, record.key, base))
+            # Released as produced: the producer's bytes, key and timestamp.
+            out.append(
+                Outgoing(self._topics.delivered, record.value, record.key, base,
+                         timestamp_ms=record.timestamp)
+            )  # fmt: skip
         if reviewed:
             # Held items, and deliver-and-review items as non-blocking reviews: both wait on
             # the holds topic for a reviewer (the latter already delivered, never blocked).

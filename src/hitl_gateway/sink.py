@@ -42,6 +42,7 @@ class Outgoing:
     key: bytes | None
     headers: Headers
     partition: int | None = None  # None: the key's partition
+    timestamp_ms: int | None = None  # None: the time of sending
 
 
 def transactional_id(settings: KafkaSettings, tp: TopicPartition) -> str:
@@ -112,8 +113,9 @@ class PartitionProducer:
             try:
                 for o in records:
                     future = await producer.send(
-                        o.topic, o.value, key=o.key, headers=o.headers, partition=o.partition
-                    )
+                        o.topic, o.value, key=o.key, headers=o.headers, partition=o.partition,
+                        timestamp_ms=o.timestamp_ms,
+                    )  # fmt: skip
                     future.add_done_callback(_retrieve)
                     futures.append(future)
                 # Every record acknowledged before the offsets join the transaction.
