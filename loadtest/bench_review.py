@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import httpx
 import orjson
@@ -180,7 +181,7 @@ async def queue_listing(
     }
 
 
-async def main(decisions: int, holds: int) -> None:
+async def main(decisions: int, holds: int, out_dir: Path | None = None) -> dict[str, Any]:
     configure_logging("WARNING", "json")
     run = uuid.uuid4().hex[:8]
     token, digest = new_token()
@@ -219,10 +220,12 @@ async def main(decisions: int, holds: int) -> None:
     per_hold = q["redis_bytes_per_hold"]
     print(f"  p50 {q['p50_ms']:.1f} ms   p99 {q['p99_ms']:.1f} ms", end="")
     print(f"   Redis {per_hold:.0f} bytes per hold")
-    out = ROOT / "loadtest" / "results" / f"review-{time.strftime('%Y%m%dT%H%M%S')}.json"
+    out_dir = out_dir or ROOT / "loadtest" / "results"
+    out = out_dir / f"review-{time.strftime('%Y%m%dT%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
-    print(f"wrote {out.relative_to(ROOT)}")
+    print(f"wrote {out}")
+    return result
 
 
 if __name__ == "__main__":

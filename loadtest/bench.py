@@ -1,0 +1,599 @@
+"""Throughput and latency, side by side with the bare Kafka client, on one broker.
+
+    .venv/bin/python loadtest/bench.py [--records 200000] [--payload-bytes 1024] [--runs 2]
+        [--latency-seconds 20] [--soak-seconds 0] [--profile] [--out loadtest/results]
+
+On the local stack (make stack-up), one pre-loaded topic of realistic records, drained in
+alternating runs by:
+
+- K: the broker's own perf tools (ConsumerPerformance, ProducerPerformance): the ceiling;
+- A / A-tx: loadtest/passthrough.py, bare aiokafka consume -> produce, plain or with a
+  transaction per batch (the gateway's commit interval);
+- D-tx: the gateway (``hitl-gateway run``, always exactly-once), routing the realistic mix.
+
+Each drain reports records per second, CPU milliseconds per 1,000 records and peak and steady
+memory of the process. Then end-to-end latency (p50/p99/p99.9, read_committed, from the
+record timestamp) at 25/50/75% of D-tx's drain rate, and the review path (memory per held
+item in Redis, queue listing with 100,000 holds, decision to delivery). Prints a table,
+writes bench-<time>.json and bench-<time>.png. Figures, not pass/fail.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import platform
+import re
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiokafka
+import orjson
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "loadtest"))
+import bench_review  # noqa: E402
+import generate  # noqa: E402
+from records import make_stream  # noqa: E402
+
+PYTHON = ROOT / ".venv" / "bin" / "python"
+GATEWAY = ROOT / ".venv" / "bin" / "hitl-gateway"
+KAFKA_LIBS = ROOT / ".cache" / "stack" / "kafka-3.9.1" / "libs"
+TICK = os.sysconf("SC_CLK_TCK")
+PAGE = os.sysconf("SC_PAGE_SIZE")
+
+
+@dataclass
+class Drain:
+    mode: str
+    run: int
+    records: int
+    seconds: float
+    records_per_s: float
+    cpu_ms_per_1k: float
+    peak_rss_mb: float
+    steady_rss_mb: float
+    records_out: int = 0  # records the process produced (all topics)
+    note: str = ""
+
+
+@dataclass
+class Latency:
+    mode: str
+    load: float  # share of D-tx's drain rate
+    offered_per_s: float
+    samples: int
+    p50_ms: float
+    p99_ms: float
+    p999_ms: float
+    peak_rss_mb: float = 0.0
+
+
+@dataclass
+class Results:
+    environment: dict[str, Any]
+    settings: dict[str, Any]
+    drains: list[Drain] = field(default_factory=list)
+    latency: list[Latency] = field(default_factory=list)
+    soak: dict[str, Any] = field(default_factory=dict)
+    review: dict[str, Any] = field(default_factory=dict)
+    profile: list[tuple[str, float]] = field(default_factory=list)
+
+
+# -- process measurement ----------------------------------------------------------------------
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of ``pid`` and its reaped children, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / TICK
+
+
+def rss_mb(pid: int) -> float:
+    return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * PAGE / 1e6
+
+
+async def committed(admin: AIOKafkaAdminClient, group: str, topic: str) -> int:
+    offsets = await admin.list_consumer_group_offsets(group)
+    return sum(o.offset for tp, o in offsets.items() if tp.topic == topic and o.offset > 0)
+
+
+async def end_offsets(bootstrap: str, topics: list[str]) -> int:
+    """Records in ``topics`` (the sum of their end offsets, transaction markers included)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        cluster = await consumer._client.fetch_all_metadata()
+        tps = [TopicPartition(t, p) for t in topics for p in cluster.partitions_for_topic(t) or ()]
+        return sum((await consumer.end_offsets(tps)).values()) if tps else 0
+    finally:
+        await consumer.stop()
+
+
+async def watch_drain(
+    proc: subprocess.Popen[bytes],
+    admin: AIOKafkaAdminClient,
+    group: str,
+    topic: str,
+    total: int,
+    timeout_s: float,
+) -> tuple[float, int, float, list[tuple[float, float]]]:
+    """Poll the group's committed offsets until ``total``: (seconds, records timed, CPU
+    seconds, [(time, rss)]), timed from the first commit seen."""
+    start: tuple[float, int, float] | None = None
+    samples: list[tuple[float, float]] = []
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"the process exited early with {proc.returncode}")
+        now = time.monotonic()
+        if now > deadline:
+            raise TimeoutError(f"not drained in {timeout_s:.0f} s")
+        done = await committed(admin, group, topic)
+        cpu = cpu_seconds(proc.pid)
+        samples.append((now, rss_mb(proc.pid)))
+        if start is None and done > 0:
+            start = (now, done, cpu)
+        if start is not None and done >= total:
+            t0, c0, cpu0 = start
+            return now - t0, total - c0, cpu - cpu0, samples
+        await asyncio.sleep(0.05)
+
+
+def stop(proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def memory(samples: list[tuple[float, float]]) -> tuple[float, float]:
+    """Peak, and the median over the second half (steady state)."""
+    rss = [r for _, r in samples]
+    return max(rss), statistics.median(rss[len(rss) // 2 :])
+
+
+# -- the modes --------------------------------------------------------------------------------
+
+
+@dataclass
+class Mode:
+    name: str
+    bootstrap: str
+    partitions: int
+    uvloop: bool = False
+    log_dir: Path = Path(tempfile.gettempdir())
+
+    async def start(
+        self, run_id: str, source: str
+    ) -> tuple[subprocess.Popen[bytes], str, list[str]]:
+        """Start the process on ``source``; returns it, its group and its output topics."""
+        log = (self.log_dir / f"{self.name}-{run_id}.log").open("wb")
+        group = f"bench-{self.name.lower()}-{run_id}"
+        if self.name.startswith("A"):
+            out = f"bench.{run_id}.out"
+            await generate.create_topic(self.bootstrap, out, self.partitions)
+            argv = [str(PYTHON), str(ROOT / "loadtest" / "passthrough.py"),
+                    "--bootstrap", self.bootstrap, "--input", source, "--output", out,
+                    "--group", group]  # fmt: skip
+            if self.name == "A-tx":
+                argv.append("--transactional")
+            if self.uvloop:
+                argv.append("--uvloop")
+            return subprocess.Popen(argv, stdout=log, stderr=log), group, [out]
+        env = self.gateway_env(run_id, source, group)
+        topics = [v for k, v in env.items() if k.startswith("HITL_TOPICS__") and k[13:].isupper()
+                  and not v.isdigit()]  # fmt: skip
+        subprocess.run([str(GATEWAY), "topics", "ensure"], env=env, check=True,
+                       stdout=log, stderr=log)  # fmt: skip
+        proc = subprocess.Popen([str(GATEWAY), "run"], env=env, stdout=log, stderr=log)
+        return proc, group, [t for t in topics if t != source]
+
+    def gateway_env(self, run_id: str, source: str, group: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("HITL_")}
+        names = ("delivered", "deadletter", "holds", "review_tasks", "review_decisions",
+                 "blocked", "training", "audit", "calibration")  # fmt: skip
+        env |= {f"HITL_TOPICS__{n.upper()}": f"bench.{run_id}.{n}" for n in names}
+        env |= {
+            "HITL_TOPICS__OUTPUTS": source,
+            "HITL_TOPICS__PARTITIONS": str(self.partitions),
+            "HITL_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
+            "HITL_KAFKA__GROUP_ID": group,
+            "HITL_KAFKA__TRANSACTIONAL_ID_PREFIX": f"bench-{run_id}",
+            "HITL_REDIS__KEY_PREFIX": f"bench-{run_id}:",
+            "HITL_HTTP__ENABLED": "false",
+            "HITL_POLICY__DIR": str(ROOT / "configs" / "policies"),
+            "HITL_RUNTIME__LOG_FORMAT": "json",
+            "HITL_RUNTIME__LOG_LEVEL": "WARNING",
+        }
+        if self.uvloop:
+            env["HITL_RUNTIME__EVENT_LOOP"] = "uvloop"
+        return env
+
+
+async def drain_run(
+    mode: Mode, admin: AIOKafkaAdminClient, source: str, total: int, run: int
+) -> Drain:
+    run_id = uuid.uuid4().hex[:8]
+    proc, group, outputs = await mode.start(run_id, source)
+    try:
+        seconds, timed, cpu, samples = await watch_drain(
+            proc, admin, group, source, total, timeout_s=max(120.0, total / 500)
+        )
+    finally:
+        stop(proc)
+    peak, steady = memory(samples)
+    produced = await end_offsets(mode.bootstrap, outputs)
+    return Drain(mode.name, run, timed, round(seconds, 3), round(timed / seconds),
+                 round(cpu * 1e6 / timed, 1), round(peak, 1), round(steady, 1),
+                 produced)  # fmt: skip
+
+
+def kafka_tool(cls: str, *args: str) -> tuple[str, float]:
+    """Run a Kafka perf tool: its output and the CPU seconds it used."""
+    before = os.times()
+    proc = subprocess.run(
+        ["java", "-Xmx512m", "-cp", f"{KAFKA_LIBS}/*", f"org.apache.kafka.tools.{cls}", *args],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=900, check=False,
+    )  # fmt: skip
+    after = os.times()
+    cpu = (after.children_user + after.children_system) - (
+        before.children_user + before.children_system
+    )
+    output = proc.stdout.decode(errors="replace")
+    if proc.returncode != 0:
+        raise RuntimeError(f"{cls} failed: {output[-800:]}")
+    return output, cpu
+
+
+def k_consume(bootstrap: str, topic: str, total: int, run: int) -> Drain:
+    out, cpu = kafka_tool("ConsumerPerformance", "--bootstrap-server", bootstrap, "--topic", topic,
+                          "--messages", str(total), "--group", f"bench-k-{uuid.uuid4().hex[:8]}",
+                          "--timeout", "60000", "--hide-header")  # fmt: skip
+    line = next(x for x in out.splitlines()[::-1] if x.count(",") >= 9)
+    rate = float(line.split(",")[9])  # fetch.nMsg.sec: excludes JVM start and the group join
+    return Drain("K-consume", run, total, round(total / rate, 3), round(rate),
+                 round(cpu * 1e6 / total, 1), 0.0, 0.0,
+                 note="CPU includes JVM start-up")  # fmt: skip
+
+
+def k_produce(bootstrap: str, topic: str, total: int, size: int, run: int) -> Drain:
+    out, cpu = kafka_tool("ProducerPerformance", "--topic", topic, "--num-records", str(total),
+                          "--record-size", str(size), "--throughput", "-1", "--producer-props",
+                          f"bootstrap.servers={bootstrap}", "acks=all", "linger.ms=5")  # fmt: skip
+    match = re.search(r"(\d+) records sent, ([\d.]+) records/sec", out)
+    if match is None:
+        raise RuntimeError(f"ProducerPerformance said: {out[-500:]}")
+    rate = float(match.group(2))
+    return Drain("K-produce", run, total, round(total / rate, 3), round(rate),
+                 round(cpu * 1e6 / total, 1), 0.0, 0.0, total,
+                 note="CPU includes JVM start-up")  # fmt: skip
+
+
+# -- latency at a fixed offered load ----------------------------------------------------------
+
+
+async def latency_run(
+    mode: Mode,
+    admin: AIOKafkaAdminClient,
+    load: float,
+    rate: float,
+    seconds: float,
+    payload_file: Path,
+) -> tuple[Latency, list[tuple[float, float]]]:
+    """Offered load from ProducerPerformance (timestamps at send, linger 0) into a fresh
+    topic; a read_committed consumer measures now - timestamp on the delivered records."""
+    run_id = uuid.uuid4().hex[:8]
+    source = f"bench.{run_id}.in"
+    await generate.create_topic(mode.bootstrap, source, mode.partitions)
+    proc, group, outputs = await mode.start(run_id, source)
+    delivered = outputs[0]
+    samples: list[tuple[float, float]] = []
+    try:
+        warm = 300
+        await generate.backlog(mode.bootstrap, source, warm, quiet=True)
+        await watch_drain(proc, admin, group, source, warm, timeout_s=120)
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=mode.bootstrap, isolation_level="read_committed", fetch_max_wait_ms=5
+        )
+        await consumer.start()
+        latencies: list[float] = []
+        try:
+            tps = [TopicPartition(delivered, p)
+                   for p in consumer.partitions_for_topic(delivered) or ()]  # fmt: skip
+            if not tps:
+                await consumer.stop()
+                consumer = AIOKafkaConsumer(delivered, bootstrap_servers=mode.bootstrap,
+                                            isolation_level="read_committed",
+                                            fetch_max_wait_ms=5)  # fmt: skip
+                await consumer.start()
+            else:
+                consumer.assign(tps)
+                await consumer.seek_to_end(*tps)
+            count = int(rate * seconds)
+            measure_from_ms = time.time() * 1000 + min(2_000.0, seconds * 250)
+            producer = asyncio.create_task(asyncio.to_thread(
+                kafka_tool, "ProducerPerformance", "--topic", source, "--num-records", str(count),
+                "--throughput", str(int(rate)), "--payload-file", str(payload_file),
+                "--producer-props", f"bootstrap.servers={mode.bootstrap}", "acks=1", "linger.ms=0",
+            ))  # fmt: skip
+            quiet_since = time.monotonic()
+            last_rss = 0.0
+            while True:
+                batch = await consumer.getmany(timeout_ms=100, max_records=10_000)
+                now_ms = time.time() * 1000
+                for records in batch.values():
+                    latencies += [now_ms - r.timestamp for r in records
+                                  if r.timestamp >= measure_from_ms]  # fmt: skip
+                if batch:
+                    quiet_since = time.monotonic()
+                if time.monotonic() - last_rss > 0.5:
+                    last_rss = time.monotonic()
+                    samples.append((last_rss, rss_mb(proc.pid)))
+                if producer.done() and time.monotonic() - quiet_since > 2.0:
+                    break
+            await producer
+        finally:
+            await consumer.stop()
+    finally:
+        stop(proc)
+    if not latencies:
+        raise RuntimeError(f"{mode.name}: no delivered record measured")
+    ordered = sorted(latencies)
+
+    def pct(q: float) -> float:
+        return round(ordered[min(len(ordered) - 1, int(q * len(ordered)))], 1)
+
+    peak = max((r for _, r in samples), default=0.0)
+    return Latency(mode.name, load, round(rate), len(ordered), pct(0.5), pct(0.99), pct(0.999),
+                   round(peak, 1)), samples  # fmt: skip
+
+
+# -- profile ----------------------------------------------------------------------------------
+
+
+async def profile_run(mode: Mode, admin: AIOKafkaAdminClient, source: str, total: int,
+                      out: Path) -> list[tuple[str, float]]:  # fmt: skip
+    """Drain once more under py-spy; the top functions by own time (share of samples)."""
+    run_id = uuid.uuid4().hex[:8]
+    proc, group, _ = await mode.start(run_id, source)
+    raw = out.with_suffix(".pyspy.txt")
+    spy = subprocess.Popen(
+        [str(ROOT / ".venv" / "bin" / "py-spy"), "record", "--pid", str(proc.pid), "--format",
+         "raw", "--output", str(raw), "--rate", "200", "--nonblocking"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        await watch_drain(proc, admin, group, source, total, timeout_s=max(120.0, total / 500))
+    finally:
+        spy.send_signal(signal.SIGINT)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            spy.wait(30)
+        stop(proc)
+    own: dict[str, int] = {}
+    samples = 0
+    for line in raw.read_text().splitlines() if raw.exists() else ():
+        stack, _, count = line.rpartition(" ")
+        leaf = stack.split(";")[-1]
+        n = int(count)
+        samples += n
+        own[leaf] = own.get(leaf, 0) + n
+    top = sorted(own.items(), key=lambda kv: -kv[1])[:25]
+    return [(name, round(n / samples, 4)) for name, n in top] if samples else []
+
+
+# -- report -----------------------------------------------------------------------------------
+
+
+def environment(bootstrap: str) -> dict[str, Any]:
+    cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text()
+                .splitlines() if ln.startswith("model name")), platform.processor())  # fmt: skip
+    mem = int(Path("/proc/meminfo").read_text().split()[1]) // 1024
+    java = subprocess.run(["java", "-version"], capture_output=True, text=True, check=False)
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_mb": mem,
+        "os": platform.platform(),
+        "python": sys.version.split()[0],
+        "aiokafka": aiokafka.__version__,
+        "kafka": KAFKA_LIBS.parent.name,
+        "java": (java.stderr.splitlines() or ["?"])[0],
+        "bootstrap": bootstrap,
+        "broker": "same machine",
+    }
+
+
+def summary(results: Results) -> dict[str, Any]:
+    by_mode: dict[str, list[Drain]] = {}
+    for d in results.drains:
+        by_mode.setdefault(d.mode, []).append(d)
+    out: dict[str, Any] = {}
+    for mode, runs in by_mode.items():
+        out[mode] = {
+            "records_per_s": round(statistics.median(r.records_per_s for r in runs)),
+            "cpu_ms_per_1k": round(statistics.median(r.cpu_ms_per_1k for r in runs), 1),
+            "peak_rss_mb": max(r.peak_rss_mb for r in runs),
+            "steady_rss_mb": round(statistics.median(r.steady_rss_mb for r in runs), 1),
+        }
+    ratios = {}
+    for d, a in (("D", "A"), ("D-tx", "A-tx")):
+        if d in out and a in out:
+            ratios[f"{d}/{a}"] = round(out[d]["records_per_s"] / out[a]["records_per_s"], 3)
+    return {"by_mode": out, "ratios": ratios}
+
+
+def print_table(results: Results, summ: dict[str, Any]) -> None:
+    print("\ndrain (median of runs)     rec/s   CPU ms/1k   peak MB   steady MB")
+    for mode, s in summ["by_mode"].items():
+        print(f"  {mode:<20}{s['records_per_s']:>10,}{s['cpu_ms_per_1k']:>12}"
+              f"{s['peak_rss_mb']:>10}{s['steady_rss_mb']:>12}")  # fmt: skip
+    for name, value in summ["ratios"].items():
+        print(f"  {name}: {value:.2f}")
+    if results.latency:
+        print("\nend-to-end latency (read_committed, from the record timestamp)")
+        print("  mode     load   offered/s   samples    p50 ms    p99 ms  p99.9 ms")
+        for lat in results.latency:
+            print(f"  {lat.mode:<8}{lat.load:>5.0%}{lat.offered_per_s:>12,}{lat.samples:>10,}"
+                  f"{lat.p50_ms:>10}{lat.p99_ms:>10}{lat.p999_ms:>10}")  # fmt: skip
+    if results.soak:
+        s = results.soak
+        print(f"\nsoak {s['seconds']:.0f} s at {s['offered_per_s']:,}/s: RSS first minute "
+              f"{s['first_minute_mb']} MB, last minute {s['last_minute_mb']} MB, "
+              f"peak {s['peak_mb']} MB")  # fmt: skip
+    if results.profile:
+        print("\nprofile, own time (D-tx drain, py-spy):")
+        for name, share in results.profile[:12]:
+            print(f"  {share:>6.1%}  {name}")
+
+
+def chart(results: Results, summ: dict[str, Any], path: Path) -> None:
+    import matplotlib  # noqa: PLC0415 - only for the chart
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    modes = list(summ["by_mode"])
+    left.bar(modes, [summ["by_mode"][m]["records_per_s"] for m in modes], color="#4878a8")
+    left.set_title("Draining a backlog: records per second")
+    left.tick_params(axis="x", rotation=20)
+    for mode in sorted({lat.mode for lat in results.latency}):
+        rows = [lat for lat in results.latency if lat.mode == mode]
+        loads = [f"{lat.load:.0%}" for lat in rows]
+        right.plot(loads, [lat.p50_ms for lat in rows], marker="o", label=f"{mode} p50")
+        right.plot(loads, [lat.p99_ms for lat in rows], marker="s", label=f"{mode} p99")
+    right.set_yscale("log")
+    right.set_title("End-to-end latency (ms) by offered load")
+    right.legend(fontsize=8)
+    fig.suptitle(f"hitl-gateway vs bare aiokafka, {results.environment['cores']} cores, "
+                 f"{results.settings['payload_bytes']} B records")  # fmt: skip
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+# -- main -------------------------------------------------------------------------------------
+
+
+async def main(args: argparse.Namespace) -> Path:
+    out_dir: Path = args.out
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%S")
+    results = Results(environment(args.bootstrap), {
+        "records": args.records, "payload_bytes": args.payload_bytes,
+        "partitions": args.partitions, "runs": args.runs, "max_batch_records": 2_000,
+        "linger_ms": 5, "invalid_share": args.invalid_share, "uvloop": args.uvloop,
+    })  # fmt: skip
+    run_id = uuid.uuid4().hex[:8]
+    source = f"bench.{run_id}.src"
+    await generate.create_topic(args.bootstrap, source, args.partitions)
+    print(f"pre-loading {args.records:,} records of {args.payload_bytes} B into {source}")
+    await generate.backlog(args.bootstrap, source, args.records, sizes=(args.payload_bytes,),
+                           invalid_share=args.invalid_share, quiet=args.quiet)  # fmt: skip
+    logs = out_dir / f"logs-{stamp}"
+    logs.mkdir(exist_ok=True)
+    modes = {n: Mode(n, args.bootstrap, args.partitions, args.uvloop, logs) for n in args.modes}
+    admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap)
+    await admin.start()
+    try:
+        for run in range(args.runs):
+            order = args.modes if run % 2 == 0 else args.modes[::-1]  # alternate
+            if "K" in args.modes and run % 2 == 0:
+                results.drains.append(k_consume(args.bootstrap, source, args.records, run))
+                sink = f"bench.{run_id}.k{run}"
+                await generate.create_topic(args.bootstrap, sink, args.partitions)
+                results.drains.append(k_produce(args.bootstrap, sink, args.records,
+                                                args.payload_bytes, run))  # fmt: skip
+            for name in order:
+                if name == "K":
+                    continue
+                drain = await drain_run(modes[name], admin, source, args.records, run)
+                print(f"  run {run} {name}: {drain.records_per_s:,} rec/s, "
+                      f"{drain.cpu_ms_per_1k} CPU ms/1k, peak {drain.peak_rss_mb} MB")  # fmt: skip
+                results.drains.append(drain)
+        summ = summary(results)
+        top = summ["by_mode"].get("D-tx", {}).get("records_per_s")
+        if args.latency_seconds > 0 and top:
+            payload = out_dir / f"payloads-{stamp}.jsonl"
+            payload.write_bytes(b"\n".join(
+                r.value for r in make_stream(5_000, run_id=f"lat{run_id}",
+                                             payload_bytes=args.payload_bytes)
+                if r.value is not None
+            ))  # fmt: skip
+            for load in args.loads:
+                for name in [m for m in ("A-tx", "D-tx", "A", "D") if m in modes]:
+                    lat, _ = await latency_run(modes[name], admin, load, top * load,
+                                               args.latency_seconds, payload)  # fmt: skip
+                    print(f"  latency {name} at {load:.0%}: p50 {lat.p50_ms} ms, "
+                          f"p99 {lat.p99_ms} ms, p99.9 {lat.p999_ms} ms")  # fmt: skip
+                    results.latency.append(lat)
+            if args.soak_seconds > 0 and "D-tx" in modes:
+                _, samples = await latency_run(modes["D-tx"], admin, 0.5, top * 0.5,
+                                               args.soak_seconds, payload)  # fmt: skip
+                first = [r for t, r in samples if t - samples[0][0] <= 60]
+                last = [r for t, r in samples if samples[-1][0] - t <= 60]
+                results.soak = {
+                    "seconds": args.soak_seconds, "offered_per_s": round(top * 0.5),
+                    "first_minute_mb": round(statistics.median(first), 1),
+                    "last_minute_mb": round(statistics.median(last), 1),
+                    "peak_mb": round(max(r for _, r in samples), 1),
+                    "rss_mb": [round(r, 1) for _, r in samples[:: max(1, len(samples) // 120)]],
+                }  # fmt: skip
+        if args.profile and "D-tx" in modes:
+            results.profile = await profile_run(modes["D-tx"], admin, source, args.records,
+                                                out_dir / f"bench-{stamp}")  # fmt: skip
+    finally:
+        await admin.close()
+    if args.review_holds > 0:
+        results.review = await bench_review.main(args.review_decisions, args.review_holds,
+                                                 out_dir)  # fmt: skip
+    summ = summary(results)
+    print_table(results, summ)
+    path = out_dir / f"bench-{stamp}.json"
+    document = asdict(results) | {"summary": summ}
+    path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2))
+    chart(results, summ, path.with_suffix(".png"))
+    print(f"wrote {path} and {path.with_suffix('.png')}")
+    return path
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--records", type=int, default=200_000)
+    parser.add_argument("--payload-bytes", type=int, default=1_024)
+    parser.add_argument("--invalid-share", type=float, default=0.0)
+    parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--modes", nargs="+", default=["K", "A", "A-tx", "D-tx"],
+                        choices=["K", "A", "A-tx", "D-tx"])  # fmt: skip
+    parser.add_argument("--loads", type=float, nargs="+", default=[0.25, 0.5, 0.75])
+    parser.add_argument("--latency-seconds", type=float, default=20.0)
+    parser.add_argument("--soak-seconds", type=float, default=0.0)
+    parser.add_argument("--profile", action="store_true")
+    parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--review-holds", type=int, default=100_000)
+    parser.add_argument("--review-decisions", type=int, default=300)
+    parser.add_argument("--quiet", action="store_true")
+    parser.add_argument("--out", type=Path, default=ROOT / "loadtest" / "results")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))

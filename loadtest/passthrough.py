@@ -1,0 +1,100 @@
+"""The bare-client baseline: an aiokafka consume -> produce passthrough with the gateway's
+batching (A), or with transactions committed per batch like the gateway (A-tx).
+
+    .venv/bin/python loadtest/passthrough.py --input IN --output OUT --group G [--transactional]
+
+Forwards every record's value, key, headers and timestamp untouched. Exits after
+``--exit-after`` records (or on SIGTERM). Used by loadtest/bench.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+
+async def run(args: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    consumer = AIOKafkaConsumer(
+        args.input,
+        bootstrap_servers=args.bootstrap,
+        group_id=args.group,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        isolation_level="read_committed",
+        max_partition_fetch_bytes=4_194_304,
+        fetch_max_bytes=52_428_800,
+    )
+    producer = AIOKafkaProducer(
+        bootstrap_servers=args.bootstrap,
+        linger_ms=args.linger_ms,
+        transactional_id=f"{args.group}-tx" if args.transactional else None,
+        enable_idempotence=True,
+        max_request_size=2_162_688,
+    )
+    await consumer.start()
+    await producer.start()
+    done = 0
+    try:
+        while not stop.is_set() and (args.exit_after is None or done < args.exit_after):
+            batch = await consumer.getmany(timeout_ms=200, max_records=args.max_batch)
+            if not batch:
+                continue
+            offsets = {tp: records[-1].offset + 1 for tp, records in batch.items()}
+            if args.transactional:
+                await producer.begin_transaction()
+            futures: list[Any] = []
+            for records in batch.values():
+                for r in records:
+                    futures.append(
+                        await producer.send(
+                            args.output, r.value, key=r.key, headers=list(r.headers or ()),
+                            timestamp_ms=r.timestamp,
+                        )
+                    )  # fmt: skip
+            await asyncio.gather(*futures)
+            if args.transactional:
+                await producer.send_offsets_to_transaction(offsets, args.group)
+                await producer.commit_transaction()
+            else:
+                await consumer.commit(offsets)
+            done += sum(len(r) for r in batch.values())
+    finally:
+        with contextlib.suppress(Exception):
+            await producer.stop()
+        with contextlib.suppress(Exception):
+            await consumer.stop()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--input", required=True)
+    parser.add_argument("--output", required=True)
+    parser.add_argument("--group", required=True)
+    parser.add_argument("--transactional", action="store_true")
+    parser.add_argument("--max-batch", type=int, default=2_000)
+    parser.add_argument("--linger-ms", type=int, default=5)
+    parser.add_argument("--exit-after", type=int, default=None)
+    parser.add_argument("--uvloop", action="store_true")
+    args = parser.parse_args()
+    if args.uvloop:
+        import uvloop  # noqa: PLC0415 - optional
+
+        uvloop.run(run(args))
+    else:
+        asyncio.run(run(args))
+
+
+_ = TopicPartition  # re-exported for readers of the offsets above
+
+if __name__ == "__main__":
+    main()
