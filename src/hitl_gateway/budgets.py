@@ -8,7 +8,7 @@ Losing Redis resets the windows in progress (at most one extra quota); it never 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Mapping, Sequence
 
 import orjson
 from redis.exceptions import RedisError
@@ -55,9 +55,9 @@ class RedisBudgets:
     async def stop(self) -> None:
         await self._client.aclose()
 
-    async def snapshot(self, keys: Iterable[str], item_ids: Sequence[str]) -> MemoryLedger:
-        """How full each key is, and which of ``item_ids`` already hold a slot in it."""
-        keys = sorted(set(keys))
+    async def snapshot(self, candidates: Mapping[str, Sequence[str]]) -> MemoryLedger:
+        """How full each key is, and which of its candidate item ids already hold a slot."""
+        keys = sorted(candidates)
         ledger = MemoryLedger()
         if not keys:
             return ledger
@@ -65,13 +65,14 @@ class RedisBudgets:
             async with self._client.pipeline(transaction=False) as pipe:
                 for key in keys:
                     pipe.scard(self._prefix + key)
-                    pipe.smismember(self._prefix + key, list(item_ids))
+                    pipe.smismember(self._prefix + key, list(candidates[key]))
                 replies = await pipe.execute()
         except RedisError as exc:
             raise InfrastructureError(f"redis budget read failed: {exc!r}") from exc
         for index, key in enumerate(keys):
             used, membership = replies[2 * index], replies[2 * index + 1]
-            members = [i for i, m in zip(item_ids, membership, strict=True) if m]
+            ids = candidates[key]
+            members = [i for i, m in zip(ids, membership, strict=True) if m]
             ledger.preload(key, int(used), members)
         return ledger
 

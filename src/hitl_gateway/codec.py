@@ -47,6 +47,13 @@ def decode(value: bytes | None, *, max_bytes: int, max_id_length: int) -> InputR
         return Invalid(
             DeadLetterReason.TOO_LARGE, f"record value is {len(value)} bytes, limit {max_bytes}"
         )
+    try:  # the fast path: parse and validate in one pass; any failure is classified below
+        record = InputRecord.model_validate_json(value)
+    except ValidationError:
+        pass
+    else:
+        if len(record.id) <= max_id_length:
+            return record
     try:
         parsed: Any = orjson.loads(value)
     except orjson.JSONDecodeError as exc:

@@ -95,10 +95,67 @@ def decode_headers(raw: bytes) -> list[tuple[str, bytes]]:
     return [(k, base64.b64decode(v)) for k, v in orjson.loads(raw)]
 
 
+# One batch's index changes, atomically. ARGV: prefix, the counts of upserts, removals,
+# results and applied offsets, the closed-marker and result TTLs, then 12 values per upsert,
+# 3 per removal, 2 per result and 2 per offset. An item moving pools leaves its old queues.
+_APPLY = """
+local p = ARGV[1]
+local nu, nr, nres, nap = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local closed_ttl, result_ttl = ARGV[6], ARGV[7]
+local i = 8
+local function previous(id)
+  local meta = redis.call('HGET', p .. 'hold:' .. id, 'meta')
+  if not meta then return nil end
+  return cjson.decode(meta)
+end
+for _ = 1, nu do
+  local id, pool, domain = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local old = previous(id)
+  if old and old['pool'] ~= pool then
+    redis.call('ZREM', p .. 'queue:' .. old['pool'], id)
+    redis.call('ZREM', p .. 'age:' .. old['pool'], id)
+  end
+  redis.call('HSET', p .. 'hold:' .. id, 'meta', ARGV[i + 7], 'value', ARGV[i + 8],
+    'key', ARGV[i + 9], 'has_key', ARGV[i + 10], 'headers', ARGV[i + 11],
+    'partition', ARGV[i + 6])
+  redis.call('ZADD', p .. 'queue:' .. pool, ARGV[i + 3], id)
+  redis.call('ZADD', p .. 'age:' .. pool, ARGV[i + 4], id)
+  redis.call('SADD', p .. 'domain:' .. domain, id)
+  redis.call('SADD', p .. 'pools', pool)
+  redis.call('ZADD', p .. 'sla:' .. ARGV[i + 6], ARGV[i + 5], id)
+  redis.call('DEL', p .. 'closed:' .. id)
+  i = i + 12
+end
+for _ = 1, nr do
+  local id, decision, partition = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+  local old = previous(id)
+  if old then
+    redis.call('ZREM', p .. 'queue:' .. old['pool'], id)
+    redis.call('ZREM', p .. 'age:' .. old['pool'], id)
+    redis.call('SREM', p .. 'domain:' .. old['domain'], id)
+  end
+  redis.call('DEL', p .. 'hold:' .. id)
+  redis.call('ZREM', p .. 'sla:' .. partition, id)
+  redis.call('SET', p .. 'closed:' .. id, decision, 'EX', closed_ttl)
+  i = i + 3
+end
+for _ = 1, nres do
+  redis.call('SET', p .. 'decision:' .. ARGV[i], ARGV[i + 1], 'EX', result_ttl)
+  i = i + 2
+end
+for _ = 1, nap do
+  redis.call('SET', p .. 'applied:' .. ARGV[i], ARGV[i + 1])
+  i = i + 2
+end
+return nu + nr
+"""
+
+
 class HoldIndex:
     def __init__(self, settings: RedisSettings) -> None:
         self._p = settings.key_prefix
         self._r = redis_client(settings)
+        self._apply = self._r.register_script(_APPLY)
 
     async def stop(self) -> None:
         await self._r.aclose()
@@ -113,79 +170,35 @@ class HoldIndex:
         applied: dict[tuple[str, int], int],
     ) -> None:
         """Upsert holds, remove closed ones ((item, closing decision, partition)), store
-        decision results and advance the applied offsets, in one round trip."""
+        decision results and advance the applied offsets: one atomic script call."""
+        args: list[Any] = [self._p, len(upserts), len(removals), len(results), len(applied),
+                           CLOSED_TTL_S, RESULT_TTL_S]  # fmt: skip
+        for hold in upserts:
+            meta = hold.meta
+            args += [
+                meta["item_id"],
+                meta["pool"],
+                meta["domain"],
+                meta["sla_deadline_ms"] or 0,
+                meta["held_at_ms"],
+                meta.get("next_check_ms") or 0,
+                hold.partition,
+                orjson.dumps(meta),
+                hold.value,
+                hold.key if hold.key is not None else b"",
+                b"1" if hold.key is not None else b"0",
+                encode_headers(hold.headers),
+            ]
+        for item_id, decision_id, partition in removals:
+            args += [item_id, decision_id, partition]
+        for decision_id, result in results.items():
+            args += [decision_id, orjson.dumps(result)]
+        for (topic, partition), offset in applied.items():
+            args += [f"{topic}:{partition}", offset]
         try:
-            previous = await self._pools_of(
-                [h.meta["item_id"] for h in upserts] + [r[0] for r in removals]
-            )
-            async with self._r.pipeline(transaction=True) as pipe:
-                for hold in upserts:
-                    self._upsert(pipe, hold, previous.get(hold.meta["item_id"]))
-                for item_id, decision_id, partition in removals:
-                    self._remove(pipe, item_id, previous.get(item_id), decision_id, partition)
-                for decision_id, result in results.items():
-                    pipe.set(
-                        f"{self._p}decision:{decision_id}", orjson.dumps(result), ex=RESULT_TTL_S
-                    )
-                for (topic, partition), offset in applied.items():
-                    pipe.set(f"{self._p}applied:{topic}:{partition}", offset)
-                await pipe.execute()
+            await self._apply(args=args)
         except RedisError as exc:
             raise InfrastructureError(f"redis hold index update failed: {exc!r}") from exc
-
-    async def _pools_of(self, item_ids: list[str]) -> dict[str, tuple[str, str]]:
-        if not item_ids:
-            return {}
-        async with self._r.pipeline(transaction=False) as pipe:
-            for item_id in item_ids:
-                pipe.hget(f"{self._p}hold:{item_id}", "meta")
-            metas = await pipe.execute()
-        out = {}
-        for item_id, raw in zip(item_ids, metas, strict=True):
-            if raw:
-                meta = orjson.loads(raw)
-                out[item_id] = (meta["pool"], meta["domain"])
-        return out
-
-    def _upsert(self, pipe: Any, hold: IndexedHold, previous: tuple[str, str] | None) -> None:
-        meta = hold.meta
-        item_id, pool = meta["item_id"], meta["pool"]
-        if previous is not None and previous[0] != pool:
-            pipe.zrem(f"{self._p}queue:{previous[0]}", item_id)
-            pipe.zrem(f"{self._p}age:{previous[0]}", item_id)
-        pipe.hset(
-            f"{self._p}hold:{item_id}",
-            mapping={
-                "meta": orjson.dumps(meta),
-                "value": hold.value,
-                "key": hold.key if hold.key is not None else b"",
-                "has_key": b"1" if hold.key is not None else b"0",
-                "headers": encode_headers(hold.headers),
-                "partition": hold.partition,
-            },
-        )
-        pipe.zadd(f"{self._p}queue:{pool}", {item_id: meta["sla_deadline_ms"] or 0})
-        pipe.zadd(f"{self._p}age:{pool}", {item_id: meta["held_at_ms"]})
-        pipe.sadd(f"{self._p}domain:{meta['domain']}", item_id)
-        pipe.sadd(f"{self._p}pools", pool)
-        pipe.zadd(f"{self._p}sla:{hold.partition}", {item_id: meta.get("next_check_ms") or 0})
-        pipe.delete(f"{self._p}closed:{item_id}")
-
-    def _remove(
-        self,
-        pipe: Any,
-        item_id: str,
-        previous: tuple[str, str] | None,
-        decision_id: str,
-        partition: int,
-    ) -> None:
-        if previous is not None:
-            pipe.zrem(f"{self._p}queue:{previous[0]}", item_id)
-            pipe.zrem(f"{self._p}age:{previous[0]}", item_id)
-            pipe.srem(f"{self._p}domain:{previous[1]}", item_id)
-        pipe.delete(f"{self._p}hold:{item_id}")
-        pipe.zrem(f"{self._p}sla:{partition}", item_id)
-        pipe.set(f"{self._p}closed:{item_id}", decision_id, ex=CLOSED_TTL_S)
 
     # -- reads -----------------------------------------------------------------------------
 

@@ -86,14 +86,16 @@ class Router:
         self, records: list[Any], verdicts: list[InputRecord | Invalid], policies: PolicySet
     ) -> list[Decision | None]:
         valid = [(i, v) for i, v in enumerate(verdicts) if isinstance(v, InputRecord)]
-        keys = {
-            key for i, v in valid for key in candidate_claim_keys(v, policies, records[i].timestamp)
-        }
+        # Each budget key, with the ids of the records that might claim a slot in it.
+        keys: dict[str, list[str]] = {}
+        for i, v in valid:
+            for key in candidate_claim_keys(v, policies, records[i].timestamp):
+                keys.setdefault(key, []).append(v.id)
         ledger = MemoryLedger()
         if keys:
             if self._budgets is None:
                 raise RuntimeError("policies with quotas or budgets need Redis")
-            ledger = await self._budgets.snapshot(keys, [v.id for _, v in valid])
+            ledger = await self._budgets.snapshot(keys)
         decided: dict[int, Decision] = {}
         pending = valid
         # Decide; claim the slots atomically; where a cap was reached meanwhile (another
