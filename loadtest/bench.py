@@ -221,8 +221,7 @@ class Mode:
             "HITL_RUNTIME__LOG_FORMAT": "json",
             "HITL_RUNTIME__LOG_LEVEL": "WARNING",
         }
-        if self.uvloop:
-            env["HITL_RUNTIME__EVENT_LOOP"] = "uvloop"
+        env["HITL_RUNTIME__EVENT_LOOP"] = "uvloop" if self.uvloop else "asyncio"
         return env
 
 
@@ -375,7 +374,7 @@ async def profile_run(mode: Mode, admin: AIOKafkaAdminClient, source: str, total
     raw = out.with_suffix(".pyspy.txt")
     spy = subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "py-spy"), "record", "--pid", str(proc.pid), "--format",
-         "raw", "--output", str(raw), "--rate", "200", "--nonblocking"],
+         "raw", "--output", str(raw), "--rate", "1000", "--nonblocking"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     try:
@@ -498,7 +497,7 @@ async def main(args: argparse.Namespace) -> Path:
     results = Results(environment(args.bootstrap), {
         "records": args.records, "payload_bytes": args.payload_bytes,
         "partitions": args.partitions, "runs": args.runs, "max_batch_records": 2_000,
-        "linger_ms": 5, "invalid_share": args.invalid_share, "uvloop": args.uvloop,
+        "linger_ms": 5, "invalid_share": args.invalid_share, "event_loop": args.event_loop,
     })  # fmt: skip
     run_id = uuid.uuid4().hex[:8]
     source = f"bench.{run_id}.src"
@@ -508,7 +507,8 @@ async def main(args: argparse.Namespace) -> Path:
                            invalid_share=args.invalid_share, quiet=args.quiet)  # fmt: skip
     logs = out_dir / f"logs-{stamp}"
     logs.mkdir(exist_ok=True)
-    modes = {n: Mode(n, args.bootstrap, args.partitions, args.uvloop, logs) for n in args.modes}
+    uvloop = args.event_loop == "uvloop"
+    modes = {n: Mode(n, args.bootstrap, args.partitions, uvloop, logs) for n in args.modes}
     admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap)
     await admin.start()
     try:
@@ -587,7 +587,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--soak-seconds", type=float, default=0.0)
     parser.add_argument("--profile", action="store_true")
-    parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--event-loop", choices=["uvloop", "asyncio"], default="uvloop",
+                        help="for both the passthrough and the gateway")  # fmt: skip
     parser.add_argument("--review-holds", type=int, default=100_000)
     parser.add_argument("--review-decisions", type=int, default=300)
     parser.add_argument("--quiet", action="store_true")

@@ -6,13 +6,14 @@ import argparse
 import asyncio
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import orjson
 import structlog
+import uvloop
 
 from hitl_gateway import __version__
 from hitl_gateway.errors import ConfigError, GatewayError
@@ -130,7 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command == "audit":
             return asyncio.run(_audit(settings, args))
         if args.command == "run":
-            asyncio.run(_run(settings, args.max_records, args.idle_timeout))
+            _run_loop(settings, _run(settings, args.max_records, args.idle_timeout))
             return 0
     except ConfigError as exc:
         print(f"hitl-gateway: {exc}", file=sys.stderr)
@@ -230,6 +231,13 @@ async def _ensure_topics(settings: Settings) -> list[str]:
     from hitl_gateway.admin import ensure_topics  # noqa: PLC0415 - keeps `version` fast
 
     return await ensure_topics(settings)
+
+
+def _run_loop(settings: Settings, main: Coroutine[Any, Any, None]) -> None:
+    if settings.runtime.event_loop == "uvloop":
+        uvloop.run(main)
+    else:
+        asyncio.run(main)
 
 
 async def _run(settings: Settings, max_records: int | None, idle_timeout_s: float | None) -> None:

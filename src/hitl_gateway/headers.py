@@ -21,11 +21,17 @@ DLQ_MESSAGE = "hitl.dlq.message"
 
 def source_headers(record: Any) -> list[tuple[str, bytes]]:
     """Where an input record came from, so any output can be traced back to it."""
-    return [
-        (SOURCE_TOPIC, record.topic.encode()),
-        (SOURCE_PARTITION, str(record.partition).encode()),
-        (SOURCE_OFFSET, str(record.offset).encode()),
-    ]
+    fixed = _SOURCE.get((record.topic, record.partition))
+    if fixed is None:  # encoded once per input partition
+        fixed = (
+            (SOURCE_TOPIC, record.topic.encode()),
+            (SOURCE_PARTITION, str(record.partition).encode()),
+        )
+        _SOURCE[(record.topic, record.partition)] = fixed
+    return [*fixed, (SOURCE_OFFSET, str(record.offset).encode())]
+
+
+_SOURCE: dict[tuple[str, int], tuple[tuple[str, bytes], tuple[str, bytes]]] = {}
 
 
 def original_headers(record: Any) -> list[tuple[str, bytes]]:

@@ -135,10 +135,11 @@ class Router:
         reviewed = decision.route in (Route.HOLD, Route.DELIVER_AND_REVIEW)
         content_hash = _content_hash(record.value) if reviewed or decision.audit else ""
         if decision.route in (Route.PASS, Route.DELIVER_AND_REVIEW):
-            # Released as produced: the producer's bytes, key and timestamp.
+            # Released as produced: the producer's bytes, key and timestamp, on the input's
+            # partition number (the data topics are co-partitioned), so order is kept.
             out.append(
                 Outgoing(self._topics.delivered, record.value, record.key, base,
-                         timestamp_ms=record.timestamp)
+                         partition=record.partition, timestamp_ms=record.timestamp)
             )  # fmt: skip
         if reviewed:
             # Held items, and deliver-and-review items as non-blocking reviews: both wait on

@@ -33,7 +33,7 @@ _FENCED = (ProducerFenced, InvalidProducerEpoch)
 _REQUEST_OVERHEAD_BYTES = 64 * 1024
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Outgoing:
     """One record to produce inside a partition's transaction."""
 

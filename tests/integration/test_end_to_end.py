@@ -64,6 +64,11 @@ async def test_every_valid_record_is_delivered_once_with_identical_bytes(
     assert headers["hitl.source.topic"] == settings.topics.outputs.encode()
     assert int(headers["hitl.source.partition"]) == origin.partition
     assert int(headers["hitl.source.offset"]) == origin.offset
+    inputs = {r.value: r for r in await read_all(settings.topics.outputs)}
+    for rec in delivered:  # the producer's timestamp, on the input's partition number
+        assert (rec.timestamp, rec.partition) == (
+            inputs[rec.value].timestamp, inputs[rec.value].partition
+        )  # fmt: skip
 
     assert registry.get_sample_value("hitl_records_consumed_total") == N
     assert registry.get_sample_value("hitl_records_delivered_total") == N
