@@ -119,7 +119,18 @@ async def end_offsets(bootstrap: str, topics: list[str]) -> int:
         tps = [TopicPartition(t, p) for t in topics for p in cluster.partitions_for_topic(t) or ()]
         return sum((await consumer.end_offsets(tps)).values()) if tps else 0
     finally:
+        await stop_consumer(consumer)
+
+
+async def stop_consumer(consumer: AIOKafkaConsumer) -> None:
+    """aiokafka may cancel an internal task of a consumer stopped soon after starting and
+    then re-raise that cancellation from ``stop()``; only a cancellation of ours counts."""
+    try:
         await consumer.stop()
+    except asyncio.CancelledError:
+        task = asyncio.current_task()
+        if task is not None and task.cancelling():
+            raise
 
 
 async def watch_drain(
@@ -313,17 +324,11 @@ async def latency_run(
         await consumer.start()
         latencies: list[float] = []
         try:
+            cluster = await consumer._client.fetch_all_metadata()
             tps = [TopicPartition(delivered, p)
-                   for p in consumer.partitions_for_topic(delivered) or ()]  # fmt: skip
-            if not tps:
-                await consumer.stop()
-                consumer = AIOKafkaConsumer(delivered, bootstrap_servers=mode.bootstrap,
-                                            isolation_level="read_committed",
-                                            fetch_max_wait_ms=5)  # fmt: skip
-                await consumer.start()
-            else:
-                consumer.assign(tps)
-                await consumer.seek_to_end(*tps)
+                   for p in cluster.partitions_for_topic(delivered) or ()]  # fmt: skip
+            consumer.assign(tps)
+            await consumer.seek_to_end(*tps)
             count = int(rate * seconds)
             measure_from_ms = time.time() * 1000 + min(2_000.0, seconds * 250)
             producer = asyncio.create_task(asyncio.to_thread(
@@ -348,7 +353,7 @@ async def latency_run(
                     break
             await producer
         finally:
-            await consumer.stop()
+            await stop_consumer(consumer)
     finally:
         stop(proc)
     if not latencies:

@@ -104,3 +104,27 @@ def test_review_benchmark_smoke_run(tmp_path: Path) -> None:
     data = orjson.loads(written.pop().read_bytes())
     assert data["decision_to_delivery"]["decisions"] == 5
     assert data["queue_listing"]["holds"] == 200
+
+
+def test_throughput_benchmark_smoke_run(tmp_path: Path) -> None:
+    """The side-by-side benchmark runs every mode on a tiny backlog, one latency load and a
+    small review run, and writes its JSON and PNG (no timing assertions)."""
+    run = subprocess.run(
+        [sys.executable, str(REPO / "loadtest" / "bench.py"), "--records", "3000", "--runs", "1",
+         "--loads", "0.5", "--latency-seconds", "2", "--review-holds", "200",
+         "--review-decisions", "3", "--quiet", "--out", str(tmp_path)],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "D-tx/A-tx" in run.stdout
+    (written,) = tmp_path.glob("bench-*.json")
+    data = orjson.loads(written.read_bytes())
+    assert {d["mode"] for d in data["drains"]} == {"K-consume", "K-produce", "A", "A-tx", "D-tx"}
+    assert all(d["records_per_s"] > 0 for d in data["drains"])
+    assert {(lat["mode"], lat["load"]) for lat in data["latency"]} == {
+        ("A-tx", 0.5), ("D-tx", 0.5), ("A", 0.5)
+    }  # fmt: skip
+    assert all(lat["samples"] > 0 for lat in data["latency"])
+    assert data["review"]["queue_listing"]["holds"] == 200
+    assert data["environment"]["cores"] == os.cpu_count()
+    assert written.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
