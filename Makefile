@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint typecheck unit integration stack-up stack-down stack-status venv clean
+.PHONY: demo test bench lint typecheck unit integration stack-up stack-down stack-status venv clean
 
 # The gateway's main job, end to end on the local stack.
 demo: $(STAMP) stack-up
@@ -13,6 +13,10 @@ demo: $(STAMP) stack-up
 # The whole test suite against the real services.
 test: $(STAMP) stack-up lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider tests
+
+# Throughput and latency side by side with the bare Kafka client (docs/performance.md).
+bench: $(STAMP) stack-up
+	$(BIN)/python loadtest/bench.py
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

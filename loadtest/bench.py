@@ -39,6 +39,7 @@ from typing import Any
 
 import aiokafka
 import orjson
+import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -46,6 +47,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "loadtest"))
 import bench_review  # noqa: E402
 import generate  # noqa: E402
+from hitl_gateway.settings import RedisSettings  # noqa: E402
 from records import make_stream  # noqa: E402
 
 PYTHON = ROOT / ".venv" / "bin" / "python"
@@ -163,6 +165,27 @@ async def watch_drain(
         await asyncio.sleep(0.05)
 
 
+async def cleanup(admin: AIOKafkaAdminClient, topics: list[str], run_id: str | None) -> None:
+    """Delete a run's topics and Redis keys, so runs do not slow each other down (a growing
+    Redis rewrites its append-only file; a growing broker log dir costs disk)."""
+    with contextlib.suppress(Exception):
+        await admin.delete_topics(topics)
+    if run_id is None:
+        return
+    client = aioredis.Redis.from_url(RedisSettings().url)
+    try:
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=f"bench-{run_id}:*", count=5_000):
+            batch.append(key)
+            if len(batch) >= 5_000:
+                await client.unlink(*batch)
+                batch.clear()
+        if batch:
+            await client.unlink(*batch)
+    finally:
+        await client.aclose()
+
+
 def stop(proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
     if proc.poll() is None:
         proc.send_signal(signal.SIGTERM)
@@ -249,6 +272,7 @@ async def drain_run(
         stop(proc)
     peak, steady = memory(samples)
     produced = await end_offsets(mode.bootstrap, outputs)
+    await cleanup(admin, outputs, run_id)
     return Drain(mode.name, run, timed, round(seconds, 3), round(timed / seconds),
                  round(cpu * 1e6 / timed, 1), round(peak, 1), round(steady, 1),
                  produced)  # fmt: skip
@@ -356,6 +380,7 @@ async def latency_run(
             await stop_consumer(consumer)
     finally:
         stop(proc)
+        await cleanup(admin, [source, *outputs], run_id)
     if not latencies:
         raise RuntimeError(f"{mode.name}: no delivered record measured")
     ordered = sorted(latencies)
@@ -375,7 +400,7 @@ async def profile_run(mode: Mode, admin: AIOKafkaAdminClient, source: str, total
                       out: Path) -> list[tuple[str, float]]:  # fmt: skip
     """Drain once more under py-spy; the top functions by own time (share of samples)."""
     run_id = uuid.uuid4().hex[:8]
-    proc, group, _ = await mode.start(run_id, source)
+    proc, group, outputs = await mode.start(run_id, source)
     raw = out.with_suffix(".pyspy.txt")
     spy = subprocess.Popen(
         [str(ROOT / ".venv" / "bin" / "py-spy"), "record", "--pid", str(proc.pid), "--format",
@@ -389,6 +414,7 @@ async def profile_run(mode: Mode, admin: AIOKafkaAdminClient, source: str, total
         with contextlib.suppress(subprocess.TimeoutExpired):
             spy.wait(30)
         stop(proc)
+        await cleanup(admin, outputs, run_id)
     own: dict[str, int] = {}
     samples = 0
     for line in raw.read_text().splitlines() if raw.exists() else ():
@@ -501,7 +527,8 @@ async def main(args: argparse.Namespace) -> Path:
     stamp = time.strftime("%Y%m%dT%H%M%S")
     results = Results(environment(args.bootstrap), {
         "records": args.records, "payload_bytes": args.payload_bytes,
-        "partitions": args.partitions, "runs": args.runs, "max_batch_records": 2_000,
+        "partitions": args.partitions, "runs": args.runs, "domains": args.domains or "all",
+        "max_batch_records": 2_000,
         "linger_ms": 5, "invalid_share": args.invalid_share, "event_loop": args.event_loop,
     })  # fmt: skip
     run_id = uuid.uuid4().hex[:8]
@@ -509,7 +536,8 @@ async def main(args: argparse.Namespace) -> Path:
     await generate.create_topic(args.bootstrap, source, args.partitions)
     print(f"pre-loading {args.records:,} records of {args.payload_bytes} B into {source}")
     await generate.backlog(args.bootstrap, source, args.records, sizes=(args.payload_bytes,),
-                           invalid_share=args.invalid_share, quiet=args.quiet)  # fmt: skip
+                           invalid_share=args.invalid_share, quiet=args.quiet,
+                           domains=args.domains)  # fmt: skip
     logs = out_dir / f"logs-{stamp}"
     logs.mkdir(exist_ok=True)
     uvloop = args.event_loop == "uvloop"
@@ -563,6 +591,7 @@ async def main(args: argparse.Namespace) -> Path:
         if args.profile and "D-tx" in modes:
             results.profile = await profile_run(modes["D-tx"], admin, source, args.records,
                                                 out_dir / f"bench-{stamp}")  # fmt: skip
+        await cleanup(admin, [source, *(f"bench.{run_id}.k{r}" for r in range(args.runs))], None)
     finally:
         await admin.close()
     if args.review_holds > 0:
@@ -585,6 +614,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--payload-bytes", type=int, default=1_024)
     parser.add_argument("--invalid-share", type=float, default=0.0)
     parser.add_argument("--partitions", type=int, default=3)
+    parser.add_argument("--domains", type=lambda t: tuple(t.split(",")), default=None,
+                        help="only these domains of the mix (default: all ten)")  # fmt: skip
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--modes", nargs="+", default=["K", "A", "A-tx", "D-tx"],
                         choices=["K", "A", "A-tx", "D-tx"])  # fmt: skip

@@ -22,6 +22,7 @@ import httpx
 import orjson
 import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient
 from prometheus_client import CollectorRegistry
 
 from hitl_gateway import __version__
@@ -181,6 +182,23 @@ async def queue_listing(
     }
 
 
+async def _clean_up(settings: Settings) -> None:
+    """Drop the run's topics and Redis keys (100,000 holds are about 230 MB of Redis)."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await admin.start()
+    try:
+        await admin.delete_topics(settings.topics.all_names())
+    finally:
+        await admin.close()
+    client = aioredis.Redis.from_url(settings.redis.url)
+    try:
+        keys = [k async for k in client.scan_iter(match=f"{settings.redis.key_prefix}*")]
+        for start in range(0, len(keys), 5_000):
+            await client.unlink(*keys[start : start + 5_000])
+    finally:
+        await client.aclose()
+
+
 async def main(decisions: int, holds: int, out_dir: Path | None = None) -> dict[str, Any]:
     configure_logging("WARNING", "json")
     run = uuid.uuid4().hex[:8]
@@ -200,6 +218,7 @@ async def main(decisions: int, holds: int, out_dir: Path | None = None) -> dict[
         gateway.request_stop()
         await task
         reviewers.unlink()
+        await _clean_up(settings)
     result = {
         "gateway_version": __version__,
         "python": sys.version.split()[0],

@@ -72,7 +72,13 @@ class Progress:
 
 
 def records(
-    count: int, *, sizes: tuple[int, ...], invalid_share: float, seed: int, run_id: str
+    count: int,
+    *,
+    sizes: tuple[int, ...],
+    invalid_share: float,
+    seed: int,
+    run_id: str,
+    domains: tuple[str, ...] | None = None,
 ) -> Iterator[GeneratedRecord]:
     """``count`` records in chunks, sizes drawn uniformly from ``sizes``."""
     rng = random.Random(seed)
@@ -83,7 +89,8 @@ def records(
         size = sizes[0] if len(sizes) == 1 else 0
         if size:
             chunk = make_stream(n, run_id=f"{run_id}-{chunk_no}", seed=seed + chunk_no,
-                                payload_bytes=size, invalid_share=invalid_share)  # fmt: skip
+                                payload_bytes=size, invalid_share=invalid_share,
+                                domains=domains)  # fmt: skip
         else:
             chunk = []
             for i in range(n):  # mixed sizes: one record at a time
@@ -93,6 +100,7 @@ def records(
                     seed=rng.randrange(2**31),
                     payload_bytes=rng.choice(sizes),
                     invalid_share=invalid_share,
+                    domains=domains,
                 )
         yield from chunk
         made += n
@@ -132,6 +140,7 @@ async def backlog(
     invalid_share: float = 0.0,
     seed: int = 7,
     quiet: bool = False,
+    domains: tuple[str, ...] | None = None,
 ) -> float:
     """Produce ``count`` records as fast as the client can; returns the seconds taken."""
     progress = Progress(f"backlog {topic}", quiet)
@@ -141,7 +150,7 @@ async def backlog(
         pending: list[asyncio.Future[object]] = []
         run_id = uuid.uuid4().hex[:8]
         for rec in records(count, sizes=sizes, invalid_share=invalid_share, seed=seed,
-                           run_id=run_id):  # fmt: skip
+                           run_id=run_id, domains=domains):  # fmt: skip
             pending.append(await client.send(topic, rec.value, key=rec.key))
             if len(pending) >= _CHUNK:
                 await asyncio.gather(*pending)
@@ -268,6 +277,8 @@ def main() -> None:
                         help=f"one size, or a comma list to mix, e.g. {mix}")  # fmt: skip
     common.add_argument("--invalid-share", type=float, default=0.0)
     common.add_argument("--seed", type=int, default=7)
+    common.add_argument("--domains", type=lambda t: tuple(t.split(",")), default=None,
+                        help="only these domains of the mix (comma list)")  # fmt: skip
     common.add_argument("--partitions", type=int, default=None,
                         help="create --topic with N partitions if missing")  # fmt: skip
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -298,7 +309,8 @@ async def _run(args: argparse.Namespace) -> None:
         await create_topic(args.bootstrap, args.topic, args.partitions)
     if args.mode == "backlog":
         await backlog(args.bootstrap, args.topic, args.count, sizes=args.payload_bytes,
-                      invalid_share=args.invalid_share, seed=args.seed)  # fmt: skip
+                      invalid_share=args.invalid_share, seed=args.seed,
+                      domains=args.domains)  # fmt: skip
     elif args.mode == "rate":
         await offered_rate(args.bootstrap, args.topic, args.rate, args.duration,
                            sizes=args.payload_bytes, invalid_share=args.invalid_share,

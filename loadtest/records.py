@@ -72,10 +72,16 @@ def _pick(rng: random.Random, weighted: tuple[tuple[str, float], ...]) -> str:
 
 
 def make_record(
-    rng: random.Random, run_id: str, seq: int, payload_bytes: int = 1_024
+    rng: random.Random,
+    run_id: str,
+    seq: int,
+    payload_bytes: int = 1_024,
+    domains: tuple[str, ...] | None = None,
 ) -> GeneratedRecord:
-    """One valid model output of about ``payload_bytes`` bytes, keyed by its id."""
-    index = rng.choices(range(len(DOMAINS)), weights=[d[1] for d in DOMAINS])[0]
+    """One valid model output of about ``payload_bytes`` bytes, keyed by its id; from the
+    whole domain mix, or only from ``domains`` (with their relative weights)."""
+    weights = [d[1] if domains is None or d[0] in domains else 0.0 for d in DOMAINS]
+    index = rng.choices(range(len(DOMAINS)), weights=weights)[0]
     domain, _, centre = DOMAINS[index]
     confidence = min(1.0, max(0.0, rng.gauss(centre, 0.12)))
     item_id = f"{run_id}-{seq:08d}"
@@ -109,6 +115,7 @@ def make_stream(
     seed: int = 7,
     payload_bytes: int = 1_024,
     invalid_share: float = 0.0,
+    domains: tuple[str, ...] | None = None,
 ) -> list[GeneratedRecord]:
     """``count`` records, a deterministic function of its arguments."""
     rng = random.Random(seed)
@@ -120,7 +127,7 @@ def make_stream(
                 GeneratedRecord(key=f"{run_id}-bad-{seq}".encode(), value=value, valid=False)
             )
         else:
-            out.append(make_record(rng, run_id, seq, payload_bytes))
+            out.append(make_record(rng, run_id, seq, payload_bytes, domains))
     return out
 
 
