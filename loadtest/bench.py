@@ -212,6 +212,7 @@ class Mode:
     partitions: int
     uvloop: bool = False
     log_dir: Path = Path(tempfile.gettempdir())
+    max_batch: int = 1_000
 
     async def start(
         self, run_id: str, source: str
@@ -224,7 +225,7 @@ class Mode:
             await generate.create_topic(self.bootstrap, out, self.partitions)
             argv = [str(PYTHON), str(ROOT / "loadtest" / "passthrough.py"),
                     "--bootstrap", self.bootstrap, "--input", source, "--output", out,
-                    "--group", group]  # fmt: skip
+                    "--group", group, "--max-batch", str(self.max_batch)]  # fmt: skip
             if self.name == "A-tx":
                 argv.append("--transactional")
             if self.uvloop:
@@ -248,6 +249,7 @@ class Mode:
             "HITL_TOPICS__PARTITIONS": str(self.partitions),
             "HITL_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
             "HITL_KAFKA__GROUP_ID": group,
+            "HITL_KAFKA__MAX_BATCH_RECORDS": str(self.max_batch),
             "HITL_KAFKA__TRANSACTIONAL_ID_PREFIX": f"bench-{run_id}",
             "HITL_REDIS__KEY_PREFIX": f"bench-{run_id}:",
             "HITL_HTTP__ENABLED": "false",
@@ -419,7 +421,9 @@ async def profile_run(mode: Mode, admin: AIOKafkaAdminClient, source: str, total
     samples = 0
     for line in raw.read_text().splitlines() if raw.exists() else ():
         stack, _, count = line.rpartition(" ")
-        leaf = stack.split(";")[-1]
+        if not count.isdigit():
+            continue
+        leaf = re.sub(r":\d+\)$", ")", stack.split(";")[-1])  # by function, not by line
         n = int(count)
         samples += n
         own[leaf] = own.get(leaf, 0) + n
@@ -528,7 +532,7 @@ async def main(args: argparse.Namespace) -> Path:
     results = Results(environment(args.bootstrap), {
         "records": args.records, "payload_bytes": args.payload_bytes,
         "partitions": args.partitions, "runs": args.runs, "domains": args.domains or "all",
-        "max_batch_records": 2_000,
+        "max_batch_records": args.max_batch,
         "linger_ms": 5, "invalid_share": args.invalid_share, "event_loop": args.event_loop,
     })  # fmt: skip
     run_id = uuid.uuid4().hex[:8]
@@ -541,7 +545,8 @@ async def main(args: argparse.Namespace) -> Path:
     logs = out_dir / f"logs-{stamp}"
     logs.mkdir(exist_ok=True)
     uvloop = args.event_loop == "uvloop"
-    modes = {n: Mode(n, args.bootstrap, args.partitions, uvloop, logs) for n in args.modes}
+    modes = {n: Mode(n, args.bootstrap, args.partitions, uvloop, logs, args.max_batch)
+             for n in args.modes}  # fmt: skip
     admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap)
     await admin.start()
     try:
@@ -617,6 +622,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--domains", type=lambda t: tuple(t.split(",")), default=None,
                         help="only these domains of the mix (default: all ten)")  # fmt: skip
     parser.add_argument("--runs", type=int, default=2)
+    parser.add_argument("--max-batch", type=int, default=1_000,
+                        help="records per fetch, both clients (gateway default)")  # fmt: skip
     parser.add_argument("--modes", nargs="+", default=["K", "A", "A-tx", "D-tx"],
                         choices=["K", "A", "A-tx", "D-tx"])  # fmt: skip
     parser.add_argument("--loads", type=float, nargs="+", default=[0.25, 0.5, 0.75])

@@ -39,7 +39,7 @@ class KafkaSettings(_Section):
     max_poll_interval_ms: int = Field(default=300_000, ge=1_000)
     transaction_timeout_ms: int = Field(default=60_000, ge=1_000)
     request_timeout_ms: int = Field(default=30_000, ge=1_000)
-    max_batch_records: int = Field(default=2_000, ge=1, le=100_000)
+    max_batch_records: int = Field(default=1_000, ge=1, le=100_000)
     poll_timeout_ms: int = Field(default=200, ge=0, le=60_000)
     fetch_max_bytes: int = Field(default=52_428_800, ge=1_024)
     max_partition_fetch_bytes: int = Field(default=4_194_304, ge=1_024)
