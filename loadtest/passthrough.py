@@ -15,7 +15,7 @@ import contextlib
 import signal
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -81,7 +81,7 @@ def main() -> None:
     parser.add_argument("--output", required=True)
     parser.add_argument("--group", required=True)
     parser.add_argument("--transactional", action="store_true")
-    parser.add_argument("--max-batch", type=int, default=2_000)
+    parser.add_argument("--max-batch", type=int, default=1_000)
     parser.add_argument("--linger-ms", type=int, default=5)
     parser.add_argument("--exit-after", type=int, default=None)
     parser.add_argument("--uvloop", action="store_true")
@@ -93,8 +93,6 @@ def main() -> None:
     else:
         asyncio.run(run(args))
 
-
-_ = TopicPartition  # re-exported for readers of the offsets above
 
 if __name__ == "__main__":
     main()
