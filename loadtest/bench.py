@@ -360,7 +360,7 @@ async def latency_run(
             producer = asyncio.create_task(asyncio.to_thread(
                 kafka_tool, "ProducerPerformance", "--topic", source, "--num-records", str(count),
                 "--throughput", str(int(rate)), "--payload-file", str(payload_file),
-                "--producer-props", f"bootstrap.servers={mode.bootstrap}", "acks=1", "linger.ms=0",
+                "--producer-props", f"bootstrap.servers={mode.bootstrap}", "acks=1", "linger.ms=1",
             ))  # fmt: skip
             quiet_since = time.monotonic()
             last_rss = 0.0
