@@ -146,6 +146,7 @@ async def watch_drain(
     """Poll the group's committed offsets until ``total``: (seconds, records timed, CPU
     seconds, [(time, rss)]), timed from the first commit seen."""
     start: tuple[float, int, float] | None = None
+    idle: tuple[float, int, float] | None = None
     samples: list[tuple[float, float]] = []
     deadline = time.monotonic() + timeout_s
     while True:
@@ -158,7 +159,10 @@ async def watch_drain(
         cpu = cpu_seconds(proc.pid)
         samples.append((now, rss_mb(proc.pid)))
         if start is None and done > 0:
-            start = (now, done, cpu)
+            # From the first commit; a drain done within one poll counts from the poll before.
+            start = (now, done, cpu) if done < total or idle is None else idle
+        elif start is None:
+            idle = (now, 0, cpu)
         if start is not None and done >= total:
             t0, c0, cpu0 = start
             return now - t0, total - c0, cpu - cpu0, samples

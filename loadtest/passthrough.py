@@ -1,5 +1,7 @@
 """The bare-client baseline: an aiokafka consume -> produce passthrough with the gateway's
-batching (A), or with transactions committed per batch like the gateway (A-tx).
+batching (A), or with transactions committed per batch like the gateway (A-tx). Like the
+gateway, it builds one record batch per partition (``create_batch`` / ``send_batch``);
+``--per-record`` uses ``send()`` for each record instead.
 
     .venv/bin/python loadtest/passthrough.py --input IN --output OUT --group G [--transactional]
 
@@ -39,6 +41,7 @@ async def run(args: argparse.Namespace) -> None:
         transactional_id=f"{args.group}-tx" if args.transactional else None,
         enable_idempotence=True,
         max_request_size=2_162_688,
+        max_batch_size=524_288,
     )
     await consumer.start()
     await producer.start()
@@ -52,14 +55,29 @@ async def run(args: argparse.Namespace) -> None:
             if args.transactional:
                 await producer.begin_transaction()
             futures: list[Any] = []
-            for records in batch.values():
+            for tp, records in batch.items():
+                if args.per_record:
+                    for r in records:
+                        futures.append(
+                            await producer.send(
+                                args.output, r.value, key=r.key, headers=list(r.headers or ()),
+                                timestamp_ms=r.timestamp,
+                            )
+                        )  # fmt: skip
+                    continue
+                # As the gateway does: one record batch per partition (same partition number)
+                built = producer.create_batch()
                 for r in records:
-                    futures.append(
-                        await producer.send(
-                            args.output, r.value, key=r.key, headers=list(r.headers or ()),
-                            timestamp_ms=r.timestamp,
-                        )
-                    )  # fmt: skip
+                    fields = {"key": r.key, "value": r.value, "timestamp": r.timestamp,
+                              "headers": list(r.headers or ())}  # fmt: skip
+                    if built.append(**fields) is None:
+                        sent = await producer.send_batch(built, args.output, partition=tp.partition)
+                        futures.append(sent)
+                        built = producer.create_batch()
+                        built.append(**fields)
+                futures.append(
+                    await producer.send_batch(built, args.output, partition=tp.partition)
+                )
             await asyncio.gather(*futures)
             if args.transactional:
                 await producer.send_offsets_to_transaction(offsets, args.group)
@@ -85,6 +103,8 @@ def main() -> None:
     parser.add_argument("--linger-ms", type=int, default=5)
     parser.add_argument("--exit-after", type=int, default=None)
     parser.add_argument("--uvloop", action="store_true")
+    parser.add_argument("--per-record", action="store_true",
+                        help="send() per record instead of building record batches")  # fmt: skip
     args = parser.parse_args()
     if args.uvloop:
         import uvloop  # noqa: PLC0415 - optional

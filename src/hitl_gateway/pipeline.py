@@ -337,16 +337,17 @@ class Pipeline:
         await self._update_index(p, outgoing, metadata, Applied())
 
     async def _update_index(
-        self, p: int, outgoing: list[Outgoing], metadata: list[Any], applied: Applied
+        self,
+        p: int,
+        outgoing: list[Outgoing],
+        written_to: dict[TopicPartition, int],
+        applied: Applied,
     ) -> None:
         """After the commit: the index follows what Kafka now holds. If Redis fails here the
         partition is retaken (rebuilding the index) before any further decision is applied."""
-        written = [
-            (out, meta) for out, meta in zip(outgoing, metadata, strict=True)
-            if out.topic == self._topics.holds
-        ]  # fmt: skip
-        upserts, removals = index_changes(((o.key, o.value, o.headers) for o, _ in written), p)
-        last = max((meta.offset for _, meta in written), default=-1)
+        written = [o for o in outgoing if o.topic == self._topics.holds]
+        upserts, removals = index_changes(((o.key, o.value, o.headers) for o in written), p)
+        last = written_to.get(TopicPartition(self._topics.holds, p), -1)
         applied_offsets = {(self._topics.holds, p): last + 1} if last >= 0 else {}
         if not (upserts or removals or applied.results):
             return

@@ -21,6 +21,7 @@ from aiokafka.errors import (
     ProducerFenced,
     TransactionalIdAuthorizationFailed,
 )
+from aiokafka.partitioner import DefaultPartitioner
 
 from hitl_gateway.errors import FencedError, InfrastructureError
 from hitl_gateway.settings import KafkaSettings
@@ -31,6 +32,10 @@ Headers = list[tuple[str, bytes]]
 _FENCED = (ProducerFenced, InvalidProducerEpoch)
 # Room for headers around a maximum-size record.
 _REQUEST_OVERHEAD_BYTES = 64 * 1024
+# Record batches built per topic-partition; below the topics' max.message.bytes (a batch
+# always takes its first record, so a maximum-size record still goes alone).
+_BATCH_BYTES = 512 * 1024
+_PARTITIONER = DefaultPartitioner()
 
 
 @dataclass(slots=True)
@@ -59,6 +64,7 @@ class PartitionProducer:
         self._max_request_size = max_record_bytes + _REQUEST_OVERHEAD_BYTES
         self._producer: AIOKafkaProducer | None = None
         self._timeout_s = settings.request_timeout_ms / 1000
+        self._partitions: dict[str, list[int]] = {}  # per keyed topic, for the partitioner
 
     async def start(self) -> None:
         """Create the producer; ``start()`` runs ``init_transactions``, fencing older owners."""
@@ -73,6 +79,7 @@ class PartitionProducer:
             linger_ms=s.linger_ms,
             compression_type=s.compression_type,
             max_request_size=self._max_request_size,
+            max_batch_size=_BATCH_BYTES,
             **s.client_options(),
         )
         try:
@@ -98,8 +105,9 @@ class PartitionProducer:
 
     async def commit(
         self, records: Sequence[Outgoing], offsets: dict[TopicPartition, int], group_id: str
-    ) -> list[Any]:
+    ) -> dict[TopicPartition, int]:
         """Produce ``records`` and commit ``offsets`` atomically, or raise with nothing committed.
+        Returns the last offset written in each topic-partition.
 
         On failure the transaction is aborted; if even that fails the producer is dropped and
         the next ``start()`` re-initialises it (a stuck producer never recovers by itself).
@@ -107,19 +115,14 @@ class PartitionProducer:
         producer = self._producer
         if producer is None:
             raise InfrastructureError(f"producer for {self.tp} is not started")
-        futures: list[asyncio.Future[Any]] = []
         try:
             await producer.begin_transaction()
             try:
-                for o in records:
-                    future = await producer.send(
-                        o.topic, o.value, key=o.key, headers=o.headers, partition=o.partition,
-                        timestamp_ms=o.timestamp_ms,
-                    )  # fmt: skip
-                    future.add_done_callback(_retrieve)
-                    futures.append(future)
+                sent = await self._send_batches(producer, records)
                 # Every record acknowledged before the offsets join the transaction.
-                metadata = await asyncio.wait_for(asyncio.gather(*futures), self._timeout_s)
+                acks = await asyncio.wait_for(
+                    asyncio.gather(*(future for _, _, future in sent)), self._timeout_s
+                )
                 if offsets:  # side transactions (SLA escalations) consume nothing
                     await producer.send_offsets_to_transaction(offsets, group_id)
                 await asyncio.wait_for(producer.commit_transaction(), self._timeout_s)
@@ -130,7 +133,53 @@ class PartitionProducer:
             raise FencedError(f"{self.transactional_id} was fenced by a newer owner") from exc
         except (KafkaError, OSError, TimeoutError) as exc:
             raise InfrastructureError(f"transaction on {self.tp} failed: {exc!r}") from exc
-        return list(metadata)
+        return {tp: ack.offset + count - 1 for (tp, count, _), ack in zip(sent, acks, strict=True)}
+
+    async def _send_batches(
+        self, producer: AIOKafkaProducer, records: Sequence[Outgoing]
+    ) -> list[tuple[TopicPartition, int, asyncio.Future[Any]]]:
+        """Records grouped per topic-partition (in order) into record batches built here, one
+        future per batch rather than per record: (partition, records, future) per batch."""
+        groups: dict[tuple[str, int], list[Outgoing]] = {}
+        for o in records:
+            partition = o.partition
+            if partition is None:  # keyed: the producer's default partitioner, as send() does
+                partition = await self._partition_for(producer, o.topic, o.key)
+            groups.setdefault((o.topic, partition), []).append(o)
+        sent: list[tuple[TopicPartition, int, asyncio.Future[Any]]] = []
+        for (topic, partition), outs in groups.items():
+            tp = TopicPartition(topic, partition)
+            batch, count = producer.create_batch(), 0
+            for o in outs:
+                appended = batch.append(
+                    key=o.key, value=o.value, timestamp=o.timestamp_ms, headers=o.headers
+                )
+                if appended is None:  # full: send it; a batch always takes its first record
+                    sent.append((tp, count, await self._send(producer, batch, tp)))
+                    batch, count = producer.create_batch(), 0
+                    batch.append(key=o.key, value=o.value, timestamp=o.timestamp_ms,
+                                 headers=o.headers)  # fmt: skip
+                count += 1
+            sent.append((tp, count, await self._send(producer, batch, tp)))
+        return sent
+
+    async def _send(
+        self, producer: AIOKafkaProducer, batch: Any, tp: TopicPartition
+    ) -> asyncio.Future[Any]:
+        future: asyncio.Future[Any] = await producer.send_batch(
+            batch, tp.topic, partition=tp.partition
+        )
+        future.add_done_callback(_retrieve)
+        return future
+
+    async def _partition_for(
+        self, producer: AIOKafkaProducer, topic: str, key: bytes | None
+    ) -> int:
+        partitions = self._partitions.get(topic)
+        if partitions is None:
+            partitions = sorted(await producer.partitions_for(topic))
+            self._partitions[topic] = partitions
+        return int(_PARTITIONER(key, partitions, partitions))
 
     async def _abort(self, *, fenced: bool = False) -> None:
         producer = self._producer

@@ -16,13 +16,12 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from prometheus_client import CollectorRegistry
 
 from hitl_gateway.admin import ensure_topics
 from hitl_gateway.app import Gateway
-from hitl_gateway.review.auth import new_token
 from hitl_gateway.settings import ReviewSettings, RuntimeSettings, Settings
 
+from .gateways import start_gateway, write_reviewers
 from .kafka_io import CONFIGS, delete_topics, fresh_settings, produce, read_all, wait_until
 
 GRANTS = {
@@ -122,13 +121,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     (configs / "policies" / "general-assistant.yaml").write_text(GRADED)
     (configs / "policies" / "legal-drafts.yaml").write_text(PANEL)
     (configs / "policies" / "gold.jsonl").write_text(orjson.dumps(GOLD).decode() + "\n")
-    tokens: dict[str, str] = {}
-    lines = ["reviewers:"]
-    for who, pools in GRANTS.items():
-        token, digest = new_token()
-        tokens[who] = token
-        lines.append(f"  - {{id: {who}, token_sha256: {digest}, pools: [{', '.join(pools)}]}}")
-    (tmp_path / "reviewers.yaml").write_text("\n".join(lines) + "\n")
+    tokens = write_reviewers(tmp_path / "reviewers.yaml", GRANTS)
     base = fresh_settings(policy_dir=configs / "policies")
     settings = base.model_copy(
         update={
@@ -137,13 +130,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
         }
     )
     await ensure_topics(settings)
-    gateway = Gateway(settings, CollectorRegistry())
-    task = asyncio.create_task(gateway.run())
-
-    async def ready() -> bool:
-        return gateway.http is not None and gateway.ready()
-
-    await wait_until(ready, timeout_s=30, interval_s=0.02)
+    gateway, task = await start_gateway(settings)
     assert gateway.http is not None
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{gateway.http.port}", timeout=30

@@ -18,14 +18,13 @@ import httpx
 import orjson
 import pytest
 import redis.asyncio as aioredis
-from prometheus_client import CollectorRegistry
 
 from hitl_gateway.admin import ensure_topics
 from hitl_gateway.app import Gateway
 from hitl_gateway.audit import verify
-from hitl_gateway.review.auth import new_token
 from hitl_gateway.settings import ReviewSettings, Settings
 
+from .gateways import start_gateway, write_reviewers
 from .kafka_io import (
     CONFIGS,
     REDIS_URL,
@@ -79,36 +78,14 @@ class Stack:
         )
 
 
-def _reviewers_file(path: Path) -> dict[str, str]:
-    tokens: dict[str, str] = {}
-    lines = ["reviewers:"]
-    for who, pools in GRANTS.items():
-        token, digest = new_token()
-        tokens[who] = token
-        lines.append(f"  - {{id: {who}, token_sha256: {digest}, pools: [{', '.join(pools)}]}}")
-    path.write_text("\n".join(lines) + "\n")
-    return tokens
-
-
-async def _start(settings: Settings) -> tuple[Gateway, asyncio.Task[None]]:
-    gateway = Gateway(settings, CollectorRegistry())
-    task = asyncio.create_task(gateway.run())
-
-    async def ready() -> bool:
-        return gateway.http is not None and gateway.ready()
-
-    await wait_until(ready, timeout_s=30, interval_s=0.02)
-    return gateway, task
-
-
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    tokens = _reviewers_file(tmp_path / "reviewers.yaml")
+    tokens = write_reviewers(tmp_path / "reviewers.yaml", GRANTS)
     settings = fresh_settings(policy_dir=CONFIGS / "policies").model_copy(
         update={"review": ReviewSettings(reviewers_file=tmp_path / "reviewers.yaml")}
     )
     await ensure_topics(settings)
-    gateway, task = await _start(settings)
+    gateway, task = await start_gateway(settings)
     assert gateway.http is not None
     async with httpx.AsyncClient(
         base_url=f"http://127.0.0.1:{gateway.http.port}", timeout=30
@@ -252,13 +229,13 @@ async def test_decision_over_the_topic_takes_the_same_path(stack: Stack) -> None
 
 
 async def test_index_is_rebuilt_after_redis_loses_everything(tmp_path: Path) -> None:
-    tokens = _reviewers_file(tmp_path / "reviewers.yaml")
+    tokens = write_reviewers(tmp_path / "reviewers.yaml", GRANTS)
     settings = fresh_settings(policy_dir=CONFIGS / "policies").model_copy(
         update={"review": ReviewSettings(reviewers_file=tmp_path / "reviewers.yaml")}
     )
     await ensure_topics(settings)
     try:
-        gateway, task = await _start(settings)
+        gateway, task = await start_gateway(settings)
         base = f"http://127.0.0.1:{gateway.http.port if gateway.http else 0}"
         headers = {"Authorization": f"Bearer {tokens['ana']}"}
         body = {"id": "r1", "domain": "clinical-summaries", "output": {"text": "keep me"}}
@@ -276,7 +253,7 @@ async def test_index_is_rebuilt_after_redis_loses_everything(tmp_path: Path) -> 
         await client.flushall()
         await client.aclose()
 
-        gateway, task = await _start(settings)
+        gateway, task = await start_gateway(settings)
         async with httpx.AsyncClient(
             base_url=f"http://127.0.0.1:{gateway.http.port if gateway.http else 0}"
         ) as http:
@@ -348,7 +325,7 @@ async def _fast_sla_stack(tmp_path: Path, policy_files: dict[str, str]) -> Setti
 
 
 async def test_sla_breach_escalates_and_never_releases(tmp_path: Path) -> None:
-    tokens = _reviewers_file(tmp_path / "reviewers.yaml")
+    tokens = write_reviewers(tmp_path / "reviewers.yaml", GRANTS)
     urgent = (
         "domain: urgent\n"
         "mandatory_review:\n"
@@ -357,7 +334,7 @@ async def test_sla_breach_escalates_and_never_releases(tmp_path: Path) -> None:
         "  escalation: [{after: 1s, pool: senior-clinicians}]\n"
     )
     settings = await _fast_sla_stack(tmp_path, {"urgent.yaml": urgent})
-    gateway, task = await _start(settings)
+    gateway, task = await start_gateway(settings)
     try:
         body = {"id": "u1", "domain": "urgent", "output": {"text": "now"}}
         await produce(settings.topics.outputs, [(b"u1", orjson.dumps(body))])
@@ -396,7 +373,7 @@ async def test_sla_breach_escalates_and_never_releases(tmp_path: Path) -> None:
 
 
 async def test_deliver_and_review_items_are_reviewed_without_blocking(tmp_path: Path) -> None:
-    tokens = _reviewers_file(tmp_path / "reviewers.yaml")
+    tokens = write_reviewers(tmp_path / "reviewers.yaml", GRANTS)
     (tmp_path / "reviewers.yaml").write_text(
         (tmp_path / "reviewers.yaml")
         .read_text()
@@ -404,7 +381,7 @@ async def test_deliver_and_review_items_are_reviewed_without_blocking(tmp_path: 
     )
     text = (CONFIGS / "policies" / "translations.yaml").read_text().replace("sla: 2d", "sla: 1s")
     settings = await _fast_sla_stack(tmp_path, {"translations.yaml": text})
-    gateway, task = await _start(settings)
+    gateway, task = await start_gateway(settings)
     try:
         body = {
             "id": "tr1",

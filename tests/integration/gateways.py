@@ -1,0 +1,39 @@
+"""Helpers for tests that run a gateway in-process with reviewers and the review API."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry
+
+from hitl_gateway.app import Gateway
+from hitl_gateway.review.auth import new_token
+from hitl_gateway.settings import Settings
+
+from .kafka_io import wait_until
+
+
+def write_reviewers(path: Path, grants: Mapping[str, Sequence[str]]) -> dict[str, str]:
+    """A reviewers file granting each reviewer its pools; returns their bearer tokens."""
+    tokens: dict[str, str] = {}
+    lines = ["reviewers:"]
+    for who, pools in grants.items():
+        token, digest = new_token()
+        tokens[who] = token
+        lines.append(f"  - {{id: {who}, token_sha256: {digest}, pools: [{', '.join(pools)}]}}")
+    path.write_text("\n".join(lines) + "\n")
+    return tokens
+
+
+async def start_gateway(settings: Settings) -> tuple[Gateway, asyncio.Task[None]]:
+    """Run a gateway until it is ready (joined, broker and Redis answering, HTTP up)."""
+    gateway = Gateway(settings, CollectorRegistry())
+    task = asyncio.create_task(gateway.run())
+
+    async def ready() -> bool:
+        return gateway.http is not None and gateway.ready()
+
+    await wait_until(ready, timeout_s=30, interval_s=0.02)
+    return gateway, task
