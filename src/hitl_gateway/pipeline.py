@@ -300,6 +300,8 @@ class Pipeline:
         }
         try:
             metadata = await producer.commit(outgoing, offsets, self._settings.kafka.group_id)
+            if not self._settings.kafka.exactly_once:
+                await self._source.commit(offsets)  # after every output is acknowledged
         except FencedError:
             chain.rollback()
             # Another instance took our transactional id. Either we are a zombie (the group

@@ -34,6 +34,9 @@ class KafkaSettings(_Section):
     # without waiting for the session timeout (StatefulSet pod names are a natural choice).
     group_instance_id: str | None = None
     transactional_id_prefix: str = "hitl-gateway"
+    # false: at-least-once. No transactions: outputs are acknowledged, then the offsets are
+    # committed through the group; a crash or rebalance in between publishes some twice.
+    exactly_once: bool = True
     session_timeout_ms: int = Field(default=10_000, ge=1_000)
     heartbeat_interval_ms: int = Field(default=3_000, ge=100)
     max_poll_interval_ms: int = Field(default=300_000, ge=1_000)

@@ -1,4 +1,5 @@
-"""Stage 3: Kafka producer wrapper. One transactional producer per owned input partition.
+"""Stage 3: Kafka producer wrapper. One transactional producer per owned input partition
+(or, with ``exactly_once`` off, one idempotent producer whose offsets the group commits).
 
 aiokafka's ``send_offsets_to_transaction`` commits without the consumer group generation
 (no KIP-447), so a zombie that lost its partition is fenced only through its transactional
@@ -73,7 +74,8 @@ class PartitionProducer:
         s = self._settings
         producer = AIOKafkaProducer(
             client_id=f"{s.client_id}-p{self.tp.partition}",
-            transactional_id=self.transactional_id,
+            transactional_id=self.transactional_id if s.exactly_once else None,
+            enable_idempotence=True,
             transaction_timeout_ms=s.transaction_timeout_ms,
             request_timeout_ms=s.request_timeout_ms,
             linger_ms=s.linger_ms,
@@ -115,6 +117,8 @@ class PartitionProducer:
         producer = self._producer
         if producer is None:
             raise InfrastructureError(f"producer for {self.tp} is not started")
+        if not self._settings.exactly_once:
+            return await self._send_acknowledged(producer, records)
         try:
             await producer.begin_transaction()
             try:
@@ -133,6 +137,20 @@ class PartitionProducer:
             raise FencedError(f"{self.transactional_id} was fenced by a newer owner") from exc
         except (KafkaError, OSError, TimeoutError) as exc:
             raise InfrastructureError(f"transaction on {self.tp} failed: {exc!r}") from exc
+        return {tp: ack.offset + count - 1 for (tp, count, _), ack in zip(sent, acks, strict=True)}
+
+    async def _send_acknowledged(
+        self, producer: AIOKafkaProducer, records: Sequence[Outgoing]
+    ) -> dict[TopicPartition, int]:
+        """At-least-once: produce and wait for every acknowledgement; the caller then commits
+        the input offsets through the group."""
+        try:
+            sent = await self._send_batches(producer, records)
+            acks = await asyncio.wait_for(
+                asyncio.gather(*(future for _, _, future in sent)), self._timeout_s
+            )
+        except (KafkaError, OSError, TimeoutError) as exc:
+            raise InfrastructureError(f"producing for {self.tp} failed: {exc!r}") from exc
         return {tp: ack.offset + count - 1 for (tp, count, _), ack in zip(sent, acks, strict=True)}
 
     async def _send_batches(

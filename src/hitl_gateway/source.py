@@ -93,6 +93,14 @@ class Source:
         batch: Batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         return batch
 
+    async def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        """Commit offsets through the group (at-least-once mode; exactly-once commits them in
+        the transaction instead)."""
+        try:
+            await self.consumer.commit(offsets)
+        except KafkaError as exc:
+            raise InfrastructureError(f"offset commit failed: {exc!r}") from exc
+
     async def committed(self, tp: TopicPartition) -> int | None:
         """The group's committed offset, read from the broker now (never a cached value)."""
         offset: int | None = await self.consumer.committed(tp)

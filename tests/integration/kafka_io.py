@@ -157,6 +157,17 @@ async def _partitions(topic: str) -> list[int]:
     return sorted(p["partition"] for p in meta["partitions"])
 
 
+async def end_offset_total(topic: str) -> int:
+    """The sum of ``topic``'s end offsets: its records plus any transaction markers."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(topic, p) for p in await _partitions(topic)]
+        return sum((await consumer.end_offsets(tps)).values())
+    finally:
+        await consumer.stop()
+
+
 async def committed_offsets(settings: Settings, topic: str | None = None) -> dict[int, int]:
     """The gateway group's committed offset per partition of ``topic`` (default: the input)."""
     topic = topic or settings.topics.outputs

@@ -12,7 +12,7 @@ from hitl_gateway import __version__
 from hitl_gateway.app import Gateway
 from hitl_gateway.settings import Settings
 
-from .kafka_io import produce, read_all
+from .kafka_io import committed_offsets, end_offset_total, produce, read_all
 
 N = 3_000
 KEYS = 40
@@ -76,3 +76,25 @@ async def test_every_valid_record_is_delivered_once_with_identical_bytes(
     assert registry.get_sample_value("hitl_records_routed_total", routed) == N
     assert registry.get_sample_value("hitl_kafka_transactions_total", {"outcome": "abort"}) == 0
     assert await read_all(settings.topics.deadletter) == []
+
+
+async def test_at_least_once_mode_delivers_everything_and_commits_through_the_group(
+    settings: Settings,
+) -> None:
+    """With exactly_once off: no transactions, the group's offsets follow the acknowledged
+    outputs (what a crash can duplicate is the batch in between; nothing is lost)."""
+    settings = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"exactly_once": False})}
+    )
+    sent = await produce(settings.topics.outputs, [_record(i) for i in range(N)])
+    gateway = Gateway(settings, CollectorRegistry())
+    await asyncio.wait_for(gateway.run(max_records=N), timeout=120)
+    delivered = await read_all(settings.topics.delivered)
+    assert sorted(r.value for r in delivered) == sorted(s.value for s in sent)
+    last: defaultdict[int, int] = defaultdict(lambda: -1)
+    for s in sent:
+        last[s.partition] = max(last[s.partition], s.offset)
+    assert await committed_offsets(settings) == {p: o + 1 for p, o in last.items()}
+    # The producers are idempotent, not transactional: no transaction markers were written,
+    # so the delivered log ends exactly at the records.
+    assert await end_offset_total(settings.topics.delivered) == N
