@@ -9,7 +9,8 @@ alternating runs by:
 - K: the broker's own perf tools (ConsumerPerformance, ProducerPerformance): the ceiling;
 - A / A-tx: loadtest/passthrough.py, bare aiokafka consume -> produce, plain or with a
   transaction per batch (the gateway's commit interval);
-- D-tx: the gateway (``hitl-gateway run``, always exactly-once), routing the realistic mix.
+- D / D-tx: the gateway (``hitl-gateway run``) routing the realistic mix, at-least-once
+  (``HITL_KAFKA__EXACTLY_ONCE=false``) or exactly-once (the default).
 
 Each drain reports records per second, CPU milliseconds per 1,000 records and peak and steady
 memory of the process. Then end-to-end latency (p50/p99/p99.9, read_committed, from the
@@ -262,6 +263,7 @@ class Mode:
             "HITL_RUNTIME__LOG_LEVEL": "WARNING",
         }
         env["HITL_RUNTIME__EVENT_LOOP"] = "uvloop" if self.uvloop else "asyncio"
+        env["HITL_KAFKA__EXACTLY_ONCE"] = "true" if self.name == "D-tx" else "false"
         return env
 
 
@@ -628,8 +630,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--max-batch", type=int, default=1_000,
                         help="records per fetch, both clients (gateway default)")  # fmt: skip
-    parser.add_argument("--modes", nargs="+", default=["K", "A", "A-tx", "D-tx"],
-                        choices=["K", "A", "A-tx", "D-tx"])  # fmt: skip
+    parser.add_argument("--modes", nargs="+", default=["K", "A", "A-tx", "D", "D-tx"],
+                        choices=["K", "A", "A-tx", "D", "D-tx"])  # fmt: skip
     parser.add_argument("--loads", type=float, nargs="+", default=[0.25, 0.5, 0.75])
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--soak-seconds", type=float, default=0.0)
