@@ -119,10 +119,12 @@ def test_throughput_benchmark_smoke_run(tmp_path: Path) -> None:
     assert "D-tx/A-tx" in run.stdout
     (written,) = tmp_path.glob("bench-*.json")
     data = orjson.loads(written.read_bytes())
-    assert {d["mode"] for d in data["drains"]} == {"K-consume", "K-produce", "A", "A-tx", "D-tx"}
+    assert {d["mode"] for d in data["drains"]} == {
+        "K-consume", "K-produce", "A", "A-tx", "D", "D-tx"
+    }  # fmt: skip
     assert all(d["records_per_s"] > 0 for d in data["drains"])
     assert {(lat["mode"], lat["load"]) for lat in data["latency"]} == {
-        ("A-tx", 0.5), ("D-tx", 0.5), ("A", 0.5)
+        ("A-tx", 0.5), ("D-tx", 0.5), ("A", 0.5), ("D", 0.5)
     }  # fmt: skip
     assert all(lat["samples"] > 0 for lat in data["latency"])
     assert data["review"]["queue_listing"]["holds"] == 200
