@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Mapping, Sequence
+import contextlib
+from collections.abc import AsyncIterator, Mapping, Sequence
 from pathlib import Path
 
+import httpx
 from prometheus_client import CollectorRegistry
 
+from hitl_gateway.admin import ensure_topics
 from hitl_gateway.app import Gateway
 from hitl_gateway.review.auth import new_token
 from hitl_gateway.settings import Settings
 
-from .kafka_io import wait_until
+from .kafka_io import delete_topics, wait_until
 
 
 def write_reviewers(path: Path, grants: Mapping[str, Sequence[str]]) -> dict[str, str]:
@@ -37,3 +40,21 @@ async def start_gateway(settings: Settings) -> tuple[Gateway, asyncio.Task[None]
 
     await wait_until(ready, timeout_s=30, interval_s=0.02)
     return gateway, task
+
+
+@contextlib.asynccontextmanager
+async def serving(settings: Settings) -> AsyncIterator[tuple[Gateway, httpx.AsyncClient]]:
+    """Topics created, a ready gateway and an HTTP client for its API; stopped and the
+    topics deleted afterwards."""
+    await ensure_topics(settings)
+    gateway, task = await start_gateway(settings)
+    assert gateway.http is not None
+    try:
+        async with httpx.AsyncClient(
+            base_url=f"http://127.0.0.1:{gateway.http.port}", timeout=30
+        ) as http:
+            yield gateway, http
+    finally:
+        gateway.request_stop()
+        await asyncio.wait_for(task, 30)
+        await delete_topics(settings)

@@ -5,7 +5,6 @@ nothing."""
 
 from __future__ import annotations
 
-import asyncio
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -17,12 +16,11 @@ import httpx
 import orjson
 import pytest
 
-from hitl_gateway.admin import ensure_topics
 from hitl_gateway.app import Gateway
 from hitl_gateway.settings import ReviewSettings, RuntimeSettings, Settings
 
-from .gateways import start_gateway, write_reviewers
-from .kafka_io import CONFIGS, delete_topics, fresh_settings, produce, read_all, wait_until
+from .gateways import serving, write_reviewers
+from .kafka_io import CONFIGS, fresh_settings, produce, read_all, wait_until
 
 GRANTS = {
     "gia": ["calibration-graders"],
@@ -129,16 +127,8 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
             "runtime": RuntimeSettings(log_format="json", metrics_interval_s=0.1),
         }
     )
-    await ensure_topics(settings)
-    gateway, task = await start_gateway(settings)
-    assert gateway.http is not None
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{gateway.http.port}", timeout=30
-    ) as http:
+    async with serving(settings) as (gateway, http):
         yield Stack(settings, gateway, tokens, http)
-    gateway.request_stop()
-    await asyncio.wait_for(task, 30)
-    await delete_topics(settings)
 
 
 async def test_human_grades_move_judge_agreement_and_trigger_one_recalibrate_event(

@@ -24,7 +24,7 @@ from hitl_gateway.app import Gateway
 from hitl_gateway.audit import verify
 from hitl_gateway.settings import ReviewSettings, Settings
 
-from .gateways import start_gateway, write_reviewers
+from .gateways import serving, start_gateway, write_reviewers
 from .kafka_io import (
     CONFIGS,
     REDIS_URL,
@@ -84,16 +84,8 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     settings = fresh_settings(policy_dir=CONFIGS / "policies").model_copy(
         update={"review": ReviewSettings(reviewers_file=tmp_path / "reviewers.yaml")}
     )
-    await ensure_topics(settings)
-    gateway, task = await start_gateway(settings)
-    assert gateway.http is not None
-    async with httpx.AsyncClient(
-        base_url=f"http://127.0.0.1:{gateway.http.port}", timeout=30
-    ) as http:
+    async with serving(settings) as (gateway, http):
         yield Stack(settings, gateway, tokens, http)
-    gateway.request_stop()
-    await asyncio.wait_for(task, 30)
-    await delete_topics(settings)
 
 
 async def test_approve_edit_reject_and_every_refusal(stack: Stack) -> None:
