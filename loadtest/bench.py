@@ -40,7 +40,6 @@ from typing import Any
 
 import aiokafka
 import orjson
-import redis.asyncio as aioredis
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient
 
@@ -48,9 +47,14 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "loadtest"))
 import bench_review  # noqa: E402
 import generate  # noqa: E402
-from hitl_gateway.settings import RedisSettings  # noqa: E402
+from hitl_gateway.settings import RedisSettings, TopicSettings  # noqa: E402
 from records import make_stream  # noqa: E402
 
+# The gateway's topics besides its input, the delivered one first.
+GATEWAY_OUTPUTS = ("delivered", *(
+    name for name in TopicSettings.model_fields
+    if name not in ("outputs", "delivered", "partitions", "replication_factor")
+))  # fmt: skip
 PYTHON = ROOT / ".venv" / "bin" / "python"
 GATEWAY = ROOT / ".venv" / "bin" / "hitl-gateway"
 KAFKA_LIBS = ROOT / ".cache" / "stack" / "kafka-3.9.1" / "libs"
@@ -177,18 +181,7 @@ async def cleanup(admin: AIOKafkaAdminClient, topics: list[str], run_id: str | N
         await admin.delete_topics(topics)
     if run_id is None:
         return
-    client = aioredis.Redis.from_url(RedisSettings().url)
-    try:
-        batch: list[bytes] = []
-        async for key in client.scan_iter(match=f"bench-{run_id}:*", count=5_000):
-            batch.append(key)
-            if len(batch) >= 5_000:
-                await client.unlink(*batch)
-                batch.clear()
-        if batch:
-            await client.unlink(*batch)
-    finally:
-        await client.aclose()
+    await bench_review.drop_redis_keys(RedisSettings().url, f"bench-{run_id}:")
 
 
 def stop(proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
@@ -222,7 +215,8 @@ class Mode:
     async def start(
         self, run_id: str, source: str
     ) -> tuple[subprocess.Popen[bytes], str, list[str]]:
-        """Start the process on ``source``; returns it, its group and its output topics."""
+        """Start the process on ``source``; returns it, its group and its output topics (the
+        delivered one first)."""
         log = (self.log_dir / f"{self.name}-{run_id}.log").open("wb")
         group = f"bench-{self.name.lower()}-{run_id}"
         if self.name.startswith("A"):
@@ -237,34 +231,29 @@ class Mode:
                 argv.append("--uvloop")
             return subprocess.Popen(argv, stdout=log, stderr=log), group, [out]
         env = self.gateway_env(run_id, source, group)
-        topics = [v for k, v in env.items() if k.startswith("HITL_TOPICS__") and k[13:].isupper()
-                  and not v.isdigit()]  # fmt: skip
         subprocess.run([str(GATEWAY), "topics", "ensure"], env=env, check=True,
                        stdout=log, stderr=log)  # fmt: skip
         proc = subprocess.Popen([str(GATEWAY), "run"], env=env, stdout=log, stderr=log)
-        return proc, group, [t for t in topics if t != source]
+        return proc, group, [f"bench.{run_id}.{name}" for name in GATEWAY_OUTPUTS]
 
     def gateway_env(self, run_id: str, source: str, group: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HITL_")}
-        names = ("delivered", "deadletter", "holds", "review_tasks", "review_decisions",
-                 "blocked", "training", "audit", "calibration")  # fmt: skip
-        env |= {f"HITL_TOPICS__{n.upper()}": f"bench.{run_id}.{n}" for n in names}
-        env |= {
+        env |= {f"HITL_TOPICS__{n.upper()}": f"bench.{run_id}.{n}" for n in GATEWAY_OUTPUTS}
+        return env | {
             "HITL_TOPICS__OUTPUTS": source,
             "HITL_TOPICS__PARTITIONS": str(self.partitions),
             "HITL_KAFKA__BOOTSTRAP_SERVERS": self.bootstrap,
             "HITL_KAFKA__GROUP_ID": group,
             "HITL_KAFKA__MAX_BATCH_RECORDS": str(self.max_batch),
             "HITL_KAFKA__TRANSACTIONAL_ID_PREFIX": f"bench-{run_id}",
+            "HITL_KAFKA__EXACTLY_ONCE": "true" if self.name == "D-tx" else "false",
             "HITL_REDIS__KEY_PREFIX": f"bench-{run_id}:",
             "HITL_HTTP__ENABLED": "false",
             "HITL_POLICY__DIR": str(ROOT / "configs" / "policies"),
+            "HITL_RUNTIME__EVENT_LOOP": "uvloop" if self.uvloop else "asyncio",
             "HITL_RUNTIME__LOG_FORMAT": "json",
             "HITL_RUNTIME__LOG_LEVEL": "WARNING",
         }
-        env["HITL_RUNTIME__EVENT_LOOP"] = "uvloop" if self.uvloop else "asyncio"
-        env["HITL_KAFKA__EXACTLY_ONCE"] = "true" if self.name == "D-tx" else "false"
-        return env
 
 
 async def drain_run(
@@ -338,7 +327,7 @@ async def latency_run(
     seconds: float,
     payload_file: Path,
 ) -> tuple[Latency, list[tuple[float, float]]]:
-    """Offered load from ProducerPerformance (timestamps at send, linger 0) into a fresh
+    """Offered load from ProducerPerformance (timestamps at send, linger 1 ms) into a fresh
     topic; a read_committed consumer measures now - timestamp on the delivered records."""
     run_id = uuid.uuid4().hex[:8]
     source = f"bench.{run_id}.in"

@@ -190,11 +190,21 @@ async def _clean_up(settings: Settings) -> None:
         await admin.delete_topics(settings.topics.all_names())
     finally:
         await admin.close()
-    client = aioredis.Redis.from_url(settings.redis.url)
+    await drop_redis_keys(settings.redis.url, settings.redis.key_prefix)
+
+
+async def drop_redis_keys(url: str, prefix: str) -> None:
+    """Unlink every key under ``prefix``, a few thousand at a time."""
+    client = aioredis.Redis.from_url(url)
     try:
-        keys = [k async for k in client.scan_iter(match=f"{settings.redis.key_prefix}*")]
-        for start in range(0, len(keys), 5_000):
-            await client.unlink(*keys[start : start + 5_000])
+        batch: list[bytes] = []
+        async for key in client.scan_iter(match=f"{prefix}*", count=5_000):
+            batch.append(key)
+            if len(batch) >= 5_000:
+                await client.unlink(*batch)
+                batch.clear()
+        if batch:
+            await client.unlink(*batch)
     finally:
         await client.aclose()
 

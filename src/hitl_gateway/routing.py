@@ -23,7 +23,7 @@ from hitl_gateway.models import DeadLetterReason, InputRecord, Invalid, Route
 from hitl_gateway.policy.budget import MemoryLedger
 from hitl_gateway.policy.engine import Decision, candidate_claim_keys, decide
 from hitl_gateway.policy.loader import PolicySet
-from hitl_gateway.review.tasks import TASK_SCHEMA_VERSION
+from hitl_gateway.review.tasks import TASK_SCHEMA_VERSION, blind_view
 from hitl_gateway.settings import Settings
 from hitl_gateway.sink import Outgoing
 
@@ -226,11 +226,7 @@ class Router:
         value: bytes | None = None,
     ) -> Outgoing:
         value = record.value if value is None else value
-        shown: Any = orjson.Fragment(value)
-        if d.blind:
-            body = orjson.loads(value)
-            body.pop("judge", None)  # blind review: the reviewer must not see the judge's grade
-            shown = body
+        shown: Any = blind_view(value) if d.blind else orjson.Fragment(value)
         task = {
             "type": "review_task",
             "schema_version": TASK_SCHEMA_VERSION,

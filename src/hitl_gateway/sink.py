@@ -118,15 +118,16 @@ class PartitionProducer:
         if producer is None:
             raise InfrastructureError(f"producer for {self.tp} is not started")
         if not self._settings.exactly_once:
-            return await self._send_acknowledged(producer, records)
+            # At-least-once: produced and acknowledged; the caller commits the offsets.
+            try:
+                return await self._produce(producer, records)
+            except (KafkaError, OSError, TimeoutError) as exc:
+                raise InfrastructureError(f"producing for {self.tp} failed: {exc!r}") from exc
         try:
             await producer.begin_transaction()
             try:
-                sent = await self._send_batches(producer, records)
                 # Every record acknowledged before the offsets join the transaction.
-                acks = await asyncio.wait_for(
-                    asyncio.gather(*(future for _, _, future in sent)), self._timeout_s
-                )
+                written = await self._produce(producer, records)
                 if offsets:  # side transactions (SLA escalations) consume nothing
                     await producer.send_offsets_to_transaction(offsets, group_id)
                 await asyncio.wait_for(producer.commit_transaction(), self._timeout_s)
@@ -137,20 +138,17 @@ class PartitionProducer:
             raise FencedError(f"{self.transactional_id} was fenced by a newer owner") from exc
         except (KafkaError, OSError, TimeoutError) as exc:
             raise InfrastructureError(f"transaction on {self.tp} failed: {exc!r}") from exc
-        return {tp: ack.offset + count - 1 for (tp, count, _), ack in zip(sent, acks, strict=True)}
+        return written
 
-    async def _send_acknowledged(
+    async def _produce(
         self, producer: AIOKafkaProducer, records: Sequence[Outgoing]
     ) -> dict[TopicPartition, int]:
-        """At-least-once: produce and wait for every acknowledgement; the caller then commits
-        the input offsets through the group."""
-        try:
-            sent = await self._send_batches(producer, records)
-            acks = await asyncio.wait_for(
-                asyncio.gather(*(future for _, _, future in sent)), self._timeout_s
-            )
-        except (KafkaError, OSError, TimeoutError) as exc:
-            raise InfrastructureError(f"producing for {self.tp} failed: {exc!r}") from exc
+        """Produce ``records`` and wait for every acknowledgement: the last offset written
+        in each topic-partition."""
+        sent = await self._send_batches(producer, records)
+        acks = await asyncio.wait_for(
+            asyncio.gather(*(future for _, _, future in sent)), self._timeout_s
+        )
         return {tp: ack.offset + count - 1 for (tp, count, _), ack in zip(sent, acks, strict=True)}
 
     async def _send_batches(

@@ -6,23 +6,16 @@ from __future__ import annotations
 import asyncio
 import subprocess
 
-import httpx
 import orjson
-from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from hitl_gateway.admin import ensure_topics
-from hitl_gateway.app import Gateway
-
-from .kafka_io import CONFIGS, delete_topics, fresh_settings, produce, wait_until
+from .gateways import serving
+from .kafka_io import CONFIGS, fresh_settings, produce, wait_until
 
 
 async def test_live_scrape_has_backlog_and_lag_and_passes_promtool() -> None:
     settings = fresh_settings(policy_dir=CONFIGS / "policies")
-    await ensure_topics(settings)
-    gateway = Gateway(settings, CollectorRegistry())
-    task = asyncio.create_task(gateway.run())
-    try:
+    async with serving(settings) as (gateway, http):
         records = [
             (f"c{i}".encode(), orjson.dumps({"id": f"c{i}", "domain": "clinical-summaries"}))
             for i in range(7)
@@ -34,15 +27,9 @@ async def test_live_scrape_has_backlog_and_lag_and_passes_promtool() -> None:
 
         await wait_until(processed, timeout_s=60)
         await gateway.observer.sample()
-        assert gateway.http is not None
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{gateway.http.port}") as http:
-            assert (await http.get("/healthz")).status_code == 200
-            assert (await http.get("/readyz")).status_code == 200
-            scrape = (await http.get("/metrics")).text
-    finally:
-        gateway.request_stop()
-        await asyncio.wait_for(task, 30)
-        await delete_topics(settings)
+        assert (await http.get("/healthz")).status_code == 200
+        assert (await http.get("/readyz")).status_code == 200
+        scrape = (await http.get("/metrics")).text
 
     samples = {
         (s.name, tuple(sorted(s.labels.items()))): s.value

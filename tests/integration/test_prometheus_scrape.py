@@ -3,7 +3,6 @@ answers with the counts by route and the backlog gauges the traffic produced."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import subprocess
 from collections.abc import Iterator
@@ -12,13 +11,11 @@ from pathlib import Path
 import httpx
 import orjson
 import pytest
-from prometheus_client import CollectorRegistry
 
-from hitl_gateway.admin import ensure_topics
-from hitl_gateway.app import Gateway
 from hitl_gateway.settings import HttpSettings
 
-from .kafka_io import CONFIGS, delete_topics, fresh_settings, produce, wait_until
+from .gateways import serving
+from .kafka_io import CONFIGS, fresh_settings, produce, wait_until
 
 RULES = Path(__file__).resolve().parents[2] / "deploy" / "prometheus" / "rules.yml"
 
@@ -65,10 +62,7 @@ async def test_prometheus_scrapes_routes_and_backlog(prometheus: tuple[int, int]
     settings = settings.model_copy(
         update={"runtime": settings.runtime.model_copy(update={"metrics_interval_s": 0.5})}
     )
-    await ensure_topics(settings)
-    gateway = Gateway(settings, CollectorRegistry())
-    task = asyncio.create_task(gateway.run())
-    try:
+    async with serving(settings):
         records = [
             (f"c{i}".encode(), orjson.dumps({"id": f"c{i}", "domain": "clinical-summaries"}))
             for i in range(4)
@@ -103,7 +97,3 @@ async def test_prometheus_scrapes_routes_and_backlog(prometheus: tuple[int, int]
             assert await value('sum(hitl_records_routed_total{route="hold"})') == 4
             rules = (await http.get("/api/v1/rules")).json()["data"]["groups"]
             assert {g["name"] for g in rules} == {"hitl-gateway-recording", "hitl-gateway-alerts"}
-    finally:
-        gateway.request_stop()
-        await asyncio.wait_for(task, 30)
-        await delete_topics(settings)

@@ -23,6 +23,7 @@ from hitl_gateway.errors import InfrastructureError
 from hitl_gateway.holds import HoldIndex
 from hitl_gateway.review.auth import Reviewer, Reviewers
 from hitl_gateway.review.state import DecisionBody, DecisionRequest
+from hitl_gateway.review.tasks import blind_view
 from hitl_gateway.settings import Settings
 from hitl_gateway.sink import Publisher
 
@@ -65,9 +66,9 @@ class QueuePage(BaseModel):
 
 
 def _view(meta: dict[str, Any], value: bytes | None = None) -> ItemView:
-    record = orjson.loads(value) if value is not None else None
-    if meta.get("blind") and isinstance(record, dict):
-        record.pop("judge", None)  # a blind review: the reviewer must not see the judge's grade
+    record: Any = None
+    if value is not None:
+        record = blind_view(value) if meta.get("blind") else orjson.loads(value)
     return ItemView(
         item_id=meta["item_id"],
         domain=meta["domain"],

@@ -12,6 +12,14 @@ from hitl_gateway.sink import Outgoing
 TASK_SCHEMA_VERSION = 1
 
 
+def blind_view(value: bytes) -> dict[str, Any]:
+    """A held record as a blind reviewer sees it (task or API): without the judge's grade,
+    which the hold keeps for calibration."""
+    body: dict[str, Any] = orjson.loads(value)
+    body.pop("judge", None)
+    return body
+
+
 def hold_task(
     topic: str, meta: dict[str, Any], value: bytes, *, rule: str, detail: str, at_ms: int
 ) -> Outgoing:
