@@ -71,10 +71,12 @@ async def run(args: argparse.Namespace) -> None:
                     fields = {"key": r.key, "value": r.value, "timestamp": r.timestamp,
                               "headers": list(r.headers or ())}  # fmt: skip
                     if built.append(**fields) is None:
+                        built.close()  # closed: drained at once, not after linger_ms
                         sent = await producer.send_batch(built, args.output, partition=tp.partition)
                         futures.append(sent)
                         built = producer.create_batch()
                         built.append(**fields)
+                built.close()
                 futures.append(
                     await producer.send_batch(built, args.output, partition=tp.partition)
                 )

@@ -182,6 +182,10 @@ class PartitionProducer:
     async def _send(
         self, producer: AIOKafkaProducer, batch: Any, tp: TopicPartition
     ) -> asyncio.Future[Any]:
+        # A closed batch is drained at once; an open one waits out ``linger_ms`` in the
+        # accumulator (it could still take records from send()), which every transaction
+        # would then pay before its produce request even leaves.
+        batch.close()
         future: asyncio.Future[Any] = await producer.send_batch(
             batch, tp.topic, partition=tp.partition
         )
