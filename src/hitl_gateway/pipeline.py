@@ -1,11 +1,14 @@
-"""One batch, top to bottom: fetch -> route / apply decisions -> produce -> commit -> index.
+"""Fetch -> per-partition lanes -> route / apply decisions -> produce -> commit -> index.
 
 The gateway consumes the outputs and decisions topics. Both have the same partition count
 and the range assignor gives partition p of each to the same instance, so "partition p"
 is one unit of ownership: its transactional producer, its holds and audit partitions, its
-hold index and audit chain. Each partition's records, outputs and offsets (of both topics)
-commit in one Kafka transaction; a failed one is aborted and the partition rewound, so
-infrastructure failures never become committed progress.
+hold index and audit chain. The run loop fetches and hands each owned partition's records
+to its lane (``lane.Lane``); the lane's task commits them, one transaction at a time, so
+one partition routes while another waits for its commit round trips. Each transaction
+holds a partition's records, outputs and offsets (of both topics); a failed one is
+aborted and the partition rewound, so infrastructure failures never become committed
+progress.
 """
 
 from __future__ import annotations
@@ -13,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from typing import Any
 
 import structlog
 from aiokafka import TopicPartition
@@ -22,6 +24,7 @@ from aiokafka.errors import KafkaError
 from hitl_gateway.audit import AuditChain
 from hitl_gateway.errors import FencedError, InfrastructureError
 from hitl_gateway.holds import HoldIndex, index_changes
+from hitl_gateway.lane import Lane, Work
 from hitl_gateway.metrics import GatewayMetrics
 from hitl_gateway.policy.store import PolicyStore
 from hitl_gateway.recovery import Reader, audit_head, restore_holds
@@ -32,6 +35,10 @@ from hitl_gateway.sink import Outgoing, PartitionProducer
 from hitl_gateway.source import Batch, Source
 
 log = structlog.get_logger(__name__)
+
+
+class _IndexError(InfrastructureError):
+    """Redis failed while the index followed a commit (the commit itself stands)."""
 
 
 class Backoff:
@@ -70,18 +77,19 @@ class Pipeline:
         topics = [settings.topics.outputs, settings.topics.review_decisions]
         self._source = Source(settings.kafka, topics, owner=self)
         self._reader = Reader(settings.kafka)
-        # Ownership of partition p: its started producer and audit chain; per input
-        # partition, the next offset to process.
-        self._producers: dict[int, PartitionProducer] = {}
-        self._chains: dict[int, AuditChain] = {}
+        # Ownership of partition p: its lane (producer, audit chain, unprocessed records and
+        # the task committing them); per input partition, the next offset to process.
+        self._lanes: dict[int, Lane] = {}
         self._next_offset: dict[TopicPartition, int] = {}
         self._assigned: dict[int, set[TopicPartition]] = {}
         # Assigned, but not yet taken (producer, index or chain not ready): retried.
         self._pending: set[int] = set()
-        # Held while a batch is processed and by the rebalance callbacks: a revoke waits for
-        # the in-flight batch to commit. Never held across getmany, which blocks while a
-        # reassignment is in progress (that is, until the callbacks have run).
+        # Guards ownership: held by the rebalance callbacks (a revoke waits for the lanes'
+        # in-flight batches) and while taking partitions. Never held across getmany, which
+        # blocks while a reassignment is in progress (that is, until the callbacks have run).
         self._lock = asyncio.Lock()
+        # A lane's unexpected error (a bug, not infrastructure): the run loop re-raises it.
+        self._fatal: BaseException | None = None
         self.committed_records = 0
         self.last_commit_monotonic = time.monotonic()
         # The group join completed at least once (possibly with no partitions: a group can
@@ -90,7 +98,7 @@ class Pipeline:
 
     @property
     def owned_partitions(self) -> set[int]:
-        return set(self._producers)
+        return set(self._lanes)
 
     async def broker_reachable(self) -> bool:
         return await self._source.ping(timeout_s=5.0)
@@ -101,12 +109,15 @@ class Pipeline:
         except (KafkaError, InfrastructureError) as exc:
             raise InfrastructureError(f"lag unavailable: {exc!r}") from exc
 
-    @property
-    def lock(self) -> asyncio.Lock:
-        return self._lock
+    def partition_lock(self, partition: int) -> asyncio.Lock | None:
+        """Partition p's write lock while it is owned: whoever holds it is the only writer of
+        p's transactions and audit chain. Check ``partition_lock(p)`` again once acquired:
+        a partition released and taken back meanwhile has a new lock."""
+        lane = self._lanes.get(partition)
+        return lane.lock if lane is not None else None
 
     def chain(self, partition: int) -> AuditChain:
-        return self._chains[partition]
+        return self._lanes[partition].chain
 
     async def start(self) -> None:
         await self._reader.start()
@@ -115,7 +126,7 @@ class Pipeline:
     async def stop(self) -> None:
         await self._source.stop()
         async with self._lock:
-            await self._release(set(self._producers))
+            await self._release(set(self._lanes))
         await self._reader.stop()
 
     # -- partition ownership (called by the consumer's rebalance listener) ----------------
@@ -131,9 +142,9 @@ class Pipeline:
         log.info("partitions_assigned", partitions=_names(tps))
 
     async def partitions_revoked(self, tps: set[TopicPartition]) -> None:
-        async with self._lock:  # waits for the in-flight batch to commit
+        async with self._lock:
             numbers = {tp.partition for tp in tps}
-            await self._release(numbers)
+            await self._release(numbers)  # waits for the lanes' in-flight batches
             for p in numbers:
                 self._assigned.pop(p, None)
             self._pending -= numbers
@@ -147,7 +158,8 @@ class Pipeline:
         the audit chain head. Then, under the lock and only if still assigned: read the
         committed offsets and seek to them. aiokafka fetched committed offsets before the
         assign callback, possibly before the previous owner's transaction settled, so only
-        offsets read now are current; records below them are never processed (_process).
+        offsets read now are current; records below them are never processed (_dispatch).
+        Called by the run loop between fetches, so no fetch overlaps the seeks.
         """
         async with self._lock:
             pending = sorted(self._pending)
@@ -180,10 +192,12 @@ class Pipeline:
                     await producer.stop()
                     failures.append(exc)
                     continue
-                self._producers[p] = producer
-                self._chains[p] = AuditChain(head)
+                self._source.resume(self._assigned.get(p, set()))  # if paused when dropped
+                lane = Lane(p, producer, AuditChain(head))
+                lane.task = asyncio.create_task(self._drive(lane), name=f"lane-{p}")
+                self._lanes[p] = lane
                 self._pending.discard(p)
-            self._metrics.assigned_partitions.set(len(self._producers))
+            self._metrics.assigned_partitions.set(len(self._lanes))
         log.info(
             "partitions_taken",
             partitions=sorted(set(pending) - self._pending),
@@ -208,13 +222,39 @@ class Pipeline:
         return PartitionProducer(self._settings.kafka, tp, self._settings.limits.max_record_bytes)
 
     async def _release(self, partitions: set[int]) -> None:
-        producers = [self._producers.pop(p) for p in partitions if p in self._producers]
+        """Give up partitions (revoke, stop): each lane's in-flight batch finishes first;
+        what it had fetched and not processed is dropped (the next owner reads it again)."""
+        await asyncio.gather(*(self._retire(p) for p in partitions))
         for p in partitions:
-            self._chains.pop(p, None)
             for tp in self._assigned.get(p, ()):
                 self._next_offset.pop(tp, None)
-        await asyncio.gather(*(pr.stop() for pr in producers))
-        self._metrics.assigned_partitions.set(len(self._producers))
+        self._metrics.assigned_partitions.set(len(self._lanes))
+
+    async def _retire(self, p: int) -> None:
+        lane = self._lanes.pop(p, None)  # nothing more is dispatched to it
+        if lane is None:
+            return
+        async with lane.lock:
+            lane.clear()
+            task = lane.task
+            if task is not None:
+                task.cancel()  # waiting for records, the lock or a backoff: never mid-batch
+        if task is not None:
+            await asyncio.gather(task, return_exceptions=True)
+        await lane.producer.stop()
+
+    async def _drop(self, lane: Lane) -> None:
+        """From within the lane (its lock held): the producer or the index can no longer be
+        trusted. The lane ends; the run loop takes the partition afresh if still assigned
+        (a new producer, the index rebuilt, the committed offsets read again)."""
+        if self._lanes.get(lane.partition) is lane:
+            del self._lanes[lane.partition]
+            if lane.partition in self._assigned:
+                self._pending.add(lane.partition)
+        lane.clear()
+        lane.ready.set()  # its task wakes up and sees it is no longer current
+        await lane.producer.stop()
+        self._metrics.assigned_partitions.set(len(self._lanes))
 
     # -- the run loop ----------------------------------------------------------------------
 
@@ -225,19 +265,21 @@ class Pipeline:
         max_records: int | None = None,
         idle_timeout_s: float | None = None,
     ) -> None:
-        """Process batches until ``stop`` is set (or a test/load-test stop condition holds)."""
+        """Fetch and dispatch until ``stop`` is set (or a test/load-test stop condition holds).
+        The lanes commit; their unexpected errors surface here."""
         kafka = self._settings.kafka
         runtime = self._settings.runtime
         backoff = Backoff(runtime.retry_backoff_initial_s, runtime.retry_backoff_max_s)
         last_activity = time.monotonic()
         while not stop.is_set():
+            if self._fatal is not None:
+                raise self._fatal
             try:
                 if self._pending:
                     await self._take_pending()
-                batch = await self._fetch(kafka.poll_timeout_ms, kafka.max_batch_records)
+                batch = await self._fetch(kafka.poll_timeout_ms)
                 if batch:
-                    async with self._lock:
-                        await self._process(batch)
+                    self._dispatch(batch)
                     last_activity = time.monotonic()
                 backoff.reset()
             except InfrastructureError as exc:
@@ -249,42 +291,92 @@ class Pipeline:
             if max_records is not None and self.committed_records >= max_records:
                 log.info("record_limit_reached", committed_records=self.committed_records)
                 return
-            if idle_timeout_s is not None and time.monotonic() - last_activity > idle_timeout_s:
+            idle_since = max(last_activity, self.last_commit_monotonic)
+            if idle_timeout_s is not None and time.monotonic() - idle_since > idle_timeout_s:
                 log.info("idle_timeout_reached", idle_timeout_s=idle_timeout_s)
                 return
 
-    async def _fetch(self, timeout_ms: int, max_records: int) -> Batch:
+    async def _fetch(self, timeout_ms: int) -> Batch:
+        """Everything the consumer has buffered. Records left in its buffer would hold back
+        fetching for every other partition on that broker (aiokafka sends no fetch to a node
+        while one of its partitions has recent unconsumed data), so a lane's backlog is
+        bounded by pausing its partitions instead (``_dispatch``)."""
         try:
-            return await self._source.fetch(timeout_ms, max_records)
+            return await self._source.fetch(timeout_ms, None)
         except KafkaError as exc:
             raise InfrastructureError(f"fetch failed: {exc!r}") from exc
 
-    async def _process(self, batch: Batch) -> None:
-        started = time.perf_counter()
-        work: dict[int, dict[str, list[Any]]] = {}
+    def _dispatch(self, batch: Batch) -> None:
+        """Hand each owned partition's records to its lane; pause a lane's partitions while
+        it has more than two batches waiting. Synchronous, and run in the same step as the
+        fetch that drained them: a lane's rewind (a seek) can never fall between the two and
+        let records from before it through."""
+        high = 2 * self._settings.kafka.max_batch_records
         for tp, fetched in batch.items():
-            if tp.partition not in self._producers:
+            lane = self._lanes.get(tp.partition)
+            if lane is None:
                 # Not (or no longer) owned: revoked, fenced or pending after this batch was
                 # fetched. Taking ownership seeks it to the committed offset.
                 continue
             # A batch fetched before ownership settled may start below the committed offset.
             floor = self._next_offset.get(tp, -1)
-            records = [r for r in fetched if r.offset >= floor]
-            if records:
-                work.setdefault(tp.partition, {})[tp.topic] = records
-        jobs = [self._commit_partition(p, topics) for p, topics in work.items()]
-        results = await asyncio.gather(*jobs, return_exceptions=True)
-        self._metrics.batch_seconds.observe(time.perf_counter() - started)
-        errors = [r for r in results if isinstance(r, BaseException)]
-        for error in errors:
-            if not isinstance(error, InfrastructureError):
-                raise error
-        if errors:
-            raise errors[0]
+            records = fetched if fetched[0].offset >= floor else [
+                r for r in fetched if r.offset >= floor
+            ]  # fmt: skip
+            lane.add(tp, records)
+            if lane.count >= high and not lane.paused:
+                self._source.pause(self._assigned.get(tp.partition, set()))
+                lane.paused = True
 
-    async def _commit_partition(self, p: int, by_topic: dict[str, list[Any]]) -> None:
-        producer = self._producers[p]
-        chain = self._chains[p]
+    def _resume(self, lane: Lane) -> None:
+        if lane.paused and self._lanes.get(lane.partition) is lane:
+            self._source.resume(self._assigned.get(lane.partition, set()))
+        lane.paused = False
+
+    async def _drive(self, lane: Lane) -> None:
+        """The lane's task: one transaction at a time from what the run loop handed over."""
+        runtime = self._settings.runtime
+        limit = self._settings.kafka.max_batch_records
+        backoff = Backoff(runtime.retry_backoff_initial_s, runtime.retry_backoff_max_s)
+        try:
+            while True:
+                await lane.ready.wait()
+                delay: float | None = None
+                async with lane.lock:
+                    if self._lanes.get(lane.partition) is not lane:
+                        return
+                    fetched_at = lane.oldest_monotonic
+                    work = lane.take(limit)
+                    if lane.count < limit:
+                        self._resume(lane)
+                    if not work:
+                        continue
+                    try:
+                        await self._commit_partition(lane, work, fetched_at)
+                        backoff.reset()
+                    except InfrastructureError as exc:
+                        delay = backoff.next_delay()
+                        component = "redis" if isinstance(exc, _IndexError) else "kafka"
+                        self._metrics.infrastructure_errors.labels(component=component).inc()
+                        log.warning(
+                            "infrastructure_error_retrying",
+                            partition=lane.partition,
+                            error=str(exc),
+                            retry_in_s=delay,
+                        )
+                if delay is not None:
+                    await asyncio.sleep(delay)  # unlocked: a revoke or the sweeper may go first
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a bug: stop the gateway rather than skip records
+            log.exception("lane_failed", partition=lane.partition)
+            self._fatal = exc
+
+    async def _commit_partition(self, lane: Lane, work: Work, fetched_at: float) -> None:
+        p = lane.partition
+        producer = lane.producer
+        chain = lane.chain
+        by_topic = {tp.topic: records for tp, records in work.items()}
         inputs = by_topic.get(self._topics.outputs, [])
         decisions = by_topic.get(self._topics.review_decisions, [])
         # One policy set per partition batch: a reload never splits a batch.
@@ -295,9 +387,7 @@ class Pipeline:
         )
         applied = await self._applier.apply(decisions, p, chain) if decisions else Applied()
         outgoing += applied.outgoing
-        offsets = {
-            TopicPartition(topic, p): records[-1].offset + 1 for topic, records in by_topic.items()
-        }
+        offsets = {tp: records[-1].offset + 1 for tp, records in work.items()}
         try:
             metadata = await producer.commit(outgoing, offsets, self._settings.kafka.group_id)
             if not self._settings.kafka.exactly_once:
@@ -308,45 +398,45 @@ class Pipeline:
             # will revoke p shortly) or it was one: re-take p either way; transactions keep
             # the outcome exact, and the backoff keeps the exchange short.
             log.error("partition_fenced", partition=p)
-            await self._release({p})
-            if p in self._assigned:
-                self._pending.add(p)
+            await self._drop(lane)
             raise
         except InfrastructureError:
             chain.rollback()
             self._metrics.transactions.labels(outcome="abort").inc()
-            for topic, records in by_topic.items():
-                self._source.seek(TopicPartition(topic, p), records[0].offset)
+            for tp, offset in lane.rewind_positions(work).items():
+                self._source.seek(tp, offset)
+            self._resume(lane)
             if not producer.started:  # dropped after a failed abort: take it afresh
-                await self._release({p})
-                self._pending.add(p)
+                await self._drop(lane)
             raise
         chain.commit()
         self._next_offset.update(offsets)
+        self._metrics.batch_seconds.observe(time.monotonic() - fetched_at)
         self._account(tally, applied, len(inputs), len(decisions))
-        await self._update_index(p, outgoing, metadata, applied)
+        await self._update_index(lane, outgoing, metadata, applied)
 
     async def publish(self, p: int, outgoing: list[Outgoing]) -> None:
         """A transaction on partition p's producer that consumes nothing (SLA escalations).
-        The caller holds the lock and has sealed audit events on ``chain(p)``."""
-        chain = self._chains[p]
+        The caller holds ``partition_lock(p)`` and has sealed audit events on ``chain(p)``."""
+        lane = self._lanes[p]
         try:
-            metadata = await self._producers[p].commit(outgoing, {}, self._settings.kafka.group_id)
+            metadata = await lane.producer.commit(outgoing, {}, self._settings.kafka.group_id)
         except InfrastructureError:
-            chain.rollback()
+            lane.chain.rollback()
             raise
-        chain.commit()
-        await self._update_index(p, outgoing, metadata, Applied())
+        lane.chain.commit()
+        await self._update_index(lane, outgoing, metadata, Applied())
 
     async def _update_index(
         self,
-        p: int,
+        lane: Lane,
         outgoing: list[Outgoing],
         written_to: dict[TopicPartition, int],
         applied: Applied,
     ) -> None:
         """After the commit: the index follows what Kafka now holds. If Redis fails here the
         partition is retaken (rebuilding the index) before any further decision is applied."""
+        p = lane.partition
         written = [o for o in outgoing if o.topic == self._topics.holds]
         upserts, removals = index_changes(((o.key, o.value, o.headers) for o in written), p)
         last = written_to.get(TopicPartition(self._topics.holds, p), -1)
@@ -355,11 +445,9 @@ class Pipeline:
             return
         try:
             await self._index.apply(upserts, removals, applied.results, applied_offsets)
-        except InfrastructureError:
-            self._metrics.infrastructure_errors.labels(component="redis").inc()
-            await self._release({p})
-            self._pending.add(p)
-            raise
+        except InfrastructureError as exc:
+            await self._drop(lane)
+            raise _IndexError(str(exc)) from exc
 
     def _account(self, tally: Tally, applied: Applied, inputs: int, decisions: int) -> None:
         m = self._metrics

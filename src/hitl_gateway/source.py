@@ -89,9 +89,18 @@ class Source:
             raise InfrastructureError("the consumer is not started")
         return self._consumer
 
-    async def fetch(self, timeout_ms: int, max_records: int) -> Batch:
+    async def fetch(self, timeout_ms: int, max_records: int | None) -> Batch:
+        """Buffered records (all of them if ``max_records`` is None)."""
         batch: Batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
         return batch
+
+    def pause(self, tps: set[TopicPartition]) -> None:
+        """Fetch nothing more for ``tps``; what is buffered for them is dropped (positions
+        are kept, so it is fetched again after ``resume``)."""
+        self.consumer.pause(*tps)
+
+    def resume(self, tps: set[TopicPartition]) -> None:
+        self.consumer.resume(*tps)
 
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit offsets through the group (at-least-once mode; exactly-once commits them in

@@ -37,8 +37,7 @@ class PartitionWriter(Protocol):
     @property
     def owned_partitions(self) -> set[int]: ...
 
-    @property
-    def lock(self) -> asyncio.Lock: ...
+    def partition_lock(self, partition: int) -> asyncio.Lock | None: ...
 
     def chain(self, partition: int) -> AuditChain: ...
 
@@ -105,8 +104,11 @@ class SlaSweeper:
             due = await self._index.due(p, now_ms)
             if not due:
                 continue
-            async with writer.lock:
-                if p not in writer.owned_partitions:
+            lock = writer.partition_lock(p)
+            if lock is None:
+                continue
+            async with lock:
+                if writer.partition_lock(p) is not lock:  # released meanwhile
                     continue
                 outgoing: list[Outgoing] = []
                 for item_id in due:

@@ -1,0 +1,64 @@
+"""A lane's buffer: batches in fetch order, and where to rewind after a failed one."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from hitl_gateway.audit import AuditChain
+from hitl_gateway.lane import Lane
+
+OUT = TopicPartition("outputs", 2)
+DEC = TopicPartition("decisions", 2)
+
+
+@dataclass
+class Rec:
+    offset: int
+
+
+def _lane() -> Lane:
+    producer: Any = object()  # never used by the buffer
+    return Lane(2, producer, AuditChain(""))
+
+
+def _offsets(work: dict[TopicPartition, list[Rec]]) -> dict[TopicPartition, list[int]]:
+    return {tp: [r.offset for r in records] for tp, records in work.items()}
+
+
+def test_take_gives_batches_in_fetch_order_up_to_the_limit_per_partition() -> None:
+    lane = _lane()
+    lane.add(OUT, [Rec(o) for o in range(10, 17)])
+    lane.add(DEC, [Rec(3)])
+    lane.add(OUT, [Rec(20)])  # a gap: transaction markers occupy offsets
+    assert lane.count == 9
+    assert lane.ready.is_set()
+    assert _offsets(lane.take(5)) == {OUT: [10, 11, 12, 13, 14], DEC: [3]}
+    assert lane.count == 3
+    assert lane.ready.is_set()
+    assert _offsets(lane.take(5)) == {OUT: [15, 16, 20]}
+    assert lane.count == 0
+    assert not lane.ready.is_set()
+    assert lane.take(5) == {}
+
+
+def test_rewind_goes_back_to_the_failed_batch_and_drops_what_was_fetched_after_it() -> None:
+    lane = _lane()
+    lane.add(OUT, [Rec(o) for o in range(100, 110)])
+    lane.add(DEC, [Rec(o) for o in range(7, 9)])
+    failed = lane.take(4)  # outputs 100..103, decisions 7..8
+    lane.add(OUT, [Rec(110)])
+    assert lane.rewind_positions(failed) == {OUT: 100, DEC: 7}
+    assert lane.count == 0
+    assert not lane.ready.is_set()
+    assert lane.take(4) == {}
+
+
+def test_rewind_covers_a_partition_only_buffered_after_the_failed_batch() -> None:
+    lane = _lane()
+    lane.add(OUT, [Rec(5), Rec(6)])
+    failed = lane.take(10)
+    lane.add(DEC, [Rec(40), Rec(41)])  # fetched while the batch was in flight
+    assert lane.rewind_positions(failed) == {OUT: 5, DEC: 40}
