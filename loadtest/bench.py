@@ -211,6 +211,7 @@ class Mode:
     uvloop: bool = False
     log_dir: Path = Path(tempfile.gettempdir())
     max_batch: int = 1_000
+    commit_interval_ms: int | None = None  # the gateway's default if None
 
     async def start(
         self, run_id: str, source: str
@@ -238,6 +239,8 @@ class Mode:
 
     def gateway_env(self, run_id: str, source: str, group: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HITL_")}
+        if self.commit_interval_ms is not None:
+            env["HITL_KAFKA__COMMIT_INTERVAL_MS"] = str(self.commit_interval_ms)
         env |= {f"HITL_TOPICS__{n.upper()}": f"bench.{run_id}.{n}" for n in GATEWAY_OUTPUTS}
         return env | {
             "HITL_TOPICS__OUTPUTS": source,
@@ -527,7 +530,7 @@ async def main(args: argparse.Namespace) -> Path:
     results = Results(environment(args.bootstrap), {
         "records": args.records, "payload_bytes": args.payload_bytes,
         "partitions": args.partitions, "runs": args.runs, "domains": args.domains or "all",
-        "max_batch_records": args.max_batch,
+        "max_batch_records": args.max_batch, "commit_interval_ms": args.commit_interval,
         "linger_ms": 5, "invalid_share": args.invalid_share, "event_loop": args.event_loop,
     })  # fmt: skip
     run_id = uuid.uuid4().hex[:8]
@@ -540,7 +543,8 @@ async def main(args: argparse.Namespace) -> Path:
     logs = out_dir / f"logs-{stamp}"
     logs.mkdir(exist_ok=True)
     uvloop = args.event_loop == "uvloop"
-    modes = {n: Mode(n, args.bootstrap, args.partitions, uvloop, logs, args.max_batch)
+    modes = {n: Mode(n, args.bootstrap, args.partitions, uvloop, logs, args.max_batch,
+                     args.commit_interval)
              for n in args.modes}  # fmt: skip
     admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap)
     await admin.start()
@@ -619,6 +623,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--runs", type=int, default=2)
     parser.add_argument("--max-batch", type=int, default=1_000,
                         help="records per fetch, both clients (gateway default)")  # fmt: skip
+    parser.add_argument(
+        "--commit-interval",
+        type=int,
+        default=None,
+        help="the gateway's HITL_KAFKA__COMMIT_INTERVAL_MS (default: its own)",
+    )
     parser.add_argument("--modes", nargs="+", default=["K", "A", "A-tx", "D", "D-tx"],
                         choices=["K", "A", "A-tx", "D", "D-tx"])  # fmt: skip
     parser.add_argument("--loads", type=float, nargs="+", default=[0.25, 0.5, 0.75])

@@ -114,7 +114,7 @@ class GatewayMetrics:
         )
         self.batch_seconds = Histogram(
             "hitl_batch_processing_seconds",
-            "Time from a batch being fetched to its transactions committing.",
+            "Time from a partition batch's oldest record being fetched to its commit.",
             buckets=_LATENCY_BUCKETS_S,
             registry=r,
         )

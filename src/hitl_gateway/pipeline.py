@@ -337,10 +337,17 @@ class Pipeline:
         """The lane's task: one transaction at a time from what the run loop handed over."""
         runtime = self._settings.runtime
         limit = self._settings.kafka.max_batch_records
+        interval_s = self._settings.kafka.commit_interval_ms / 1000
         backoff = Backoff(runtime.retry_backoff_initial_s, runtime.retry_backoff_max_s)
         try:
             while True:
                 await lane.ready.wait()
+                if lane.count < limit and interval_s > 0:
+                    # Fewer than a batch waiting: gather more, up to the commit interval
+                    # after the oldest record was fetched (fewer, larger transactions).
+                    wait_s = lane.oldest_monotonic + interval_s - time.monotonic()
+                    if wait_s > 0:
+                        await asyncio.sleep(wait_s)
                 delay: float | None = None
                 async with lane.lock:
                     if self._lanes.get(lane.partition) is not lane:

@@ -13,6 +13,7 @@ from typing import Any
 
 import orjson
 import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaConnectionError
 from prometheus_client import CollectorRegistry
 
@@ -20,7 +21,7 @@ from hitl_gateway.app import Gateway
 from hitl_gateway.settings import Settings
 from hitl_gateway.sink import PartitionProducer
 
-from .kafka_io import committed_offsets, produce, read_all
+from .kafka_io import BOOTSTRAP, committed_offsets, produce, read_all, wait_until
 
 N = 900
 
@@ -73,3 +74,33 @@ async def test_aborted_transactions_rewind_their_lane_nothing_lost_duplicated_or
     # Exactly once and in input order, partition by partition.
     assert dict(by_partition) == dict(expected)
     assert await committed_offsets(settings) == {p: o + 1 for p, o in last.items()}
+
+
+async def test_records_arriving_within_the_commit_interval_share_one_transaction(
+    settings: Settings,
+) -> None:
+    settings = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"commit_interval_ms": 2_000})}
+    )
+    registry = CollectorRegistry()
+    gateway = Gateway(settings, registry)
+    running = asyncio.create_task(gateway.run(max_records=10))
+
+    async def owned() -> bool:
+        return len(gateway.pipeline.owned_partitions) == settings.topics.partitions
+
+    await wait_until(owned, timeout_s=60)
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, enable_idempotence=True)
+    await producer.start()
+    try:
+        for seq in range(10):  # one partition (one key), spread over about half a second
+            await producer.send_and_wait(settings.topics.outputs, _record(seq)[1], key=b"one")
+            await asyncio.sleep(0.05)
+    finally:
+        await producer.stop()
+    await asyncio.wait_for(running, timeout=60)
+
+    assert len(await read_all(settings.topics.delivered)) == 10
+    # One transaction of ten records, not one per fetch (interval 0 gives several).
+    assert registry.get_sample_value("hitl_batch_records_count") == 1
+    assert registry.get_sample_value("hitl_batch_records_sum") == 10
