@@ -46,6 +46,10 @@ class Lane:
         self.count += len(records)
         self.ready.set()
 
+    def holds(self, topic: str) -> bool:
+        """Whether records of ``topic`` are waiting."""
+        return any(tp.topic == topic for tp in self._buffer)
+
     def take(self, limit: int) -> Work:
         """The next transaction's records: up to ``limit`` per topic-partition, in order."""
         work: Work = {}

@@ -338,13 +338,15 @@ class Pipeline:
         runtime = self._settings.runtime
         limit = self._settings.kafka.max_batch_records
         interval_s = self._settings.kafka.commit_interval_ms / 1000
+        decisions = self._topics.review_decisions
         backoff = Backoff(runtime.retry_backoff_initial_s, runtime.retry_backoff_max_s)
         try:
             while True:
                 await lane.ready.wait()
-                if lane.count < limit and interval_s > 0:
+                if lane.count < limit and interval_s > 0 and not lane.holds(decisions):
                     # Fewer than a batch waiting: gather more, up to the commit interval
                     # after the oldest record was fetched (fewer, larger transactions).
+                    # A reviewer's decision never waits: someone is watching for it.
                     wait_s = lane.oldest_monotonic + interval_s - time.monotonic()
                     if wait_s > 0:
                         await asyncio.sleep(wait_s)

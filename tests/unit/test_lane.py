@@ -62,3 +62,14 @@ def test_rewind_covers_a_partition_only_buffered_after_the_failed_batch() -> Non
     failed = lane.take(10)
     lane.add(DEC, [Rec(40), Rec(41)])  # fetched while the batch was in flight
     assert lane.rewind_positions(failed) == {OUT: 5, DEC: 40}
+
+
+def test_holds_tells_whether_a_topic_has_records_waiting() -> None:
+    lane = _lane()
+    assert not lane.holds("decisions")
+    lane.add(OUT, [Rec(1)])
+    assert not lane.holds("decisions")
+    lane.add(DEC, [Rec(9)])
+    assert lane.holds("decisions")
+    lane.take(10)
+    assert not lane.holds("decisions")
