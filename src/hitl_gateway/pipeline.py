@@ -302,7 +302,7 @@ class Pipeline:
         while one of its partitions has recent unconsumed data), so a lane's backlog is
         bounded by pausing its partitions instead (``_dispatch``)."""
         try:
-            return await self._source.fetch(timeout_ms, None)
+            return await self._source.fetch(timeout_ms)
         except KafkaError as exc:
             raise InfrastructureError(f"fetch failed: {exc!r}") from exc
 
@@ -365,8 +365,8 @@ class Pipeline:
                         backoff.reset()
                     except InfrastructureError as exc:
                         delay = backoff.next_delay()
-                        component = "redis" if isinstance(exc, _IndexError) else "kafka"
-                        self._metrics.infrastructure_errors.labels(component=component).inc()
+                        if not isinstance(exc, _IndexError):  # counted where Redis failed
+                            self._metrics.infrastructure_errors.labels(component="kafka").inc()
                         log.warning(
                             "infrastructure_error_retrying",
                             partition=lane.partition,
@@ -455,6 +455,7 @@ class Pipeline:
         try:
             await self._index.apply(upserts, removals, applied.results, applied_offsets)
         except InfrastructureError as exc:
+            self._metrics.infrastructure_errors.labels(component="redis").inc()
             await self._drop(lane)
             raise _IndexError(str(exc)) from exc
 

@@ -89,9 +89,9 @@ class Source:
             raise InfrastructureError("the consumer is not started")
         return self._consumer
 
-    async def fetch(self, timeout_ms: int, max_records: int | None) -> Batch:
-        """Buffered records (all of them if ``max_records`` is None)."""
-        batch: Batch = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+    async def fetch(self, timeout_ms: int) -> Batch:
+        """Every record the consumer has buffered (waiting up to ``timeout_ms`` for some)."""
+        batch: Batch = await self.consumer.getmany(timeout_ms=timeout_ms)
         return batch
 
     def pause(self, tps: set[TopicPartition]) -> None:
