@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 from prometheus_client import CollectorRegistry
@@ -58,3 +60,30 @@ async def serving(settings: Settings) -> AsyncIterator[tuple[Gateway, httpx.Asyn
         gateway.request_stop()
         await asyncio.wait_for(task, 30)
         await delete_topics(settings)
+
+
+@dataclass
+class ApiStack:
+    """A served gateway, its reviewers' tokens and an HTTP client: what review tests share."""
+
+    settings: Settings
+    gateway: Gateway
+    tokens: dict[str, str]
+    http: httpx.AsyncClient
+
+    def auth(self, who: str) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.tokens[who]}"}
+
+    def metric(self, name: str, **labels: str) -> float | None:
+        return self.gateway.metrics.registry.get_sample_value(name, labels)
+
+    async def item(self, who: str, item_id: str) -> dict[str, Any]:
+        """The held item as ``who`` sees it, once it is visible."""
+
+        async def visible() -> bool:
+            response = await self.http.get(f"/v1/items/{item_id}", headers=self.auth(who))
+            return response.status_code == 200
+
+        await wait_until(visible, timeout_s=30, interval_s=0.05)
+        response = await self.http.get(f"/v1/items/{item_id}", headers=self.auth(who))
+        return response.json()  # type: ignore[no-any-return]

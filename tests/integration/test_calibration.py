@@ -8,18 +8,15 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import orjson
 import pytest
 
-from hitl_gateway.app import Gateway
-from hitl_gateway.settings import ReviewSettings, RuntimeSettings, Settings
+from hitl_gateway.settings import ReviewSettings, RuntimeSettings
 
-from .gateways import serving, write_reviewers
+from .gateways import ApiStack, serving, write_reviewers
 from .kafka_io import CONFIGS, fresh_settings, produce, read_all, wait_until
 
 GRANTS = {
@@ -64,32 +61,14 @@ GOLD = {
 }
 
 
-@dataclass
-class Stack:
-    settings: Settings
-    gateway: Gateway
-    tokens: dict[str, str]
-    http: httpx.AsyncClient
-
-    def metric(self, name: str, **labels: str) -> float | None:
-        return self.gateway.metrics.registry.get_sample_value(name, labels)
-
-    async def item(self, who: str, item_id: str) -> dict[str, Any]:
-        auth = {"Authorization": f"Bearer {self.tokens[who]}"}
-
-        async def visible() -> bool:
-            return (await self.http.get(f"/v1/items/{item_id}", headers=auth)).status_code == 200
-
-        await wait_until(visible, timeout_s=30, interval_s=0.05)
-        return (await self.http.get(f"/v1/items/{item_id}", headers=auth)).json()  # type: ignore[no-any-return]
-
+class Stack(ApiStack):
     async def decide(self, who: str, item_id: str, verdict: str, **body: Any) -> dict[str, Any]:
         seen = await self.item(who, item_id)
         response = await self.http.post(
             f"/v1/items/{item_id}/decisions",
             json={"decision_id": uuid.uuid4().hex, "verdict": verdict,
                   "content_hash": seen["content_hash"], **body},
-            headers={"Authorization": f"Bearer {self.tokens[who]}"},
+            headers=self.auth(who),
         )  # fmt: skip
         assert response.status_code in (200, 202), response.text
         return response.json()  # type: ignore[no-any-return]
@@ -97,7 +76,7 @@ class Stack:
     async def queue(self, who: str, pool: str) -> list[str]:
         response = await self.http.get(
             f"/v1/pools/{pool}/items?limit=500",
-            headers={"Authorization": f"Bearer {self.tokens[who]}"},
+            headers=self.auth(who),
         )
         assert response.status_code == 200, response.text
         return [item["item_id"] for item in response.json()["items"]]

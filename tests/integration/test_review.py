@@ -10,7 +10,6 @@ import subprocess
 import sys
 import uuid
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +19,10 @@ import pytest
 import redis.asyncio as aioredis
 
 from hitl_gateway.admin import ensure_topics
-from hitl_gateway.app import Gateway
 from hitl_gateway.audit import verify
 from hitl_gateway.settings import ReviewSettings, Settings
 
-from .gateways import serving, start_gateway, write_reviewers
+from .gateways import ApiStack, serving, start_gateway, write_reviewers
 from .kafka_io import (
     CONFIGS,
     REDIS_URL,
@@ -46,30 +44,13 @@ GRANTS = {
 }
 
 
-@dataclass
-class Stack:
-    settings: Settings
-    gateway: Gateway
-    tokens: dict[str, str]
-    http: httpx.AsyncClient
-
-    def auth(self, who: str) -> dict[str, str]:
-        return {"Authorization": f"Bearer {self.tokens[who]}"}
-
+class Stack(ApiStack):
     async def hold(self, item_id: str, domain: str, **fields: Any) -> dict[str, Any]:
         body = {"id": item_id, "domain": domain, "confidence": 0.9, "output": {"text": item_id}}
         await produce(
             self.settings.topics.outputs, [(item_id.encode(), orjson.dumps({**body, **fields}))]
         )
-        who = "ana" if domain == "clinical-summaries" else "leo"
-
-        async def visible() -> bool:
-            return (
-                await self.http.get(f"/v1/items/{item_id}", headers=self.auth(who))
-            ).status_code == 200
-
-        await wait_until(visible, timeout_s=30, interval_s=0.05)
-        return (await self.http.get(f"/v1/items/{item_id}", headers=self.auth(who))).json()
+        return await self.item("ana" if domain == "clinical-summaries" else "leo", item_id)
 
     async def decide(self, who: str, item_id: str, **body: Any) -> httpx.Response:
         body.setdefault("decision_id", uuid.uuid4().hex)
