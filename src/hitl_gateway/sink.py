@@ -10,7 +10,7 @@ id. Deriving that id from (group, topic, partition) makes the new owner's
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+from collections.abc import Awaitable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -126,10 +126,19 @@ class PartitionProducer:
         try:
             await producer.begin_transaction()
             try:
-                # Every record acknowledged before the offsets join the transaction.
-                written = await self._produce(producer, records)
+                sent = await self._send_batches(producer, records)
+                waits: list[Awaitable[Any]] = [future for _, _, future in sent]
                 if offsets:  # side transactions (SLA escalations) consume nothing
-                    await producer.send_offsets_to_transaction(offsets, group_id)
+                    # The offsets join the transaction while its records are in flight (two
+                    # coordinator round trips fewer per transaction); the commit below waits
+                    # for both, and an abort takes back either.
+                    joined = asyncio.ensure_future(
+                        producer.send_offsets_to_transaction(offsets, group_id)
+                    )
+                    joined.add_done_callback(_retrieve)
+                    waits.append(joined)
+                done = await asyncio.wait_for(asyncio.gather(*waits), self._timeout_s)
+                written = _last_offsets(sent, done[: len(sent)])
                 await asyncio.wait_for(producer.commit_transaction(), self._timeout_s)
             except BaseException as exc:
                 await self._abort(fenced=isinstance(exc, _FENCED))
@@ -149,7 +158,7 @@ class PartitionProducer:
         acks = await asyncio.wait_for(
             asyncio.gather(*(future for _, _, future in sent)), self._timeout_s
         )
-        return {tp: ack.offset + count - 1 for (tp, count, _), ack in zip(sent, acks, strict=True)}
+        return _last_offsets(sent, acks)
 
     async def _send_batches(
         self, producer: AIOKafkaProducer, records: Sequence[Outgoing]
@@ -225,6 +234,14 @@ async def _close_quietly(producer: AIOKafkaProducer, timeout_s: float = 5.0) -> 
         await asyncio.wait_for(producer.stop(), timeout_s)
     except (KafkaError, OSError, TimeoutError) as exc:
         log.warning("producer_close_failed", error=repr(exc))
+
+
+def _last_offsets(
+    sent: Sequence[tuple[TopicPartition, int, Any]], acks: Sequence[Any]
+) -> dict[TopicPartition, int]:
+    """The last offset written in each topic-partition, from each batch's acknowledgement
+    (its base offset) and record count."""
+    return {tp: ack.offset + count - 1 for (tp, count, _), ack in zip(sent, acks, strict=True)}
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:

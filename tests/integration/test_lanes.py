@@ -32,8 +32,9 @@ def _record(seq: int) -> tuple[bytes, bytes]:
     return f"key-{seq % 31}".encode(), orjson.dumps(body)
 
 
+@pytest.mark.parametrize("failing", ["produce", "offsets"])
 async def test_aborted_transactions_rewind_their_lane_nothing_lost_duplicated_or_reordered(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, failing: str
 ) -> None:
     settings = settings.model_copy(
         update={
@@ -44,16 +45,23 @@ async def test_aborted_transactions_rewind_their_lane_nothing_lost_duplicated_or
     sent = await produce(settings.topics.outputs, [_record(i) for i in range(N)])
     calls = itertools.count()
     failed = 0
-    real_produce = PartitionProducer._produce
 
-    async def flaky(self: PartitionProducer, producer: Any, records: Any) -> Any:
-        nonlocal failed
-        if next(calls) % 5 == 1:  # inside the transaction: the real abort path runs
-            failed += 1
-            raise KafkaConnectionError("injected: broker connection lost mid-transaction")
-        return await real_produce(self, producer, records)
+    def flaky(real: Any) -> Any:
+        async def call(self: Any, *args: Any) -> Any:
+            nonlocal failed
+            if next(calls) % 5 == 1:  # inside the transaction: the real abort path runs
+                failed += 1
+                raise KafkaConnectionError("injected: broker connection lost mid-transaction")
+            return await real(self, *args)
 
-    monkeypatch.setattr(PartitionProducer, "_produce", flaky)
+        return call
+
+    if failing == "produce":
+        real_send = PartitionProducer._send_batches
+        monkeypatch.setattr(PartitionProducer, "_send_batches", flaky(real_send))
+    else:  # joining the offsets, while the transaction's records are in flight
+        real_join = AIOKafkaProducer.send_offsets_to_transaction
+        monkeypatch.setattr(AIOKafkaProducer, "send_offsets_to_transaction", flaky(real_join))
     registry = CollectorRegistry()
     gateway = Gateway(settings, registry)
     await asyncio.wait_for(gateway.run(max_records=N), timeout=180)
