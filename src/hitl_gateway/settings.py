@@ -48,6 +48,10 @@ class KafkaSettings(_Section):
     # after the oldest waiting record was fetched: fewer, larger transactions at moderate
     # load, for at most this much added latency.
     commit_interval_ms: int = Field(default=20, ge=0, le=60_000)
+    # A partition's next transaction usually starts while the broker still writes the last
+    # one's markers; the broker answers CONCURRENT_TRANSACTIONS and the client retries after
+    # this pause (aiokafka's fixed 20 ms otherwise, which then bounds every transaction).
+    concurrent_transactions_backoff_ms: int = Field(default=2, ge=1, le=1_000)
     fetch_max_bytes: int = Field(default=52_428_800, ge=1_024)
     max_partition_fetch_bytes: int = Field(default=1_048_576, ge=1_024)
     linger_ms: int = Field(default=5, ge=0)
