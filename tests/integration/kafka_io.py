@@ -127,7 +127,7 @@ async def read_all(topic: str, timeout_s: float = 30.0) -> list[Any]:
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
+        end = await _stable_end(consumer, tps)
         out: list[Any] = []
         deadline = time.monotonic() + timeout_s
         while await _behind(consumer, end):
@@ -138,6 +138,28 @@ async def read_all(topic: str, timeout_s: float = 30.0) -> list[Any]:
         return out
     finally:
         await consumer.stop()
+
+
+async def _stable_end(
+    consumer: AIOKafkaConsumer, tps: list[TopicPartition], settle_s: float = 10.0
+) -> dict[TopicPartition, int]:
+    """The last stable offsets, once the transactions already committed have their markers
+    written. A commit returns before the broker has written the markers to the partitions,
+    and until then a read_committed reader stops below the transaction: wait (up to
+    ``settle_s``) for the stable offsets to reach the high watermarks. A transaction still
+    open after that is left out, as any read_committed reader would."""
+    latest = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
+    await latest.start()
+    try:
+        high = await latest.end_offsets(tps)
+    finally:
+        await latest.stop()
+    deadline = time.monotonic() + settle_s
+    while True:
+        stable = await consumer.end_offsets(tps)
+        if all(stable[tp] >= high[tp] for tp in tps) or time.monotonic() > deadline:
+            return stable
+        await asyncio.sleep(0.05)
 
 
 async def _behind(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) -> bool:
