@@ -10,7 +10,7 @@ id. Deriving that id from (group, topic, partition) makes the new owner's
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,19 +128,16 @@ class PartitionProducer:
         try:
             await producer.begin_transaction()
             try:
-                sent = await self._send_batches(producer, records)
-                waits: list[Awaitable[Any]] = [future for _, _, future in sent]
-                if offsets:  # side transactions (SLA escalations) consume nothing
-                    # The offsets join the transaction while its records are in flight (two
-                    # coordinator round trips fewer per transaction); the commit below waits
-                    # for both, and an abort takes back either.
-                    joined = asyncio.ensure_future(
-                        producer.send_offsets_to_transaction(offsets, group_id)
-                    )
-                    joined.add_done_callback(_retrieve)
-                    waits.append(joined)
-                done = await asyncio.wait_for(asyncio.gather(*waits), self._timeout_s)
-                written = _last_offsets(sent, done[: len(sent)])
+                # The offsets join the transaction while its records are in flight (two
+                # coordinator round trips fewer per transaction); the commit waits for both,
+                # and an abort takes back either. Side transactions (SLA escalations)
+                # consume nothing.
+                join = (
+                    (lambda: producer.send_offsets_to_transaction(offsets, group_id))
+                    if offsets
+                    else None
+                )
+                written = await self._produce(producer, records, join=join)
                 await asyncio.wait_for(producer.commit_transaction(), self._timeout_s)
             except BaseException as exc:
                 await self._abort(fenced=isinstance(exc, _FENCED))
@@ -152,15 +149,21 @@ class PartitionProducer:
         return written
 
     async def _produce(
-        self, producer: AIOKafkaProducer, records: Sequence[Outgoing]
+        self,
+        producer: AIOKafkaProducer,
+        records: Sequence[Outgoing],
+        join: Callable[[], Awaitable[Any]] | None = None,
     ) -> dict[TopicPartition, int]:
-        """Produce ``records`` and wait for every acknowledgement: the last offset written
-        in each topic-partition."""
+        """Produce ``records`` and wait for every acknowledgement (and for ``join``, started
+        once the records are sent): the last offset written in each topic-partition."""
         sent = await self._send_batches(producer, records)
-        acks = await asyncio.wait_for(
-            asyncio.gather(*(future for _, _, future in sent)), self._timeout_s
-        )
-        return _last_offsets(sent, acks)
+        waits: list[Awaitable[Any]] = [future for _, _, future in sent]
+        if join is not None:
+            joined = asyncio.ensure_future(join())
+            joined.add_done_callback(_retrieve)
+            waits.append(joined)
+        done = await asyncio.wait_for(asyncio.gather(*waits), self._timeout_s)
+        return _last_offsets(sent, done[: len(sent)])
 
     async def _send_batches(
         self, producer: AIOKafkaProducer, records: Sequence[Outgoing]
