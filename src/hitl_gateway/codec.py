@@ -6,12 +6,17 @@ Never raises for bad data: every input is classified, so the stream cannot be st
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import orjson
 from pydantic import ValidationError
 
 from hitl_gateway.models import DeadLetterReason, InputRecord, Invalid
+
+# The model's own validator, called directly: ``model_validate_json`` adds a wrapper that
+# costs a quarter of the parse of a 1 KB record.
+_parse: Callable[[bytes], InputRecord] = InputRecord.__pydantic_validator__.validate_json
 
 _TYPE_ERRORS = frozenset(
     {
@@ -48,7 +53,7 @@ def decode(value: bytes | None, *, max_bytes: int, max_id_length: int) -> InputR
             DeadLetterReason.TOO_LARGE, f"record value is {len(value)} bytes, limit {max_bytes}"
         )
     try:  # the fast path: parse and validate in one pass; any failure is classified below
-        record = InputRecord.model_validate_json(value)
+        record = _parse(value)
     except ValidationError:
         pass
     else:
