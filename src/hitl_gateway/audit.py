@@ -37,10 +37,15 @@ class AuditChain:
         self._pending = head
 
     def seal(self, event: dict[str, Any]) -> bytes:
-        event = {**event, "prev_hash": self._pending}
-        event["hash"] = link(self._pending, event)
-        self._pending = event["hash"]
-        return orjson.dumps(event)
+        body = event if _HASH_FIELDS[0] not in event and _HASH_FIELDS[1] not in event else {
+            k: v for k, v in event.items() if k not in _HASH_FIELDS
+        }  # fmt: skip
+        digest = hashlib.sha256(
+            self._pending.encode() + b"\n" + orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
+        ).hexdigest()  # link(prev_hash, sealed), without copying the event twice
+        sealed = {**body, "prev_hash": self._pending, "hash": digest}
+        self._pending = digest
+        return orjson.dumps(sealed)
 
     def commit(self) -> None:
         self.head = self._pending

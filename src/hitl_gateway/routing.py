@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import Counter
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
@@ -28,6 +28,9 @@ from hitl_gateway.review.tasks import TASK_SCHEMA_VERSION, blind_view
 from hitl_gateway.settings import Settings
 from hitl_gateway.sink import Outgoing
 
+# Header values per route, encoded once (an enum's ``.value`` is a Python-level descriptor).
+_ROUTE_BYTES = {route: route.value.encode() for route in Route}
+
 # Records routed between two yields to the event loop: other partitions' commit round trips
 # advance while this one routes (one batch is tens of milliseconds of CPU).
 YIELD_EVERY = 128
@@ -42,6 +45,15 @@ class Tally:
     delivered: int = 0
     delivered_at_ms: list[int] = field(default_factory=list)  # input timestamps, for latency
     review_tasks: Counter[str] = field(default_factory=Counter)  # by pool
+
+
+@dataclass(slots=True)
+class _Seen:
+    """What a record's hold, review task and audit event all say about it."""
+
+    content_hash: str
+    reasons: list[dict[str, str]]
+    source: dict[str, Any]
 
 
 class Router:
@@ -140,15 +152,13 @@ class Router:
     ) -> list[Outgoing]:
         base = [
             *headers.original_headers(record),
-            (headers.ROUTE, decision.route.value.encode()),
+            (headers.ROUTE, _ROUTE_BYTES[decision.route]),
             (headers.RULE, decision.rule.encode()),
             (headers.POLICY_VERSION, decision.policy_version.encode()),
             *headers.source_headers(record),
             (headers.GATEWAY_VERSION, self._version),
         ]
         out: list[Outgoing] = []
-        reviewed = decision.route in (Route.HOLD, Route.DELIVER_AND_REVIEW)
-        content_hash = _content_hash(record.value) if reviewed or decision.audit else ""
         if decision.route in (Route.PASS, Route.DELIVER_AND_REVIEW):
             # Released as produced: the producer's bytes, key and timestamp, on the input's
             # partition number (the data topics are co-partitioned), so order is kept.
@@ -156,10 +166,19 @@ class Router:
                 Outgoing(self._topics.delivered, record.value, record.key, base,
                          partition=record.partition, timestamp_ms=record.timestamp)
             )  # fmt: skip
+        reviewed = decision.route in (Route.HOLD, Route.DELIVER_AND_REVIEW)
+        if not (reviewed or decision.audit):
+            return out
+        # Shared by the hold, its review task and the audit event (built once per record).
+        seen = _Seen(
+            content_hash=_content_hash(record.value),
+            reasons=[{"rule": r.rule, "detail": r.detail} for r in decision.reasons],
+            source=_source(record),
+        )
         if reviewed:
             # Held items, and deliver-and-review items as non-blocking reviews: both wait on
             # the holds topic for a reviewer (the latter already delivered, never blocked).
-            hold = self._hold_meta(record, item, decision, content_hash)
+            hold = self._hold_meta(record, item, decision, seen)
             hold_headers = [*base, (headers.HOLD, orjson.dumps(hold))]
             if record.key is not None:
                 hold_headers.append((headers.HOLD_KEY, record.key))
@@ -173,15 +192,15 @@ class Router:
                 )
             )
         if reviewed:
-            out.append(self._task(record, item, decision, content_hash))
+            out.append(self._task(record, item, decision, seen))
         if reviewed and decision.gold is not None:
             out += self._gold(record, item, decision, base)
         if decision.audit:
-            out.append(self._audit(record, item, decision, policies, content_hash, chain))
+            out.append(self._audit(record, item, decision, policies, seen, chain))
         return out
 
     def _hold_meta(
-        self, record: Any, item: InputRecord, d: Decision, content_hash: str
+        self, record: Any, item: InputRecord, d: Decision, seen: _Seen
     ) -> dict[str, Any]:
         return {
             "item_id": item.id,
@@ -195,10 +214,10 @@ class Router:
             "sla_deadline_ms": d.sla_deadline_ms,
             "policy_version": d.policy_version,
             "rule": d.rule,
-            "reasons": [{"rule": r.rule, "detail": r.detail} for r in d.reasons],
-            "content_hash": content_hash,
+            "reasons": seen.reasons,
+            "content_hash": seen.content_hash,
             "held_at_ms": record.timestamp,
-            "source": _source(record),
+            "source": seen.source,
             "producer": (item.metadata or {}).get("service"),
             "stage": "review",
             "votes": [],
@@ -223,21 +242,26 @@ class Router:
         body = {k: v for k, v in gold.record.items() if k != "judge"} | {"id": gold_id}
         value = orjson.dumps(body)
         gold_item = InputRecord.model_validate(body)
-        shown = replace(d, blind=True, gold=None, adjudicator_pool=None, reviewers=1)
-        meta = self._hold_meta(record, gold_item, shown, _content_hash(value))
+        shown = d._replace(blind=True, gold=None, adjudicator_pool=None, reviewers=1)
+        seen = _Seen(
+            content_hash=_content_hash(value),
+            reasons=[{"rule": r.rule, "detail": r.detail} for r in shown.reasons],
+            source=_source(record),
+        )
+        meta = self._hold_meta(record, gold_item, shown, seen)
         meta["gold"] = {"id": gold.id, "verdict": gold.verdict, "grade": gold.grade}
         hold_headers = [*base, (headers.HOLD, orjson.dumps(meta))]
         hold = Outgoing(
             self._topics.holds, value, gold_id.encode(), hold_headers, partition=record.partition
         )
-        return [hold, self._task(record, gold_item, shown, meta["content_hash"], value)]
+        return [hold, self._task(record, gold_item, shown, seen, value)]
 
     def _task(
         self,
         record: Any,
         item: InputRecord,
         d: Decision,
-        content_hash: str,
+        seen: _Seen,
         value: bytes | None = None,
     ) -> Outgoing:
         value = record.value if value is None else value
@@ -247,19 +271,19 @@ class Router:
             "schema_version": TASK_SCHEMA_VERSION,
             "item_id": item.id,
             "domain": d.domain,
-            "route": d.route.value,
+            "route": d.route,  # a StrEnum: orjson writes its value
             "blocking": d.route is Route.HOLD,
             "pool": d.pool,
             "rule": d.rule,
-            "reasons": [{"rule": r.rule, "detail": r.detail} for r in d.reasons],
+            "reasons": seen.reasons,
             "reviewers": d.reviewers,
             "adjudicator_pool": d.adjudicator_pool,
             "rubric": d.rubric,
             "deadline_ms": d.sla_deadline_ms,
             "blind": d.blind,
-            "content_hash": content_hash,
+            "content_hash": seen.content_hash,
             "policy_version": d.policy_version,
-            "source": _source(record),
+            "source": seen.source,
             "created_at_ms": record.timestamp,
             "record": shown,
         }
@@ -277,21 +301,21 @@ class Router:
         item: InputRecord,
         d: Decision,
         policies: PolicySet,
-        content_hash: str,
+        seen: _Seen,
         chain: AuditChain,
     ) -> Outgoing:
         event = {
             "type": "routed",
             "item_id": item.id,
             "domain": d.domain,
-            "route": d.route.value,
+            "route": d.route,  # a StrEnum: orjson writes its value
             "rule": d.rule,
-            "reasons": [{"rule": r.rule, "detail": r.detail} for r in d.reasons],
+            "reasons": seen.reasons,
             "pool": d.pool,
             "policy_version": d.policy_version,
             "policy_set_version": policies.version,
-            "content_hash": content_hash,
-            "source": _source(record),
+            "content_hash": seen.content_hash,
+            "source": seen.source,
             "at_ms": record.timestamp,
             "gateway_version": __version__,
         }

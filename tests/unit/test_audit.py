@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from hitl_gateway.audit import GENESIS, AuditChain, head_of, verify
+from hitl_gateway.audit import GENESIS, AuditChain, head_of, link, verify
 
 
 def _trail(n: int, partition: int = 0) -> list[tuple[int, int, bytes | None]]:
@@ -49,3 +49,15 @@ def test_rolled_back_links_are_not_kept() -> None:
     chain.commit()
     assert verify([(0, 0, committed), (0, 1, replayed)]).first_break is None
     assert head_of([committed, replayed]) == chain.head != GENESIS
+
+
+def test_sealing_an_event_that_carries_old_links_replaces_them() -> None:
+    chain = AuditChain()
+    first = chain.seal({"n": 1})
+    copied = orjson.loads(first) | {"n": 2}  # an event built from a sealed one
+    second = chain.seal(copied)
+    event = orjson.loads(second)
+    assert event["prev_hash"] == orjson.loads(first)["hash"]
+    assert event["hash"] == link(event["prev_hash"], event)
+    assert verify([(0, 0, first), (0, 1, second)]).first_break is None
+    assert copied["prev_hash"] == GENESIS  # the caller's event is not changed
