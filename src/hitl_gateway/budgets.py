@@ -46,10 +46,31 @@ return out
 """
 
 
+# ARGV[1]: [[key, [item_id, ...]], ...] -> per key [used, item ids that hold a slot]. One
+# argument for the batch, so the client packs one string instead of every candidate id.
+_SNAPSHOT = """
+local out = {}
+for i, entry in ipairs(cjson.decode(ARGV[1])) do
+  local key, ids = entry[1], entry[2]
+  local found = {redis.call('SCARD', key)}
+  for start = 1, #ids, 1000 do
+    local chunk = {unpack(ids, start, math.min(start + 999, #ids))}
+    local flags = redis.call('SMISMEMBER', key, unpack(chunk))
+    for j, flag in ipairs(flags) do
+      if flag == 1 then found[#found + 1] = chunk[j] end
+    end
+  end
+  out[i] = found
+end
+return out
+"""
+
+
 class RedisBudgets:
     def __init__(self, settings: RedisSettings) -> None:
         self._client = redis_client(settings)
         self._claim = self._client.register_script(_CLAIM)
+        self._snapshot = self._client.register_script(_SNAPSHOT)
         self._prefix = f"{settings.key_prefix}budget:"
 
     async def stop(self) -> None:
@@ -61,19 +82,13 @@ class RedisBudgets:
         ledger = MemoryLedger()
         if not keys:
             return ledger
+        query = [[self._prefix + key, candidates[key]] for key in keys]
         try:
-            async with self._client.pipeline(transaction=False) as pipe:
-                for key in keys:
-                    pipe.scard(self._prefix + key)
-                    pipe.smismember(self._prefix + key, list(candidates[key]))
-                replies = await pipe.execute()
+            replies = await self._snapshot(args=[orjson.dumps(query)])
         except RedisError as exc:
             raise InfrastructureError(f"redis budget read failed: {exc!r}") from exc
-        for index, key in enumerate(keys):
-            used, membership = replies[2 * index], replies[2 * index + 1]
-            ids = candidates[key]
-            members = [i for i, m in zip(ids, membership, strict=True) if m]
-            ledger.preload(key, int(used), members)
+        for key, (used, *members) in zip(keys, replies, strict=True):
+            ledger.preload(key, int(used), [m.decode() for m in members])
         return ledger
 
     async def claim(self, groups: Sequence[tuple[str, Sequence[Claim]]]) -> list[bool]:

@@ -36,18 +36,22 @@ class IndexedHold:
     key: bytes | None
     headers: list[tuple[str, bytes]]
     partition: int
+    # ``meta`` as JSON, when it is at hand as written to the holds topic (stored as is).
+    meta_json: bytes | None = None
 
 
 def indexed(value: bytes, hdrs: list[tuple[str, bytes]], partition: int) -> IndexedHold:
     """An index entry from a hold record as it is on the holds topic."""
     found = dict(hdrs)
     own = [(k, v) for k, v in hdrs if k not in (headers.HOLD, headers.HOLD_KEY)]
+    meta_json = found[headers.HOLD]
     return IndexedHold(
-        meta=orjson.loads(found[headers.HOLD]),
+        meta=orjson.loads(meta_json),
         value=value,
         key=found.get(headers.HOLD_KEY),
         headers=own,
         partition=partition,
+        meta_json=meta_json,
     )
 
 
@@ -96,35 +100,41 @@ def decode_headers(raw: bytes) -> list[tuple[str, bytes]]:
 
 
 # One batch's index changes, atomically. ARGV: prefix, the counts of upserts, removals,
-# results and applied offsets, the closed-marker and result TTLs, then 12 values per upsert,
-# 3 per removal, 2 per result and 2 per offset. An item moving pools leaves its old queues.
+# results and applied offsets, the closed-marker and result TTLs, the upserts' fields as one
+# JSON array ([id, pool, domain, sla deadline, held at, next check, partition, has key] per
+# upsert: one argument instead of eight per hold for the client to pack), then 4 values per
+# upsert (meta, value, key, headers), 3 per removal, 2 per result and 2 per offset. An item
+# moving pools leaves its old queues.
 _APPLY = """
 local p = ARGV[1]
 local nu, nr, nres, nap = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local closed_ttl, result_ttl = ARGV[6], ARGV[7]
-local i = 8
+local fields = cjson.decode(ARGV[8])
+local i = 9
 local function previous(id)
   local meta = redis.call('HGET', p .. 'hold:' .. id, 'meta')
   if not meta then return nil end
   return cjson.decode(meta)
 end
-for _ = 1, nu do
-  local id, pool, domain = ARGV[i], ARGV[i + 1], ARGV[i + 2]
+-- Scores and partitions arrive as JSON numbers: written with %d, never as 1.7e+12.
+local function int(n) return string.format('%d', n) end
+for u = 1, nu do
+  local f = fields[u]
+  local id, pool, domain, partition = f[1], f[2], f[3], int(f[7])
   local old = previous(id)
   if old and old['pool'] ~= pool then
     redis.call('ZREM', p .. 'queue:' .. old['pool'], id)
     redis.call('ZREM', p .. 'age:' .. old['pool'], id)
   end
-  redis.call('HSET', p .. 'hold:' .. id, 'meta', ARGV[i + 7], 'value', ARGV[i + 8],
-    'key', ARGV[i + 9], 'has_key', ARGV[i + 10], 'headers', ARGV[i + 11],
-    'partition', ARGV[i + 6])
-  redis.call('ZADD', p .. 'queue:' .. pool, ARGV[i + 3], id)
-  redis.call('ZADD', p .. 'age:' .. pool, ARGV[i + 4], id)
+  redis.call('HSET', p .. 'hold:' .. id, 'meta', ARGV[i], 'value', ARGV[i + 1],
+    'key', ARGV[i + 2], 'has_key', f[8], 'headers', ARGV[i + 3], 'partition', partition)
+  redis.call('ZADD', p .. 'queue:' .. pool, int(f[4]), id)
+  redis.call('ZADD', p .. 'age:' .. pool, int(f[5]), id)
   redis.call('SADD', p .. 'domain:' .. domain, id)
   redis.call('SADD', p .. 'pools', pool)
-  redis.call('ZADD', p .. 'sla:' .. ARGV[i + 6], ARGV[i + 5], id)
+  redis.call('ZADD', p .. 'sla:' .. partition, int(f[6]), id)
   redis.call('DEL', p .. 'closed:' .. id)
-  i = i + 12
+  i = i + 4
 end
 for _ = 1, nr do
   local id, decision, partition = ARGV[i], ARGV[i + 1], ARGV[i + 2]
@@ -173,9 +183,11 @@ class HoldIndex:
         decision results and advance the applied offsets: one atomic script call."""
         args: list[Any] = [self._p, len(upserts), len(removals), len(results), len(applied),
                            CLOSED_TTL_S, RESULT_TTL_S]  # fmt: skip
+        fields: list[list[Any]] = []
+        blobs: list[Any] = []
         for hold in upserts:
             meta = hold.meta
-            args += [
+            fields.append([
                 meta["item_id"],
                 meta["pool"],
                 meta["domain"],
@@ -183,12 +195,15 @@ class HoldIndex:
                 meta["held_at_ms"],
                 meta.get("next_check_ms") or 0,
                 hold.partition,
-                orjson.dumps(meta),
+                "1" if hold.key is not None else "0",
+            ])  # fmt: skip
+            blobs += [
+                hold.meta_json if hold.meta_json is not None else orjson.dumps(meta),
                 hold.value,
                 hold.key if hold.key is not None else b"",
-                b"1" if hold.key is not None else b"0",
                 encode_headers(hold.headers),
             ]
+        args += [orjson.dumps(fields), *blobs]
         for item_id, decision_id, partition in removals:
             args += [item_id, decision_id, partition]
         for decision_id, result in results.items():

@@ -1,0 +1,132 @@
+"""The Redis wrappers' Lua scripts against the real server: what each batch argument
+becomes in Redis (budget snapshots across the script's 1,000-id chunks, index upserts with
+millisecond scores, pool moves and removals)."""
+
+from __future__ import annotations
+
+import uuid
+
+import orjson
+import pytest
+import redis.asyncio as aioredis
+
+from hitl_gateway.budgets import RedisBudgets
+from hitl_gateway.holds import HoldIndex, IndexedHold
+from hitl_gateway.policy.budget import Claim
+from hitl_gateway.settings import RedisSettings
+
+from .kafka_io import REDIS_URL
+
+pytestmark = pytest.mark.integration
+
+
+def _settings() -> RedisSettings:
+    return RedisSettings(url=REDIS_URL, key_prefix=f"t{uuid.uuid4().hex[:10]}:")
+
+
+async def test_a_snapshot_reads_fill_and_members_across_chunks() -> None:
+    budgets = RedisBudgets(_settings())
+    try:
+        # 1,000 slots taken in "a" (by every third id of 3,000 candidates, the last of each
+        # 1,000 among them: the script asks SMISMEMBER 1,000 ids at a time), 2 in "b"; "c"
+        # is empty.
+        taken = [f"id-{n}" for n in range(0, 3_000, 3)]
+        granted = await budgets.claim([(i, [Claim("a", 10_000, None)]) for i in taken])
+        assert all(granted)
+        assert await budgets.claim([(i, [Claim("b", 5, 60)]) for i in ("x", "é/ü")]) == [
+            True,
+            True,
+        ]
+        candidates = {
+            "a": [f"id-{n}" for n in range(3_000)],
+            "b": ["é/ü", "y"],
+            "c": ["z"],
+        }
+        ledger = await budgets.snapshot(candidates)
+    finally:
+        await budgets.stop()
+    assert ledger.used("a") == 1_000
+    assert [i for i in candidates["a"] if ledger.claimed("a", i)] == taken
+    assert ledger.used("b") == 2
+    assert ledger.claimed("b", "é/ü")
+    assert not ledger.claimed("b", "y")
+    assert ledger.used("c") == 0
+    assert not ledger.claimed("c", "z")
+
+
+async def test_claims_stop_at_the_cap_and_a_replay_keeps_its_slot() -> None:
+    budgets = RedisBudgets(_settings())
+    try:
+        cap = [Claim("q", 2, 60)]
+        assert await budgets.claim([("r1", cap), ("r2", cap), ("r3", cap)]) == [
+            True,
+            True,
+            False,
+        ]
+        assert await budgets.claim([("r2", cap)]) == [True]  # a replay finds its slot
+    finally:
+        await budgets.stop()
+
+
+def _hold(item: str, pool: str, *, key: bytes | None, partition: int) -> IndexedHold:
+    meta = {
+        "item_id": item,
+        "pool": pool,
+        "domain": "clinical-summaries",
+        "sla_deadline_ms": 1_795_576_317_737,
+        "held_at_ms": 1_795_576_017_001,
+        "next_check_ms": 1_795_576_117_123,
+    }
+    return IndexedHold(
+        meta=meta,
+        value=b'{"id":"' + item.encode() + b'"}',
+        key=key,
+        headers=[("h", b"\x00\xff")],
+        partition=partition,
+        meta_json=orjson.dumps(meta),
+    )
+
+
+async def test_index_upserts_keep_millisecond_scores_and_follow_pool_moves() -> None:
+    settings = _settings()
+    index = HoldIndex(settings)
+    p = settings.key_prefix
+    client = aioredis.Redis.from_url(REDIS_URL)
+    try:
+        await index.apply(
+            [
+                _hold("i1", "nurses", key=b"k1", partition=2),
+                _hold("i2", "nurses", key=None, partition=0),
+            ],
+            [],
+            {"d0": {"status": "recorded"}},
+            {("holds", 2): 7},
+        )
+        assert await client.zscore(f"{p}queue:nurses", "i1") == 1_795_576_317_737
+        assert await client.zscore(f"{p}age:nurses", "i1") == 1_795_576_017_001
+        assert await client.zscore(f"{p}sla:2", "i1") == 1_795_576_117_123
+        assert await client.hget(f"{p}hold:i1", "partition") == b"2"
+        assert await index.applied_offset("holds", 2) == 7
+        assert await index.result("d0") == {"status": "recorded"}
+        first = await index.get("i1")
+        assert first is not None
+        assert first.key == b"k1"
+        assert first.headers == [("h", b"\x00\xff")]
+        assert first.meta["pool"] == "nurses"
+        second = await index.get("i2")
+        assert second is not None
+        assert second.key is None
+
+        # i1 moves to another pool (adjudication); i2 is closed by a decision.
+        await index.apply(
+            [_hold("i1", "doctors", key=b"k1", partition=2)], [("i2", "d2", 0)], {}, {}
+        )
+        assert await client.zscore(f"{p}queue:nurses", "i1") is None
+        assert await client.zscore(f"{p}queue:doctors", "i1") == 1_795_576_317_737
+        assert await index.get("i2") is None
+        assert await index.closed_by("i2") == "d2"
+        assert await client.zscore(f"{p}sla:0", "i2") is None
+        assert await index.queue("nurses") == (0, [])
+    finally:
+        await index.stop()
+        await client.aclose()
