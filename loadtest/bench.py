@@ -516,9 +516,12 @@ def chart(results: Results, summ: dict[str, Any], path: Path) -> None:
         loads = [f"{lat.load:.0%}" for lat in rows]
         right.plot(loads, [lat.p50_ms for lat in rows], marker="o", label=f"{mode} p50")
         right.plot(loads, [lat.p99_ms for lat in rows], marker="s", label=f"{mode} p99")
-    right.set_yscale("log")
     right.set_title("End-to-end latency (ms) by offered load")
-    right.legend(fontsize=8)
+    if results.latency:
+        right.set_yscale("log")
+        right.legend(fontsize=8)
+    else:
+        right.text(0.5, 0.5, "not measured (--latency-seconds 0)", ha="center", va="center")
     fig.suptitle(f"hitl-gateway vs bare aiokafka, {results.environment['cores']} cores, "
                  f"{results.settings['payload_bytes']} B records")  # fmt: skip
     fig.tight_layout()

@@ -9,6 +9,9 @@ import sys
 from pathlib import Path
 
 import orjson
+import redis
+
+from .kafka_io import REDIS_URL
 
 REPO = Path(__file__).resolve().parents[2]
 STACK = [sys.executable, str(REPO / "deploy" / "local" / "stack.py")]
@@ -130,3 +133,29 @@ def test_throughput_benchmark_smoke_run(tmp_path: Path) -> None:
     assert data["review"]["queue_listing"]["holds"] == 200
     assert data["environment"]["cores"] == os.cpu_count()
     assert written.with_suffix(".png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_stage_benchmark_smoke_run() -> None:
+    """The per-stage benchmark runs on the generated mix against the real Redis, timed and
+    counted under valgrind, and leaves no keys behind (no timing assertions)."""
+    script = str(REPO / "loadtest" / "stages.py")
+    timed = subprocess.run(
+        [sys.executable, script, "--records", "2000", "--reps", "1"],
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert timed.returncode == 0, timed.stderr[-2000:]
+    stages = [line.split()[0] for line in timed.stdout.splitlines()]
+    assert stages == ["route", "index_changes", "index_apply", "total"]
+    assert "output records per record" in timed.stdout
+    leftover = redis.Redis.from_url(REDIS_URL)
+    try:
+        assert list(leftover.scan_iter(match="stages-*")) == []
+    finally:
+        leftover.close()
+    counted = subprocess.run(
+        [sys.executable, script, "--records", "200", "--instructions"],
+        capture_output=True, text=True, timeout=600, check=False,
+    )  # fmt: skip
+    assert counted.returncode == 0, counted.stderr[-2000:]
+    per_record = int(counted.stdout.split()[1].replace(",", ""))
+    assert per_record > 0
