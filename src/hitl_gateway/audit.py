@@ -21,7 +21,9 @@ _HASH_FIELDS = ("prev_hash", "hash")
 
 
 def canonical(event: dict[str, Any]) -> bytes:
-    body = {k: v for k, v in event.items() if k not in _HASH_FIELDS}
+    # Copied without its hash fields only when it has them (an event being sealed has not).
+    has_links = _HASH_FIELDS[0] in event or _HASH_FIELDS[1] in event
+    body = {k: v for k, v in event.items() if k not in _HASH_FIELDS} if has_links else event
     return orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
 
 
@@ -37,13 +39,8 @@ class AuditChain:
         self._pending = head
 
     def seal(self, event: dict[str, Any]) -> bytes:
-        body = event if _HASH_FIELDS[0] not in event and _HASH_FIELDS[1] not in event else {
-            k: v for k, v in event.items() if k not in _HASH_FIELDS
-        }  # fmt: skip
-        digest = hashlib.sha256(
-            self._pending.encode() + b"\n" + orjson.dumps(body, option=orjson.OPT_SORT_KEYS)
-        ).hexdigest()  # link(prev_hash, sealed), without copying the event twice
-        sealed = {**body, "prev_hash": self._pending, "hash": digest}
+        digest = link(self._pending, event)
+        sealed = {**event, "prev_hash": self._pending, "hash": digest}  # replaces old links
         self._pending = digest
         return orjson.dumps(sealed)
 
