@@ -55,6 +55,12 @@ class _Seen:
     reasons: list[dict[str, str]]
     source: dict[str, Any]
 
+    @classmethod
+    def of(cls, record: Any, value: bytes, d: Decision) -> _Seen:
+        """For the item whose bytes are ``value``, routed by ``d`` from input ``record``."""
+        reasons = [{"rule": r.rule, "detail": r.detail} for r in d.reasons]
+        return cls(_content_hash(value), reasons, _source(record))
+
 
 class Router:
     def __init__(self, settings: Settings, budgets: RedisBudgets | None) -> None:
@@ -170,11 +176,7 @@ class Router:
         if not (reviewed or decision.audit):
             return out
         # Shared by the hold, its review task and the audit event (built once per record).
-        seen = _Seen(
-            content_hash=_content_hash(record.value),
-            reasons=[{"rule": r.rule, "detail": r.detail} for r in decision.reasons],
-            source=_source(record),
-        )
+        seen = _Seen.of(record, record.value, decision)
         if reviewed:
             # Held items, and deliver-and-review items as non-blocking reviews: both wait on
             # the holds topic for a reviewer (the latter already delivered, never blocked).
@@ -243,11 +245,7 @@ class Router:
         value = orjson.dumps(body)
         gold_item = InputRecord.model_validate(body)
         shown = d._replace(blind=True, gold=None, adjudicator_pool=None, reviewers=1)
-        seen = _Seen(
-            content_hash=_content_hash(value),
-            reasons=[{"rule": r.rule, "detail": r.detail} for r in shown.reasons],
-            source=_source(record),
-        )
+        seen = _Seen.of(record, value, shown)
         meta = self._hold_meta(record, gold_item, shown, seen)
         meta["gold"] = {"id": gold.id, "verdict": gold.verdict, "grade": gold.grade}
         hold_headers = [*base, (headers.HOLD, orjson.dumps(meta))]
