@@ -163,7 +163,8 @@ class PartitionProducer:
             joined.add_done_callback(_retrieve)
             waits.append(joined)
         done = await asyncio.wait_for(asyncio.gather(*waits), self._timeout_s)
-        return _last_offsets(sent, done[: len(sent)])
+        acks = done[: len(sent)]  # each batch's acknowledgement carries its base offset
+        return {tp: ack.offset + count - 1 for (tp, count, _), ack in zip(sent, acks, strict=True)}
 
     async def _send_batches(
         self, producer: AIOKafkaProducer, records: Sequence[Outgoing]
@@ -248,14 +249,6 @@ def tune_transaction_backoff(ms: int) -> None:
     for it, only a module constant of 20 ms (KAFKA-5477), which back-to-back transactions
     on one partition otherwise pay every time; it applies to every producer in the process."""
     aiokafka_sender.BACKOFF_OVERRIDE = ms / 1000
-
-
-def _last_offsets(
-    sent: Sequence[tuple[TopicPartition, int, Any]], acks: Sequence[Any]
-) -> dict[TopicPartition, int]:
-    """The last offset written in each topic-partition, from each batch's acknowledgement
-    (its base offset) and record count."""
-    return {tp: ack.offset + count - 1 for (tp, count, _), ack in zip(sent, acks, strict=True)}
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
