@@ -4,8 +4,6 @@ millisecond scores, pool moves and removals)."""
 
 from __future__ import annotations
 
-import uuid
-
 import orjson
 import pytest
 import redis.asyncio as aioredis
@@ -13,19 +11,14 @@ import redis.asyncio as aioredis
 from hitl_gateway.budgets import RedisBudgets
 from hitl_gateway.holds import HoldIndex, IndexedHold
 from hitl_gateway.policy.budget import Claim
-from hitl_gateway.settings import RedisSettings
 
-from .kafka_io import REDIS_URL
+from .kafka_io import REDIS_URL, fresh_settings
 
 pytestmark = pytest.mark.integration
 
 
-def _settings() -> RedisSettings:
-    return RedisSettings(url=REDIS_URL, key_prefix=f"t{uuid.uuid4().hex[:10]}:")
-
-
 async def test_a_snapshot_reads_fill_and_members_across_chunks() -> None:
-    budgets = RedisBudgets(_settings())
+    budgets = RedisBudgets(fresh_settings().redis)
     try:
         # 1,000 slots taken in "a" (by every third id of 3,000 candidates, the last of each
         # 1,000 among them: the script asks SMISMEMBER 1,000 ids at a time), 2 in "b"; "c"
@@ -55,7 +48,7 @@ async def test_a_snapshot_reads_fill_and_members_across_chunks() -> None:
 
 
 async def test_claims_stop_at_the_cap_and_a_replay_keeps_its_slot() -> None:
-    budgets = RedisBudgets(_settings())
+    budgets = RedisBudgets(fresh_settings().redis)
     try:
         cap = [Claim("q", 2, 60)]
         assert await budgets.claim([("r1", cap), ("r2", cap), ("r3", cap)]) == [
@@ -88,7 +81,7 @@ def _hold(item: str, pool: str, *, key: bytes | None, partition: int) -> Indexed
 
 
 async def test_index_upserts_keep_millisecond_scores_and_follow_pool_moves() -> None:
-    settings = _settings()
+    settings = fresh_settings().redis
     index = HoldIndex(settings)
     p = settings.key_prefix
     client = aioredis.Redis.from_url(REDIS_URL)
