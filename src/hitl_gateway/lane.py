@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,14 +37,19 @@ class Lane:
     count: int = 0
     paused: bool = False  # its partitions are paused in the consumer (too much waiting)
     oldest_monotonic: float = 0.0  # when the oldest buffered record was fetched
+    clock: Callable[[], float] = time.monotonic
     _buffer: Work = field(default_factory=dict)
+    # Per topic-partition, its buffered records as fetched: [fetch time, how many are left].
+    _fetches: dict[TopicPartition, deque[list[Any]]] = field(default_factory=dict)
 
     def add(self, tp: TopicPartition, records: list[Any]) -> None:
         if not records:
             return
+        now = self.clock()
         if not self.count:
-            self.oldest_monotonic = time.monotonic()
+            self.oldest_monotonic = now
         self._buffer.setdefault(tp, []).extend(records)
+        self._fetches.setdefault(tp, deque()).append([now, len(records)])
         self.count += len(records)
         self.ready.set()
 
@@ -57,14 +64,28 @@ class Lane:
             work[tp], rest = records[:limit], records[limit:]
             if rest:
                 self._buffer[tp] = rest
+                self._forget(tp, len(work[tp]))
             else:
                 del self._buffer[tp]
+                del self._fetches[tp]
         self.count = sum(len(r) for r in self._buffer.values())
         if self.count:
-            self.oldest_monotonic = time.monotonic()
+            # What is left was fetched when it was, not now: a remainder does not wait a
+            # whole commit interval again.
+            self.oldest_monotonic = min(fetches[0][0] for fetches in self._fetches.values())
         else:
             self.ready.clear()
         return work
+
+    def _forget(self, tp: TopicPartition, taken: int) -> None:
+        fetches = self._fetches[tp]
+        while taken:
+            first = fetches[0]
+            if first[1] > taken:
+                first[1] -= taken
+                return
+            taken -= first[1]
+            fetches.popleft()
 
     def rewind_positions(self, failed: Work) -> dict[TopicPartition, int]:
         """Where to seek so nothing after the last commit is skipped: the failed batch's
@@ -78,5 +99,6 @@ class Lane:
 
     def clear(self) -> None:
         self._buffer.clear()
+        self._fetches.clear()
         self.count = 0
         self.ready.clear()

@@ -73,3 +73,40 @@ def test_holds_tells_whether_a_topic_has_records_waiting() -> None:
     assert lane.holds("decisions")
     lane.take(10)
     assert not lane.holds("decisions")
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_oldest_fetch_time_follows_what_is_left_after_a_partial_take() -> None:
+    clock = Clock()
+    producer: Any = object()
+    lane = Lane(2, producer, AuditChain(""), clock=clock)
+    lane.add(OUT, [Rec(o) for o in range(0, 4)])  # fetched at 100
+    clock.now = 101.0
+    lane.add(OUT, [Rec(o) for o in range(4, 8)])  # fetched at 101
+    lane.add(DEC, [Rec(1)])  # fetched at 101
+    assert lane.oldest_monotonic == 100.0
+    clock.now = 105.0
+    lane.take(3)  # outputs 0..2 and the decision: output 3 (fetched at 100) is left
+    assert lane.oldest_monotonic == 100.0
+    lane.take(1)  # output 3: what is left was fetched at 101, not at the take (105)
+    assert lane.oldest_monotonic == 101.0
+    lane.take(2)
+    assert lane.oldest_monotonic == 101.0
+    lane.take(10)
+    assert lane.count == 0
+    clock.now = 107.0
+    lane.add(OUT, [Rec(9)])
+    assert lane.oldest_monotonic == 107.0
+    failed = lane.take(10)
+    lane.add(OUT, [Rec(10)])
+    assert lane.rewind_positions(failed) == {OUT: 9}
+    clock.now = 108.0
+    lane.add(DEC, [Rec(2)])  # the rewind forgot every fetch time
+    assert lane.oldest_monotonic == 108.0
