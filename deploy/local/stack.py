@@ -332,7 +332,12 @@ async def _create_topics(cfg: StackConfig) -> list[str]:
 
     settings = load_settings()
     kafka = settings.kafka.model_copy(update={"bootstrap_servers": cfg.bootstrap})
-    return await ensure_topics(settings.model_copy(update={"kafka": kafka}))
+    policy = settings.policy
+    if not policy.dir.is_absolute():  # the repository's policies, wherever this runs from
+        policy = policy.model_copy(update={"dir": REPO / policy.dir})
+    update = {"kafka": kafka, "policy": policy}
+    changes = await ensure_topics(settings.model_copy(update=update))
+    return changes.created
 
 
 # -- commands ---------------------------------------------------------------------------------

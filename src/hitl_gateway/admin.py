@@ -1,30 +1,76 @@
-"""Topic administration: create the gateway's topics explicitly, with their layout checked."""
+"""Topic administration: create the gateway's topics explicitly, with their layout checked.
+
+The audit topic keeps its events as long as the longest ``audit.retention_days`` of the
+policies: set when it is created, raised (never lowered) when it already exists.
+"""
 
 from __future__ import annotations
 
 import contextlib
+from dataclasses import dataclass, field
+from typing import Any
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 from aiokafka.errors import TopicAlreadyExistsError
 
-from hitl_gateway.errors import ConfigError
+from hitl_gateway.errors import ConfigError, InfrastructureError
+from hitl_gateway.policy.loader import PolicySet, load_policy_set
 from hitl_gateway.settings import Settings
 
 log = structlog.get_logger(__name__)
 
+DAY_MS = 86_400_000
+RETENTION = "retention.ms"
+_DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs config source: set on the topic itself
 
-def topic_configs(settings: Settings) -> dict[str, dict[str, str]]:
+
+@dataclass(frozen=True, slots=True)
+class TopicChanges:
+    created: list[str] = field(default_factory=list)
+    # The audit topic's retention in ms (before, after), when it was raised.
+    audit_retention_raised: tuple[int, int] | None = None
+
+    def __str__(self) -> str:
+        lines = [f"created: {', '.join(self.created) if self.created else 'nothing (all present)'}"]
+        if self.audit_retention_raised is not None:
+            before, after = self.audit_retention_raised
+            lines.append(f"audit retention raised: {_days(before)} -> {_days(after)} days")
+        return "\n".join(lines)
+
+
+def _days(ms: int) -> str:
+    return f"{ms / DAY_MS:g}"
+
+
+def audit_retention_ms(policies: PolicySet) -> int | None:
+    """The longest audit retention any policy asks for (None: no policies)."""
+    days = [loaded.policy.audit.retention_days for loaded in policies.policies.values()]
+    return max(days) * DAY_MS if days else None
+
+
+def topic_configs(
+    settings: Settings, audit_retention: int | None = None
+) -> dict[str, dict[str, str]]:
     """Per-topic configuration. Holds are a compacted record of open items (tombstoned)."""
     t = settings.topics
     max_bytes = str(settings.limits.max_record_bytes + 64 * 1024)
     configs = {name: {"max.message.bytes": max_bytes} for name in t.all_names()}
     configs[t.holds] = {**configs[t.holds], "cleanup.policy": "compact"}
+    if audit_retention is not None:
+        configs[t.audit] = {**configs[t.audit], RETENTION: str(audit_retention)}
     return configs
 
 
-async def ensure_topics(settings: Settings) -> list[str]:
-    """Create missing topics; fail if an existing one has fewer partitions than configured."""
+async def ensure_topics(settings: Settings, policies: PolicySet | None = None) -> TopicChanges:
+    """Create missing topics; fail if an existing one has fewer partitions than configured;
+    give the audit topic the retention the policies (by default, the settings' policy files)
+    ask for. Returns what it changed."""
+    if policies is None:
+        p = settings.policy
+        policies = load_policy_set(p.dir, p.pools_file, p.routing_file)
+    retention = audit_retention_ms(policies)
     admin = AIOKafkaAdminClient(
         client_id=f"{settings.kafka.client_id}-admin",
         request_timeout_ms=settings.kafka.request_timeout_ms,
@@ -33,7 +79,7 @@ async def ensure_topics(settings: Settings) -> list[str]:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        configs = topic_configs(settings)
+        configs = topic_configs(settings, retention)
         wanted = settings.topics.all_names()
         missing = [name for name in wanted if name not in existing]
         if missing:
@@ -58,6 +104,41 @@ async def ensure_topics(settings: Settings) -> list[str]:
                         f"topic {meta['topic']} has {count} partitions, settings name "
                         f"{settings.topics.partitions}"
                     )
-        return missing
+        raised = None
+        if retention is not None and settings.topics.audit in existing:
+            raised = await _keep_for_at_least(admin, settings.topics.audit, retention)
+        return TopicChanges(missing, raised)
     finally:
         await admin.close()
+
+
+async def _keep_for_at_least(
+    admin: AIOKafkaAdminClient, topic: str, retention: int
+) -> tuple[int, int] | None:
+    """Raise ``topic``'s retention to ``retention`` ms if it is shorter (-1 is forever);
+    returns (before, after) if it did. The broker applies it within moments, not at once.
+
+    AlterConfigs replaces a topic's own settings as a whole, so the ones already set on the
+    topic are sent along unchanged."""
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic)
+    (response,) = await admin.describe_configs([resource])
+    error, message, _, _, entries = response.resources[0][:5]
+    if error:
+        raise InfrastructureError(f"describing topic {topic}'s configs failed ({error}): {message}")
+    effective: dict[str, Any] = {e[0]: e[1] for e in entries}
+    current = int(effective.get(RETENTION) or -1)
+    if current < 0 or current >= retention:
+        return None
+    own = {e[0]: e[1] for e in entries if e[3] == _DYNAMIC_TOPIC_CONFIG and not e[4]}
+    wanted = ConfigResource(
+        ConfigResourceType.TOPIC, topic, configs={**own, RETENTION: str(retention)}
+    )
+    for altered in await admin.alter_configs([wanted]):
+        for error, message, _, name in altered.resources:
+            if error:
+                raise InfrastructureError(
+                    f"raising topic {name}'s {RETENTION} to {retention} failed ({error}): {message}"
+                )
+    log.warning("audit_retention_raised", topic=topic, from_ms=current, to_ms=retention,
+                days=retention // DAY_MS)  # fmt: skip
+    return current, retention

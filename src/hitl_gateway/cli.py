@@ -22,6 +22,7 @@ from hitl_gateway.logs import configure_logging
 from hitl_gateway.settings import Settings, load_settings
 
 if TYPE_CHECKING:
+    from hitl_gateway.admin import TopicChanges
     from hitl_gateway.audit import Verification
 
 log = structlog.get_logger(__name__)
@@ -47,7 +48,11 @@ def _parser() -> argparse.ArgumentParser:
 
     topics = sub.add_parser("topics", help="topic administration")
     topics_sub = topics.add_subparsers(dest="topics_command", required=True)
-    topics_sub.add_parser("ensure", help="create the gateway's topics if missing")
+    topics_sub.add_parser(
+        "ensure",
+        help="create the gateway's topics if missing; raise the audit topic's retention to the "
+        "policies' longest",
+    )
 
     settings = sub.add_parser("settings", help="inspect settings")
     settings_sub = settings.add_subparsers(dest="settings_command", required=True)
@@ -126,8 +131,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(settings.model_dump_json(indent=2))
             return 0
         if args.command == "topics":
-            created = asyncio.run(_ensure_topics(settings))
-            print(f"created: {', '.join(created) if created else 'nothing (all present)'}")
+            print(asyncio.run(_ensure_topics(settings)))
             return 0
         if args.command == "audit":
             return asyncio.run(_audit(settings, args))
@@ -228,7 +232,7 @@ async def _audit(settings: Settings, args: argparse.Namespace) -> int:
     return 0
 
 
-async def _ensure_topics(settings: Settings) -> list[str]:
+async def _ensure_topics(settings: Settings) -> TopicChanges:
     from hitl_gateway.admin import ensure_topics  # noqa: PLC0415 - keeps `version` fast
 
     return await ensure_topics(settings)
