@@ -5,15 +5,20 @@ after each commit (idempotently, by item id) and rebuilt from the topic when it 
 behind (``applied_offset`` per holds partition). Losing Redis costs availability, never a hold.
 
 Keys: ``hold:{id}`` hash (meta JSON, value, key, headers, partition), ``queue:{pool}`` and
-``age:{pool}`` sorted sets (by SLA deadline and by hold time), ``domain:{d}`` sets,
-``sla:{partition}`` sorted set (next SLA check), ``closed:{id}`` (the decision id that
-closed it), ``decision:{id}`` (a decision's result), ``applied:{topic}:{partition}``.
+``age:{pool}`` sorted sets (by SLA deadline and by hold time), the same per domain within a
+pool (``dqueue:{pool}:{domain}``, ``dage:{pool}:{domain}``: pages for reviewers granted some
+domains only), ``domain:{d}`` sets, ``sla:{partition}`` sorted set (next SLA check),
+``closed:{id}`` (the decision id that closed it), ``decision:{id}`` (a decision's result),
+``applied.v2:{topic}:{partition}``. The applied offsets are named by the key layout's
+version: after a layout change, every partition's index is rebuilt from the topic.
 """
 
 from __future__ import annotations
 
 import base64
-from collections.abc import Iterable
+import heapq
+import itertools
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -125,11 +130,15 @@ for u = 1, nu do
   if old and old['pool'] ~= pool then
     redis.call('ZREM', p .. 'queue:' .. old['pool'], id)
     redis.call('ZREM', p .. 'age:' .. old['pool'], id)
+    redis.call('ZREM', p .. 'dqueue:' .. old['pool'] .. ':' .. old['domain'], id)
+    redis.call('ZREM', p .. 'dage:' .. old['pool'] .. ':' .. old['domain'], id)
   end
   redis.call('HSET', p .. 'hold:' .. id, 'meta', ARGV[i], 'value', ARGV[i + 1],
     'key', ARGV[i + 2], 'has_key', f[8], 'headers', ARGV[i + 3], 'partition', partition)
   redis.call('ZADD', p .. 'queue:' .. pool, int(f[4]), id)
   redis.call('ZADD', p .. 'age:' .. pool, int(f[5]), id)
+  redis.call('ZADD', p .. 'dqueue:' .. pool .. ':' .. domain, int(f[4]), id)
+  redis.call('ZADD', p .. 'dage:' .. pool .. ':' .. domain, int(f[5]), id)
   redis.call('SADD', p .. 'domain:' .. domain, id)
   redis.call('SADD', p .. 'pools', pool)
   redis.call('ZADD', p .. 'sla:' .. partition, int(f[6]), id)
@@ -142,6 +151,8 @@ for _ = 1, nr do
   if old then
     redis.call('ZREM', p .. 'queue:' .. old['pool'], id)
     redis.call('ZREM', p .. 'age:' .. old['pool'], id)
+    redis.call('ZREM', p .. 'dqueue:' .. old['pool'] .. ':' .. old['domain'], id)
+    redis.call('ZREM', p .. 'dage:' .. old['pool'] .. ':' .. old['domain'], id)
     redis.call('SREM', p .. 'domain:' .. old['domain'], id)
   end
   redis.call('DEL', p .. 'hold:' .. id)
@@ -154,7 +165,7 @@ for _ = 1, nres do
   i = i + 2
 end
 for _ = 1, nap do
-  redis.call('SET', p .. 'applied:' .. ARGV[i], ARGV[i + 1])
+  redis.call('SET', p .. 'applied.v2:' .. ARGV[i], ARGV[i + 1])
   i = i + 2
 end
 return nu + nr
@@ -242,17 +253,38 @@ class HoldIndex:
         return orjson.loads(raw) if raw else None
 
     async def applied_offset(self, topic: str, partition: int) -> int | None:
-        raw = await self._r.get(f"{self._p}applied:{topic}:{partition}")
+        raw = await self._r.get(f"{self._p}applied.v2:{topic}:{partition}")
         return int(raw) if raw is not None else None
 
     async def queue(
-        self, pool: str, *, order: str = "deadline", offset: int = 0, limit: int = 50
+        self,
+        pool: str,
+        *,
+        order: str = "deadline",
+        offset: int = 0,
+        limit: int = 50,
+        domains: Collection[str] | None = None,
     ) -> tuple[int, list[dict[str, Any]]]:
-        """A page of a pool's queue (nearest deadline or oldest first) and its total size."""
-        key = f"{self._p}queue:{pool}" if order == "deadline" else f"{self._p}age:{pool}"
+        """A page of a pool's queue (nearest deadline or oldest first) and its total size;
+        with ``domains``, of those domains' items only (paged and counted among them)."""
+        if domains is None:
+            keys = [f"{self._p}queue:{pool}" if order == "deadline" else f"{self._p}age:{pool}"]
+        else:
+            kind = "dqueue" if order == "deadline" else "dage"
+            keys = [f"{self._p}{kind}:{pool}:{d}" for d in sorted(set(domains))]
         try:
-            total = await self._r.zcard(key)
-            ids = await self._r.zrange(key, offset, offset + limit - 1)
+            if len(keys) == 1:
+                total = await self._r.zcard(keys[0])
+                ids = await self._r.zrange(keys[0], offset, offset + limit - 1)
+            else:  # each domain's first offset + limit, merged in the sorted sets' own order
+                async with self._r.pipeline(transaction=False) as pipe:
+                    for key in keys:
+                        pipe.zcard(key)
+                        pipe.zrange(key, 0, offset + limit - 1, withscores=True)
+                    replies = await pipe.execute()
+                total = sum(replies[0::2])
+                merged = heapq.merge(*(((s, m) for m, s in r) for r in replies[1::2]))
+                ids = [m for _, m in itertools.islice(merged, offset, offset + limit)]
             if not ids:
                 return total, []
             async with self._r.pipeline(transaction=False) as pipe:

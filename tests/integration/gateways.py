@@ -20,14 +20,23 @@ from hitl_gateway.settings import Settings
 from .kafka_io import delete_topics, wait_until
 
 
-def write_reviewers(path: Path, grants: Mapping[str, Sequence[str]]) -> dict[str, str]:
-    """A reviewers file granting each reviewer its pools; returns their bearer tokens."""
+def write_reviewers(
+    path: Path,
+    grants: Mapping[str, Sequence[str]],
+    domains: Mapping[str, Sequence[str]] | None = None,
+) -> dict[str, str]:
+    """A reviewers file granting each reviewer its pools (and, where given, only these
+    domains); returns their bearer tokens."""
     tokens: dict[str, str] = {}
     lines = ["reviewers:"]
     for who, pools in grants.items():
         token, digest = new_token()
         tokens[who] = token
-        lines.append(f"  - {{id: {who}, token_sha256: {digest}, pools: [{', '.join(pools)}]}}")
+        only = (domains or {}).get(who)
+        limit = f", domains: [{', '.join(only)}]" if only else ""
+        lines.append(
+            f"  - {{id: {who}, token_sha256: {digest}, pools: [{', '.join(pools)}]{limit}}}"
+        )
     path.write_text("\n".join(lines) + "\n")
     return tokens
 

@@ -4,6 +4,8 @@ millisecond scores, pool moves and removals)."""
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 import pytest
 import redis.asyncio as aioredis
@@ -61,13 +63,22 @@ async def test_claims_stop_at_the_cap_and_a_replay_keeps_its_slot() -> None:
         await budgets.stop()
 
 
-def _hold(item: str, pool: str, *, key: bytes | None, partition: int) -> IndexedHold:
+def _hold(
+    item: str,
+    pool: str,
+    *,
+    key: bytes | None,
+    partition: int,
+    domain: str = "clinical-summaries",
+    deadline_ms: int = 1_795_576_317_737,
+    held_at_ms: int = 1_795_576_017_001,
+) -> IndexedHold:
     meta = {
         "item_id": item,
         "pool": pool,
-        "domain": "clinical-summaries",
-        "sla_deadline_ms": 1_795_576_317_737,
-        "held_at_ms": 1_795_576_017_001,
+        "domain": domain,
+        "sla_deadline_ms": deadline_ms,
+        "held_at_ms": held_at_ms,
         "next_check_ms": 1_795_576_117_123,
     }
     return IndexedHold(
@@ -123,3 +134,46 @@ async def test_index_upserts_keep_millisecond_scores_and_follow_pool_moves() -> 
     finally:
         await index.stop()
         await client.aclose()
+
+
+async def test_queue_pages_among_the_granted_domains_only() -> None:
+    settings = fresh_settings().redis
+    index = HoldIndex(settings)
+    # Twelve items of three domains in one pool; deadlines interleave the domains, and the
+    # hold times run the other way round.
+    domains = ["a:x", "b", "c"]  # a domain may hold the key separator
+    holds = [
+        _hold(f"i{n:02d}", "nurses", key=None, partition=0, domain=domains[n % 3],
+              deadline_ms=1_000 + n, held_at_ms=5_000 - n)
+        for n in range(12)
+    ]  # fmt: skip
+
+    async def ids(**kwargs: Any) -> tuple[int, list[str]]:
+        total, metas = await index.queue("nurses", **kwargs)
+        return total, [m["item_id"] for m in metas]
+
+    try:
+        await index.apply(holds, [], {}, {})
+        assert await ids(limit=3) == (12, ["i00", "i01", "i02"])
+        assert await ids(domains=["b"], limit=2) == (4, ["i01", "i04"])
+        assert await ids(domains=["b"], offset=2, limit=5) == (4, ["i07", "i10"])
+        assert await ids(domains=["c", "a:x"], offset=1, limit=4) == (
+            8,
+            ["i02", "i03", "i05", "i06"],
+        )
+        assert await ids(domains=["c", "a:x"], order="age", limit=3) == (8, ["i11", "i09", "i08"])
+        assert await ids(domains=["c", "a:x"], offset=8) == (8, [])
+        assert await ids(domains=["nobody"]) == (0, [])
+
+        # A pool move and a removal leave the domain's pages too.
+        await index.apply(
+            [_hold("i01", "doctors", key=None, partition=0, domain="b", deadline_ms=1_001)],
+            [("i04", "d4", 0)],
+            {},
+            {},
+        )
+        assert await ids(domains=["b"]) == (2, ["i07", "i10"])
+        total, metas = await index.queue("doctors", domains=["b"])
+        assert (total, [m["item_id"] for m in metas]) == (1, ["i01"])
+    finally:
+        await index.stop()

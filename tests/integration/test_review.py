@@ -41,16 +41,21 @@ GRANTS = {
     "leo": ["lawyers"],
     "lia": ["lawyers"],
     "sam": ["senior-counsel"],
+    "una": ["general-graders"],
 }
+DOMAINS = {"una": ["translations"]}  # una reviews translations only, in a shared pool
 
 
 class Stack(ApiStack):
-    async def hold(self, item_id: str, domain: str, **fields: Any) -> dict[str, Any]:
+    async def hold(
+        self, item_id: str, domain: str, viewer: str | None = None, **fields: Any
+    ) -> dict[str, Any]:
         body = {"id": item_id, "domain": domain, "confidence": 0.9, "output": {"text": item_id}}
         await produce(
             self.settings.topics.outputs, [(item_id.encode(), orjson.dumps({**body, **fields}))]
         )
-        return await self.item("ana" if domain == "clinical-summaries" else "leo", item_id)
+        viewer = viewer or ("ana" if domain == "clinical-summaries" else "leo")
+        return await self.item(viewer, item_id)
 
     async def decide(self, who: str, item_id: str, **body: Any) -> httpx.Response:
         body.setdefault("decision_id", uuid.uuid4().hex)
@@ -61,12 +66,34 @@ class Stack(ApiStack):
 
 @pytest.fixture
 async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
-    tokens = write_reviewers(tmp_path / "reviewers.yaml", GRANTS)
+    tokens = write_reviewers(tmp_path / "reviewers.yaml", GRANTS, DOMAINS)
     settings = fresh_settings(policy_dir=CONFIGS / "policies").model_copy(
         update={"review": ReviewSettings(reviewers_file=tmp_path / "reviewers.yaml")}
     )
     async with serving(settings) as (gateway, http):
         yield Stack(settings, gateway, tokens, http)
+
+
+async def test_a_reviewer_granted_some_domains_pages_among_them_only(stack: Stack) -> None:
+    s = stack
+    # The shared pool general-graders: low-confidence support answers (15 minute SLA) come
+    # before translations (two days) in deadline order.
+    for n in range(3):
+        await s.hold(f"s{n}", "support-chat", viewer="eve", confidence=0.2)
+    for n in range(3):
+        await s.hold(f"t{n}", "translations", viewer="eve", confidence=0.5)
+
+    async def page(who: str, query: str) -> tuple[int, list[str]]:
+        url = f"/v1/pools/general-graders/items?{query}"
+        found = (await s.http.get(url, headers=s.auth(who))).json()
+        return found["total"], [i["item_id"] for i in found["items"]]
+
+    assert await page("eve", "limit=2") == (6, ["s0", "s1"])
+    assert await page("una", "limit=2") == (3, ["t0", "t1"])
+    assert await page("una", "limit=2&offset=2") == (3, ["t2"])
+    assert await page("una", "order=age&limit=5") == (3, ["t0", "t1", "t2"])
+    hidden = await s.http.get("/v1/items/s0", headers=s.auth("una"))
+    assert hidden.status_code == 403
 
 
 async def test_approve_edit_reject_and_every_refusal(stack: Stack) -> None:

@@ -21,7 +21,7 @@ from pydantic import BaseModel, JsonValue
 
 from hitl_gateway.errors import InfrastructureError
 from hitl_gateway.holds import HoldIndex
-from hitl_gateway.review.auth import Reviewer, Reviewers
+from hitl_gateway.review.auth import ANY, Reviewer, Reviewers
 from hitl_gateway.review.state import DecisionBody, DecisionRequest
 from hitl_gateway.review.tasks import blind_view
 from hitl_gateway.settings import Settings
@@ -114,11 +114,13 @@ def review_router(
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> QueuePage:
         """A page of a pool's held items, nearest SLA deadline (or oldest) first."""
-        if pool not in who.pools and "*" not in who.pools:
+        if pool not in who.pools and ANY not in who.pools:
             raise HTTPException(403, f"{who.id} is not granted pool {pool}")
-        total, metas = await _guard(index.queue(pool, order=order, offset=offset, limit=limit))
-        visible = [m for m in metas if who.may_review(pool, m["domain"])]
-        return QueuePage(pool=pool, total=total, offset=offset, items=[_view(m) for m in visible])
+        # A reviewer granted some domains only pages and counts among those domains' items.
+        domains = None if ANY in who.domains else who.domains
+        page = index.queue(pool, order=order, offset=offset, limit=limit, domains=domains)
+        total, metas = await _guard(page)
+        return QueuePage(pool=pool, total=total, offset=offset, items=[_view(m) for m in metas])
 
     @router.get("/items/{item_id}", response_model=ItemView)
     async def show_item(item_id: ItemId, who: Who) -> ItemView:
