@@ -574,7 +574,9 @@ async def main(args: argparse.Namespace) -> Path:
                       f"{drain.cpu_ms_per_1k} CPU ms/1k, peak {drain.peak_rss_mb} MB")  # fmt: skip
                 results.drains.append(drain)
         summ = summary(results)
-        top = summ["by_mode"].get("D-tx", {}).get("records_per_s")
+        # The offered loads' reference: this run's D-tx drain, or a given rate (to offer two
+        # code versions the same rates on a machine whose speed drifts).
+        top = args.rate or summ["by_mode"].get("D-tx", {}).get("records_per_s")
         if args.latency_seconds > 0 and top:
             payload = out_dir / f"payloads-{stamp}.jsonl"
             payload.write_bytes(b"\n".join(
@@ -641,6 +643,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--modes", nargs="+", default=["K", "A", "A-tx", "D", "D-tx"],
                         choices=["K", "A", "A-tx", "D", "D-tx"])  # fmt: skip
     parser.add_argument("--loads", type=float, nargs="+", default=[0.25, 0.5, 0.75])
+    parser.add_argument("--rate", type=float, default=None,
+                        help="records/s the loads are shares of (default: this run's D-tx "
+                        "drain rate); with --runs 0, latency only")  # fmt: skip
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--soak-seconds", type=float, default=0.0)
     parser.add_argument("--profile", action="store_true")
