@@ -6,14 +6,14 @@ policies: set when it is created, raised (never lowered) when it already exists.
 
 from __future__ import annotations
 
-import contextlib
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
-from aiokafka.errors import TopicAlreadyExistsError
+from aiokafka.errors import TopicAlreadyExistsError, for_code
 
 from hitl_gateway.errors import ConfigError, InfrastructureError
 from hitl_gateway.policy.loader import PolicySet, load_policy_set
@@ -82,22 +82,11 @@ async def ensure_topics(settings: Settings, policies: PolicySet | None = None) -
         configs = topic_configs(settings, retention)
         wanted = settings.topics.all_names()
         missing = [name for name in wanted if name not in existing]
-        if missing:
-            new = [
-                NewTopic(
-                    name,
-                    num_partitions=settings.topics.partitions,
-                    replication_factor=settings.topics.replication_factor,
-                    topic_configs=configs[name],
-                )
-                for name in missing
-            ]
-            with contextlib.suppress(TopicAlreadyExistsError):  # a concurrent creator won
-                await admin.create_topics(new)
-            log.info("topics_created", topics=missing)
+        created, raced = await _create(admin, settings, missing, configs) if missing else ([], [])
+        existing.update(raced)
         present = [name for name in wanted if name in existing]
         if present:
-            for meta in await admin.describe_topics(present):
+            for meta in await _describe(admin, present):
                 count = len(meta["partitions"])
                 if count < settings.topics.partitions:
                     raise ConfigError(
@@ -107,9 +96,60 @@ async def ensure_topics(settings: Settings, policies: PolicySet | None = None) -
         raised = None
         if retention is not None and settings.topics.audit in existing:
             raised = await _keep_for_at_least(admin, settings.topics.audit, retention)
-        return TopicChanges(missing, raised)
+        return TopicChanges(created, raised)
     finally:
         await admin.close()
+
+
+async def _describe(admin: AIOKafkaAdminClient, names: list[str]) -> list[dict[str, Any]]:
+    """Topic metadata; a topic created moments ago may be unknown to the broker for a
+    moment longer, so retriable errors are asked again for up to 5 seconds."""
+    for attempt in range(21):
+        found: list[dict[str, Any]] = await admin.describe_topics(names)
+        failed = [m for m in found if m["error_code"]]
+        if not failed:
+            return found
+        error = for_code(failed[0]["error_code"])
+        if not error.retriable or attempt == 20:
+            raise InfrastructureError(
+                f"describing topic {failed[0]['topic']} failed ({error.__name__})"
+            )
+        await asyncio.sleep(0.25)
+    raise AssertionError("unreachable")
+
+
+async def _create(
+    admin: AIOKafkaAdminClient,
+    settings: Settings,
+    names: list[str],
+    configs: dict[str, dict[str, str]],
+) -> tuple[list[str], list[str]]:
+    """Create these topics; returns those created and those that turned out to exist (a
+    concurrent creator, or a topic so new that the metadata listing did not show it yet)."""
+    new = [
+        NewTopic(
+            name,
+            num_partitions=settings.topics.partitions,
+            replication_factor=settings.topics.replication_factor,
+            topic_configs=configs[name],
+        )
+        for name in names
+    ]
+    created: list[str] = []
+    raced: list[str] = []
+    response = await admin.create_topics(new)
+    for name, code, *message in response.topic_errors:  # per topic; the call does not raise
+        if code == 0:
+            created.append(name)
+        elif code == TopicAlreadyExistsError.errno:
+            raced.append(name)
+        else:
+            error = for_code(code).__name__
+            detail = f": {message[0]}" if message and message[0] else ""
+            raise InfrastructureError(f"creating topic {name} failed ({error}){detail}")
+    if created:
+        log.info("topics_created", topics=created)
+    return created, raced
 
 
 async def _keep_for_at_least(

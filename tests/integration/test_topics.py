@@ -3,6 +3,7 @@ as the longest policy asks, set at creation and raised (never lowered) afterward
 
 from __future__ import annotations
 
+import asyncio
 import shutil
 from pathlib import Path
 
@@ -11,7 +12,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from hitl_gateway.admin import DAY_MS, ensure_topics
-from hitl_gateway.errors import ConfigError
+from hitl_gateway.errors import ConfigError, InfrastructureError
 from hitl_gateway.settings import Settings
 
 from .kafka_io import BOOTSTRAP, CONFIGS, delete_topics, fresh_settings, wait_until
@@ -50,6 +51,11 @@ async def _create(settings: Settings, topic: str, configs: dict[str, str]) -> No
         await admin.create_topics(
             [NewTopic(topic, settings.topics.partitions, 1, topic_configs=configs)]
         )
+
+        async def listed() -> bool:  # the broker's metadata follows the controller
+            return topic in await admin.list_topics()
+
+        await wait_until(listed, timeout_s=15)
     finally:
         await admin.close()
 
@@ -136,3 +142,20 @@ async def test_invalid_policies_stop_topic_creation_with_the_problem_named(
         assert settings.topics.audit not in await admin.list_topics()
     finally:
         await admin.close()
+
+
+async def test_concurrent_creators_each_report_only_what_they_created(tmp_path: Path) -> None:
+    settings = fresh_settings(policy_dir=_policies(tmp_path, {}))
+    try:
+        first, second = await asyncio.gather(ensure_topics(settings), ensure_topics(settings))
+        assert sorted(first.created + second.created) == sorted(settings.topics.all_names())
+        assert (await _configs(settings.topics.audit))["retention.ms"][1] == 1
+    finally:
+        await delete_topics(settings)
+
+
+async def test_a_topic_the_broker_refuses_is_an_error_naming_it(tmp_path: Path) -> None:
+    settings = fresh_settings(policy_dir=_policies(tmp_path, {}))
+    topics = settings.topics.model_copy(update={"replication_factor": 3})  # one broker here
+    with pytest.raises(InfrastructureError, match=r"creating topic t\w+\.\w+ failed \(Invalid"):
+        await ensure_topics(settings.model_copy(update={"topics": topics}))
