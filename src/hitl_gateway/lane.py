@@ -36,7 +36,6 @@ class Lane:
     task: asyncio.Task[None] | None = None
     count: int = 0
     paused: bool = False  # its partitions are paused in the consumer (too much waiting)
-    oldest_monotonic: float = 0.0  # when the oldest buffered record was fetched
     clock: Callable[[], float] = time.monotonic
     _buffer: Work = field(default_factory=dict)
     # Per topic-partition, its buffered records as fetched: [fetch time, how many are left].
@@ -45,11 +44,8 @@ class Lane:
     def add(self, tp: TopicPartition, records: list[Any]) -> None:
         if not records:
             return
-        now = self.clock()
-        if not self.count:
-            self.oldest_monotonic = now
         self._buffer.setdefault(tp, []).extend(records)
-        self._fetches.setdefault(tp, deque()).append([now, len(records)])
+        self._fetches.setdefault(tp, deque()).append([self.clock(), len(records)])
         self.count += len(records)
         self.ready.set()
 
@@ -69,13 +65,15 @@ class Lane:
                 del self._buffer[tp]
                 del self._fetches[tp]
         self.count = sum(len(r) for r in self._buffer.values())
-        if self.count:
-            # What is left was fetched when it was, not now: a remainder does not wait a
-            # whole commit interval again.
-            self.oldest_monotonic = min(fetches[0][0] for fetches in self._fetches.values())
-        else:
+        if not self.count:
             self.ready.clear()
         return work
+
+    @property
+    def oldest_monotonic(self) -> float:
+        """When the oldest buffered record was fetched (0 with none): what a partial take
+        leaves keeps its own fetch time, so it does not wait a whole commit interval again."""
+        return min((fetches[0][0] for fetches in self._fetches.values()), default=0.0)
 
     def _forget(self, tp: TopicPartition, taken: int) -> None:
         fetches = self._fetches[tp]
