@@ -123,15 +123,19 @@ local function previous(id)
 end
 -- Scores and partitions arrive as JSON numbers: written with %d, never as 1.7e+12.
 local function int(n) return string.format('%d', n) end
+-- An item leaves its pool's queues, by deadline and by age, whole and per domain.
+local function leave(id, old)
+  redis.call('ZREM', p .. 'queue:' .. old['pool'], id)
+  redis.call('ZREM', p .. 'age:' .. old['pool'], id)
+  redis.call('ZREM', p .. 'dqueue:' .. old['pool'] .. ':' .. old['domain'], id)
+  redis.call('ZREM', p .. 'dage:' .. old['pool'] .. ':' .. old['domain'], id)
+end
 for u = 1, nu do
   local f = fields[u]
   local id, pool, domain, partition = f[1], f[2], f[3], int(f[7])
   local old = previous(id)
   if old and old['pool'] ~= pool then
-    redis.call('ZREM', p .. 'queue:' .. old['pool'], id)
-    redis.call('ZREM', p .. 'age:' .. old['pool'], id)
-    redis.call('ZREM', p .. 'dqueue:' .. old['pool'] .. ':' .. old['domain'], id)
-    redis.call('ZREM', p .. 'dage:' .. old['pool'] .. ':' .. old['domain'], id)
+    leave(id, old)
   end
   redis.call('HSET', p .. 'hold:' .. id, 'meta', ARGV[i], 'value', ARGV[i + 1],
     'key', ARGV[i + 2], 'has_key', f[8], 'headers', ARGV[i + 3], 'partition', partition)
@@ -149,10 +153,7 @@ for _ = 1, nr do
   local id, decision, partition = ARGV[i], ARGV[i + 1], ARGV[i + 2]
   local old = previous(id)
   if old then
-    redis.call('ZREM', p .. 'queue:' .. old['pool'], id)
-    redis.call('ZREM', p .. 'age:' .. old['pool'], id)
-    redis.call('ZREM', p .. 'dqueue:' .. old['pool'] .. ':' .. old['domain'], id)
-    redis.call('ZREM', p .. 'dage:' .. old['pool'] .. ':' .. old['domain'], id)
+    leave(id, old)
     redis.call('SREM', p .. 'domain:' .. old['domain'], id)
   end
   redis.call('DEL', p .. 'hold:' .. id)
