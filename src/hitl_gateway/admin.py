@@ -104,18 +104,19 @@ async def ensure_topics(settings: Settings, policies: PolicySet | None = None) -
 async def _describe(admin: AIOKafkaAdminClient, names: list[str]) -> list[dict[str, Any]]:
     """Topic metadata; a topic created moments ago may be unknown to the broker for a
     moment longer, so retriable errors are asked again for up to 5 seconds."""
-    for attempt in range(21):
+    retries = 20
+    while True:
         found: list[dict[str, Any]] = await admin.describe_topics(names)
         failed = [m for m in found if m["error_code"]]
         if not failed:
             return found
         error = for_code(failed[0]["error_code"])
-        if not error.retriable or attempt == 20:
+        if not error.retriable or not retries:
             raise InfrastructureError(
                 f"describing topic {failed[0]['topic']} failed ({error.__name__})"
             )
+        retries -= 1
         await asyncio.sleep(0.25)
-    raise AssertionError("unreachable")
 
 
 async def _create(
