@@ -33,11 +33,13 @@ class DeadLetterReason(StrEnum):
     NOT_UTF8 = "not_utf8"
     NOT_JSON = "not_json"
     NOT_OBJECT = "not_object"
+    TOO_DEEP = "too_deep"
     MISSING_FIELD = "missing_field"
     WRONG_TYPE = "wrong_type"
     OUT_OF_RANGE = "out_of_range"
     INVALID_FIELD = "invalid_field"
     UNKNOWN_DOMAIN = "unknown_domain"
+    DUPLICATE_ID = "duplicate_id"  # another record holds this id with other content
 
 
 class Judge(BaseModel):

@@ -7,6 +7,7 @@ from typing import Any
 
 import orjson
 
+from hitl_gateway.codec import read_json
 from hitl_gateway.sink import Outgoing
 
 TASK_SCHEMA_VERSION = 1
@@ -15,9 +16,19 @@ TASK_SCHEMA_VERSION = 1
 def blind_view(value: bytes) -> dict[str, Any]:
     """A held record as a blind reviewer sees it (task or API): without the judge's grade,
     which the hold keeps for calibration."""
-    body: dict[str, Any] = orjson.loads(value)
+    body: dict[str, Any] = read_json(value)
     body.pop("judge", None)
     return body
+
+
+def embedded(value: bytes) -> Any:
+    """A held record to embed in a task as it is, or as read again when it is not strict
+    JSON (a hold written before the codec's strict contract): tasks are always JSON."""
+    try:
+        orjson.loads(value)
+    except orjson.JSONDecodeError:
+        return read_json(value)
+    return orjson.Fragment(value)
 
 
 def hold_task(
@@ -41,6 +52,6 @@ def hold_task(
         "policy_version": meta.get("policy_version"),
         "source": meta.get("source"),
         "created_at_ms": at_ms,
-        "record": orjson.Fragment(value),
+        "record": embedded(value),
     }
     return Outgoing(topic, orjson.dumps(task), meta["item_id"].encode(), [])
