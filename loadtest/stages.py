@@ -33,6 +33,7 @@ import bench_review
 from hitl_gateway.audit import AuditChain
 from hitl_gateway.budgets import RedisBudgets
 from hitl_gateway.holds import HoldIndex, index_changes
+from hitl_gateway.ids import HeldIds
 from hitl_gateway.policy.loader import load_policy_set
 from hitl_gateway.routing import Router
 from hitl_gateway.settings import PolicySettings, RedisSettings, Settings
@@ -64,7 +65,8 @@ async def measure(records: int, reps: int, payload_bytes: int, invalid_share: fl
     policy = settings.policy
     policies = load_policy_set(policy.dir, policy.pools_file, policy.routing_file)
     budgets = RedisBudgets(settings.redis)
-    router = Router(settings, budgets)
+    ids = HeldIds(settings.redis)
+    router = Router(settings, budgets, ids)
     index = HoldIndex(settings.redis)
     now_ms = int(time.time() * 1000)
     generated = make_stream(records, run_id=prefix, seed=3, payload_bytes=payload_bytes,
@@ -96,6 +98,7 @@ async def measure(records: int, reps: int, payload_bytes: int, invalid_share: fl
                 seconds["index_apply"] += time.process_time() - t
     finally:
         await budgets.stop()
+        await ids.stop()
         await index.stop()
         await bench_review.drop_redis_keys(settings.redis.url, prefix)
     done = reps * len(consumed)

@@ -20,6 +20,7 @@ from hitl_gateway import __version__
 from hitl_gateway.budgets import RedisBudgets
 from hitl_gateway.calibration.store import CalibrationStore
 from hitl_gateway.holds import HoldIndex
+from hitl_gateway.ids import HeldIds
 from hitl_gateway.metrics import GatewayMetrics
 from hitl_gateway.observe import Observer
 from hitl_gateway.pipeline import Pipeline
@@ -45,16 +46,22 @@ class Gateway:
         self.policies = PolicyStore(settings.policy, self.metrics)  # invalid files: fail fast
         self.budgets = RedisBudgets(settings.redis)
         self.index = HoldIndex(settings.redis)
+        self.ids = HeldIds(settings.redis)
         self.reviewers = Reviewers.load(settings.review.reviewers_file)
         self.calibration = CalibrationStore(settings.redis)
         applier = DecisionApplier(
-            settings.topics, self.index, self.reviewers, self.policies, self.calibration
+            settings.topics,
+            self.index,
+            self.reviewers,
+            self.policies,
+            self.calibration,
+            settings.limits.max_record_bytes,
         )
         self.pipeline = Pipeline(
             settings,
             self.metrics,
             self.policies,
-            Router(settings, self.budgets),
+            Router(settings, self.budgets, self.ids),
             applier,
             self.index,
         )
@@ -78,9 +85,11 @@ class Gateway:
         self.http: HttpServer | None = None
         if settings.http.enabled:
             api = review_router(settings, self.index, self.reviewers, self.publisher)
-            self.http = HttpServer(
-                settings.http, build_app(self.metrics.registry, self.ready, [api])
-            )
+            # A decision carrying an edit of a maximum-size record, with room for its other
+            # fields (grades, notes), is the largest body worth reading.
+            max_body = settings.limits.max_record_bytes + 64 * 1024
+            app = build_app(self.metrics.registry, self.ready, [api], max_body_bytes=max_body)
+            self.http = HttpServer(settings.http, app)
         self._stop = asyncio.Event()
         self._running = False
         self._watchdog: asyncio.Task[None] | None = None
@@ -127,6 +136,7 @@ class Gateway:
                     stack.push_async_callback(self.http.stop)
                 stack.push_async_callback(self.budgets.stop)
                 stack.push_async_callback(self.index.stop)
+                stack.push_async_callback(self.ids.stop)
                 stack.push_async_callback(self.calibration.stop)
                 await self.pipeline.start()
                 stack.push_async_callback(self.pipeline.stop)

@@ -14,8 +14,8 @@ import orjson
 from redis.exceptions import RedisError
 
 from hitl_gateway.errors import InfrastructureError
-from hitl_gateway.holds import redis_client
 from hitl_gateway.policy.budget import Claim, MemoryLedger
+from hitl_gateway.redis_client import redis_client
 from hitl_gateway.settings import RedisSettings
 
 # ARGV[1]: [[item_id, [[key, cap, ttl_or_0], ...]], ...] -> one 1 (granted) or 0 per group.

@@ -10,6 +10,7 @@ POLICY_VERSION = "hitl.policy.version"
 HOLD = "hitl.hold"  # JSON: the hold's state, pool, deadline, reasons, content hash
 HOLD_KEY = "hitl.hold.key"  # the input record's own key (the hold is keyed by item id)
 DECISION_ID = "hitl.decision.id"  # the decision that released or blocked a held item
+DECISION_REVIEWER = "hitl.decision.reviewer"  # its reviewer (on the hold's tombstone)
 REJECT_REASON = "hitl.reject.reason"
 GATEWAY_VERSION = "hitl.gateway.version"
 SOURCE_TOPIC = "hitl.source.topic"

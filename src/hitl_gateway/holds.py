@@ -8,8 +8,10 @@ Keys: ``hold:{id}`` hash (meta JSON, value, key, headers, partition), ``queue:{p
 ``age:{pool}`` sorted sets (by SLA deadline and by hold time), the same per domain within a
 pool (``dqueue:{pool}:{domain}``, ``dage:{pool}:{domain}``: pages for reviewers granted some
 domains only), ``domain:{d}`` sets, ``sla:{partition}`` sorted set (next SLA check),
-``closed:{id}`` (the decision id that closed it), ``decision:{id}`` (a decision's result),
-``applied.v2:{topic}:{partition}``. The applied offsets are named by the key layout's
+``closed:{id}`` (the decision id that closed it and its reviewer), ``result:{item id}\0
+{reviewer}\0{decision id}`` (a decision's result: decision ids are scoped to their item and
+reviewer, so one reviewer's id can neither read nor squat another's), ``applied.v2:{topic}:
+{partition}``. The applied offsets are named by the key layout's
 version: after a layout change, every partition's index is rebuilt from the topic.
 """
 
@@ -23,14 +25,15 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
 from hitl_gateway import headers
 from hitl_gateway.errors import InfrastructureError
+from hitl_gateway.ids import claim_value, source_of
+from hitl_gateway.redis_client import CLOSED_TTL_S, redis_client
+from hitl_gateway.review.state import ClosedBy
 from hitl_gateway.settings import RedisSettings
 
-CLOSED_TTL_S = 30 * 86_400
 RESULT_TTL_S = 7 * 86_400
 
 
@@ -60,17 +63,30 @@ def indexed(value: bytes, hdrs: list[tuple[str, bytes]], partition: int) -> Inde
     )
 
 
+# A decision's result is found by (item id, reviewer, decision id).
+ResultKey = tuple[str, str, str]
+
+
+def result_key(item_id: str, reviewer: str, decision_id: str) -> str:
+    """The Redis key suffix of a result. Reviewer and decision ids never hold a NUL (their
+    patterns forbid it), so the suffix is unambiguous even for an item id that does."""
+    return f"{item_id}\0{reviewer}\0{decision_id}"
+
+
 def index_changes(
     records: Iterable[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]], partition: int
 ) -> tuple[list[IndexedHold], list[tuple[str, str, int]]]:
     """What the index must do for these holds-topic records (key, value, headers), in topic
     order: the last record per item wins, a hold (upsert) or a tombstone (removal, with the
-    decision that closed it)."""
+    decision that closed it and its reviewer, as ``ClosedBy.parse`` reads them)."""
     latest: dict[str, IndexedHold | str] = {}
     for key, value, hdrs in records:
         item_id = (key or b"").decode()
         if value is None:
-            latest[item_id] = dict(hdrs).get(headers.DECISION_ID, b"closed").decode()
+            found = dict(hdrs)
+            marker = found.get(headers.DECISION_ID, b"closed").decode()
+            reviewer = found.get(headers.DECISION_REVIEWER)
+            latest[item_id] = f"{marker}\0{reviewer.decode()}" if reviewer else marker
         else:
             latest[item_id] = indexed(value, hdrs, partition)
     upserts = [v for v in latest.values() if isinstance(v, IndexedHold)]
@@ -78,14 +94,13 @@ def index_changes(
     return upserts, removals
 
 
-def redis_client(settings: RedisSettings) -> aioredis.Redis:
-    """The Redis connection both Redis wrappers (holds, budgets) use."""
-    return aioredis.Redis.from_url(
-        settings.url,
-        password=settings.password.get_secret_value() if settings.password else None,
-        socket_timeout=settings.socket_timeout_s,
-        socket_connect_timeout=settings.socket_timeout_s,
+def _claim(meta: dict[str, Any]) -> str:
+    """The id claim of the record that made this hold (see ids.py)."""
+    source = meta.get("source") or {}
+    where = source_of(
+        source.get("topic", "?"), source.get("partition", -1), source.get("offset", -1)
     )
+    return claim_value(meta["content_hash"], where)
 
 
 def _text(value: Any) -> str:
@@ -106,10 +121,11 @@ def decode_headers(raw: bytes) -> list[tuple[str, bytes]]:
 
 # One batch's index changes, atomically. ARGV: prefix, the counts of upserts, removals,
 # results and applied offsets, the closed-marker and result TTLs, the upserts' fields as one
-# JSON array ([id, pool, domain, sla deadline, held at, next check, partition, has key] per
-# upsert: one argument instead of eight per hold for the client to pack), then 4 values per
-# upsert (meta, value, key, headers), 3 per removal, 2 per result and 2 per offset. An item
-# moving pools leaves its old queues.
+# JSON array ([id, pool, domain, sla deadline, held at, next check, partition, has key, id
+# claim] per upsert: one argument instead of nine per hold for the client to pack), then 4
+# values per upsert (meta, value, key, headers), 3 per removal, 2 per result and 2 per
+# offset. An item moving pools leaves its old queues; a hold restores its id claim (ids.py)
+# if Redis lost it.
 _APPLY = """
 local p = ARGV[1]
 local nu, nr, nres, nap = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -147,6 +163,7 @@ for u = 1, nu do
   redis.call('SADD', p .. 'pools', pool)
   redis.call('ZADD', p .. 'sla:' .. partition, int(f[6]), id)
   redis.call('DEL', p .. 'closed:' .. id)
+  redis.call('SET', p .. 'id:' .. id, f[9], 'NX', 'EX', closed_ttl)
   i = i + 4
 end
 for _ = 1, nr do
@@ -162,7 +179,7 @@ for _ = 1, nr do
   i = i + 3
 end
 for _ = 1, nres do
-  redis.call('SET', p .. 'decision:' .. ARGV[i], ARGV[i + 1], 'EX', result_ttl)
+  redis.call('SET', p .. 'result:' .. ARGV[i], ARGV[i + 1], 'EX', result_ttl)
   i = i + 2
 end
 for _ = 1, nap do
@@ -188,7 +205,7 @@ class HoldIndex:
         self,
         upserts: list[IndexedHold],
         removals: list[tuple[str, str, int]],
-        results: dict[str, dict[str, Any]],
+        results: dict[ResultKey, dict[str, Any]],
         applied: dict[tuple[str, int], int],
     ) -> None:
         """Upsert holds, remove closed ones ((item, closing decision, partition)), store
@@ -208,6 +225,7 @@ class HoldIndex:
                 meta.get("next_check_ms") or 0,
                 hold.partition,
                 "1" if hold.key is not None else "0",
+                _claim(meta),
             ])  # fmt: skip
             blobs += [
                 hold.meta_json if hold.meta_json is not None else orjson.dumps(meta),
@@ -218,8 +236,8 @@ class HoldIndex:
         args += [orjson.dumps(fields), *blobs]
         for item_id, decision_id, partition in removals:
             args += [item_id, decision_id, partition]
-        for decision_id, result in results.items():
-            args += [decision_id, orjson.dumps(result)]
+        for (item_id, reviewer, decision_id), result in results.items():
+            args += [result_key(item_id, reviewer, decision_id), orjson.dumps(result)]
         for (topic, partition), offset in applied.items():
             args += [f"{topic}:{partition}", offset]
         try:
@@ -245,16 +263,26 @@ class HoldIndex:
             partition=int(raw[b"partition"]),
         )
 
-    async def closed_by(self, item_id: str) -> str | None:
-        value = await self._r.get(f"{self._p}closed:{item_id}")
-        return _text(value) if value is not None else None
+    async def closed_by(self, item_id: str) -> ClosedBy | None:
+        try:
+            value = await self._r.get(f"{self._p}closed:{item_id}")
+        except RedisError as exc:
+            raise InfrastructureError(f"redis read failed: {exc!r}") from exc
+        return ClosedBy.parse(_text(value)) if value is not None else None
 
-    async def result(self, decision_id: str) -> dict[str, Any] | None:
-        raw = await self._r.get(f"{self._p}decision:{decision_id}")
+    async def result(self, item_id: str, reviewer: str, decision_id: str) -> dict[str, Any] | None:
+        """The result of ``reviewer``'s decision ``decision_id`` on ``item_id``."""
+        try:
+            raw = await self._r.get(f"{self._p}result:{result_key(item_id, reviewer, decision_id)}")
+        except RedisError as exc:
+            raise InfrastructureError(f"redis read failed: {exc!r}") from exc
         return orjson.loads(raw) if raw else None
 
     async def applied_offset(self, topic: str, partition: int) -> int | None:
-        raw = await self._r.get(f"{self._p}applied.v2:{topic}:{partition}")
+        try:
+            raw = await self._r.get(f"{self._p}applied.v2:{topic}:{partition}")
+        except RedisError as exc:
+            raise InfrastructureError(f"redis read failed: {exc!r}") from exc
         return int(raw) if raw is not None else None
 
     async def queue(
@@ -298,9 +326,12 @@ class HoldIndex:
 
     async def due(self, partition: int, now_ms: int, limit: int = 500) -> list[str]:
         """Items of ``partition`` whose next SLA check is due."""
-        ids = await self._r.zrangebyscore(
-            f"{self._p}sla:{partition}", 1, now_ms, start=0, num=limit
-        )
+        try:
+            ids = await self._r.zrangebyscore(
+                f"{self._p}sla:{partition}", 1, now_ms, start=0, num=limit
+            )
+        except RedisError as exc:
+            raise InfrastructureError(f"redis read failed: {exc!r}") from exc
         return [_text(i) for i in ids]
 
     async def pools(self) -> set[str]:

@@ -15,11 +15,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+import structlog
 
 from hitl_gateway import __version__, headers
 from hitl_gateway.audit import AuditChain
 from hitl_gateway.budgets import RedisBudgets
 from hitl_gateway.codec import decode
+from hitl_gateway.ids import Claim, Claimed, HeldIds, source_of
 from hitl_gateway.models import DeadLetterReason, InputRecord, Invalid, Route
 from hitl_gateway.policy.budget import MemoryLedger
 from hitl_gateway.policy.engine import Decision, candidate_claim_keys, decide
@@ -30,6 +32,11 @@ from hitl_gateway.sink import Outgoing
 
 # Header values per route, encoded once (an enum's ``.value`` is a Python-level descriptor).
 _ROUTE_BYTES = {route: route.value.encode() for route in Route}
+
+log = structlog.get_logger(__name__)
+
+# The route label of a record acknowledged as a retry of an item already held.
+DUPLICATE = "duplicate"
 
 # Records routed between two yields to the event loop: other partitions' commit round trips
 # advance while this one routes (one batch is tens of milliseconds of CPU).
@@ -56,17 +63,20 @@ class _Seen:
     source: dict[str, Any]
 
     @classmethod
-    def of(cls, record: Any, value: bytes, d: Decision) -> _Seen:
+    def of(cls, record: Any, value: bytes, d: Decision, content_hash: str | None = None) -> _Seen:
         """For the item whose bytes are ``value``, routed by ``d`` from input ``record``."""
         reasons = [{"rule": r.rule, "detail": r.detail} for r in d.reasons]
-        return cls(_content_hash(value), reasons, _source(record))
+        return cls(content_hash or _content_hash(value), reasons, _source(record))
 
 
 class Router:
-    def __init__(self, settings: Settings, budgets: RedisBudgets | None) -> None:
+    def __init__(
+        self, settings: Settings, budgets: RedisBudgets | None, ids: HeldIds | None
+    ) -> None:
         self._settings = settings
         self._topics = settings.topics
         self._budgets = budgets
+        self._ids = ids
         self._version = __version__.encode()
 
     async def route(
@@ -85,6 +95,7 @@ class Router:
                 for r in records[start : start + YIELD_EVERY]
             ]
         decisions = await self._decide_all(records, verdicts, policies)
+        claims = await self._claim_ids(records, verdicts, decisions)
         out: list[Outgoing] = []
         for n, (record, verdict, decision) in enumerate(
             zip(records, verdicts, decisions, strict=True)
@@ -106,7 +117,12 @@ class Router:
                 tally.dead_letters[DeadLetterReason.UNKNOWN_DOMAIN] += 1
                 tally.routes[("-", Route.DEADLETTER)] += 1
                 continue
-            out += self._outputs(record, verdict, decision, policies, chain)
+            claimed = claims.get(n)
+            if claimed is not None and not claimed[1].holds:
+                out += self._not_held_again(record, verdict, claimed[1], policies, tally)
+                continue
+            content_hash = claimed[0] if claimed is not None else None
+            out += self._outputs(record, verdict, decision, policies, chain, content_hash)
             tally.routes[(decision.domain, decision.route)] += 1
             if decision.route in (Route.PASS, Route.DELIVER_AND_REVIEW):
                 tally.delivered += 1
@@ -114,6 +130,50 @@ class Router:
             if decision.route in (Route.HOLD, Route.DELIVER_AND_REVIEW):
                 tally.review_tasks[decision.pool or "-"] += 1
         return out, tally
+
+    async def _claim_ids(
+        self,
+        records: list[Any],
+        verdicts: list[InputRecord | Invalid],
+        decisions: list[Decision | None],
+    ) -> dict[int, tuple[str, Claimed]]:
+        """Per record that would write a hold: its content hash and its id claim (ids.py)."""
+        reviewed = [
+            n for n, d in enumerate(decisions)
+            if d is not None and d.route in (Route.HOLD, Route.DELIVER_AND_REVIEW)
+        ]  # fmt: skip
+        if not reviewed:
+            return {}
+        if self._ids is None:
+            raise RuntimeError("policies that hold or review need Redis")
+        items = []
+        for n in reviewed:
+            verdict, record = verdicts[n], records[n]
+            assert isinstance(verdict, InputRecord)
+            where = source_of(record.topic, record.partition, record.offset)
+            items.append((verdict.id, _content_hash(record.value), where))
+        claimed = await self._ids.claim(items)
+        return {n: (item[1], c) for n, item, c in zip(reviewed, items, claimed, strict=True)}
+
+    def _not_held_again(
+        self, record: Any, item: InputRecord, claimed: Claimed, policies: PolicySet, tally: Tally
+    ) -> list[Outgoing]:
+        """A record whose id another record holds: a retry of the same content is acknowledged
+        once (counted, nothing written again); other content under that id is a conflict,
+        dead-lettered naming the record that holds the id."""
+        if claimed.status is Claim.DUPLICATE:
+            tally.routes[("-", DUPLICATE)] += 1
+            log.info("duplicate_acknowledged", item_id=item.id, first=claimed.holder,
+                     **_source(record))  # fmt: skip
+            return []
+        message = (
+            f"id {item.id!r} is already held with other content (first held from"
+            f" {claimed.holder}): ids are idempotency keys"
+        )
+        reason = DeadLetterReason.DUPLICATE_ID
+        tally.dead_letters[reason] += 1
+        tally.routes[("-", Route.DEADLETTER)] += 1
+        return [self._dead_letter(record, reason, message, policies.version)]
 
     async def _decide_all(
         self, records: list[Any], verdicts: list[InputRecord | Invalid], policies: PolicySet
@@ -155,6 +215,7 @@ class Router:
         decision: Decision,
         policies: PolicySet,
         chain: AuditChain,
+        content_hash: str | None = None,
     ) -> list[Outgoing]:
         base = [
             *headers.original_headers(record),
@@ -176,7 +237,7 @@ class Router:
         if not (reviewed or decision.audit):
             return out
         # Shared by the hold, its review task and the audit event (built once per record).
-        seen = _Seen.of(record, record.value, decision)
+        seen = _Seen.of(record, record.value, decision, content_hash)
         if reviewed:
             # Held items, and deliver-and-review items as non-blocking reviews: both wait on
             # the holds topic for a reviewer (the latter already delivered, never blocked).

@@ -24,9 +24,10 @@ def write_reviewers(
     path: Path,
     grants: Mapping[str, Sequence[str]],
     domains: Mapping[str, Sequence[str]] | None = None,
+    operators: Sequence[str] = (),
 ) -> dict[str, str]:
     """A reviewers file granting each reviewer its pools (and, where given, only these
-    domains); returns their bearer tokens."""
+    domains; ``operators`` are operators); returns their bearer tokens."""
     tokens: dict[str, str] = {}
     lines = ["reviewers:"]
     for who, pools in grants.items():
@@ -34,6 +35,7 @@ def write_reviewers(
         tokens[who] = token
         only = (domains or {}).get(who)
         limit = f", domains: [{', '.join(only)}]" if only else ""
+        limit += ", operator: true" if who in operators else ""
         lines.append(
             f"  - {{id: {who}, token_sha256: {digest}, pools: [{', '.join(pools)}]{limit}}}"
         )

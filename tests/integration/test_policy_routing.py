@@ -155,11 +155,15 @@ async def test_quota_survives_a_restart_and_replays_keep_their_slot(tmp_path: Pa
         finally:
             await client.aclose()
         assert members == admitted
-        # A replay of an admitted record (same id) keeps its slot and is reviewed again.
+        # A replay of an admitted record (same id and content) keeps its slot, and is a
+        # duplicate: acknowledged once, not queued for review a second time.
         await produce(settings.topics.outputs, [_value("a1", domain, confidence=0.0)])
-        await _run_until(Gateway(settings, CollectorRegistry()), 1)
+        registry = CollectorRegistry()
+        await _run_until(Gateway(settings, registry), 1)
         tasks = [orjson.loads(r.value) for r in await read_all(settings.topics.review_tasks)]
-        assert [t["item_id"] for t in tasks].count("a1") == 2
+        assert [t["item_id"] for t in tasks].count("a1") == 1
+        labels = {"domain": "-", "route": "duplicate"}
+        assert registry.get_sample_value("hitl_records_routed_total", labels) == 1
     finally:
         await delete_topics(settings)
 

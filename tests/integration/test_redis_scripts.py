@@ -13,6 +13,7 @@ import redis.asyncio as aioredis
 from hitl_gateway.budgets import RedisBudgets
 from hitl_gateway.holds import HoldIndex, IndexedHold
 from hitl_gateway.policy.budget import Claim
+from hitl_gateway.review.state import ClosedBy
 
 from .kafka_io import REDIS_URL, fresh_settings
 
@@ -80,6 +81,8 @@ def _hold(
         "sla_deadline_ms": deadline_ms,
         "held_at_ms": held_at_ms,
         "next_check_ms": 1_795_576_117_123,
+        "content_hash": "sha256:" + "c" * 64,
+        "source": {"topic": "outputs", "partition": partition, "offset": 41},
     }
     return IndexedHold(
         meta=meta,
@@ -103,7 +106,7 @@ async def test_index_upserts_keep_millisecond_scores_and_follow_pool_moves() -> 
                 _hold("i2", "nurses", key=None, partition=0),
             ],
             [],
-            {"d0": {"status": "recorded"}},
+            {("i1", "ana", "d0"): {"status": "recorded"}},
             {("holds", 2): 7},
         )
         assert await client.zscore(f"{p}queue:nurses", "i1") == 1_795_576_317_737
@@ -111,7 +114,12 @@ async def test_index_upserts_keep_millisecond_scores_and_follow_pool_moves() -> 
         assert await client.zscore(f"{p}sla:2", "i1") == 1_795_576_117_123
         assert await client.hget(f"{p}hold:i1", "partition") == b"2"
         assert await index.applied_offset("holds", 2) == 7
-        assert await index.result("d0") == {"status": "recorded"}
+        assert await index.result("i1", "ana", "d0") == {"status": "recorded"}
+        # The hold restores its id's claim (ids.py) for an index rebuilt after Redis lost it.
+        claim = await client.get(f"{p}id:i1")
+        assert claim == b"sha256:" + b"c" * 64 + b"|outputs:2:41"
+        assert await index.result("i2", "ana", "d0") is None  # scoped to its item
+        assert await index.result("i1", "bob", "d0") is None  # and to its reviewer
         first = await index.get("i1")
         assert first is not None
         assert first.key == b"k1"
@@ -123,12 +131,12 @@ async def test_index_upserts_keep_millisecond_scores_and_follow_pool_moves() -> 
 
         # i1 moves to another pool (adjudication); i2 is closed by a decision.
         await index.apply(
-            [_hold("i1", "doctors", key=b"k1", partition=2)], [("i2", "d2", 0)], {}, {}
+            [_hold("i1", "doctors", key=b"k1", partition=2)], [("i2", "d2\0ana", 0)], {}, {}
         )
         assert await client.zscore(f"{p}queue:nurses", "i1") is None
         assert await client.zscore(f"{p}queue:doctors", "i1") == 1_795_576_317_737
         assert await index.get("i2") is None
-        assert await index.closed_by("i2") == "d2"
+        assert await index.closed_by("i2") == ClosedBy("d2", "ana")
         assert await client.zscore(f"{p}sla:0", "i2") is None
         assert await index.queue("nurses") == (0, [])
     finally:

@@ -215,7 +215,7 @@ async def test_decision_over_the_topic_takes_the_same_path(stack: Stack) -> None
     await produce(s.settings.topics.review_decisions, [(b"x", b"{not json")])
 
     async def applied() -> bool:
-        status = await s.http.get("/v1/decisions/topic-1", headers=s.auth("ana"))
+        status = await s.http.get("/v1/items/t1/decisions/topic-1", headers=s.auth("ana"))
         return status.status_code == 200 and status.json()["state"] == "approved"
 
     await wait_until(applied, timeout_s=30)

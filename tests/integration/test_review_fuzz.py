@@ -61,7 +61,7 @@ async def test_fuzzed_requests_get_4xx_and_change_nothing(stack: Stack) -> None:
         url = {
             "items": f"/v1/items/{quoted}/decisions" if method == "POST" else f"/v1/items/{quoted}",
             "pools": f"/v1/pools/{quoted}/items?limit=5&order=age",
-            "decisions": f"/v1/decisions/{quoted}",
+            "decisions": f"/v1/items/{quoted}/decisions/{quoted}",
             "raw": f"/v1/{quoted}",
         }[target]
         requests.append((method, url, body, who or ""))

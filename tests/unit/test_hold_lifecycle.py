@@ -9,6 +9,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 
 from hitl_gateway.review.auth import Reviewer
 from hitl_gateway.review.state import (
+    ClosedBy,
     DecisionRequest,
     Hold,
     Refusal,
@@ -42,7 +43,7 @@ class HoldLifeCycle(RuleBasedStateMachine):
             adjudicator_pool="adjudicators",
             producer="maker",
         )
-        self.closed_by: str | None = None
+        self.closed_by: ClosedBy | None = None
         self.terminal_count = 0
         self.used: list[str] = []
         self.counter = 0
@@ -74,6 +75,9 @@ class HoldLifeCycle(RuleBasedStateMachine):
         )
         if outcome.refusal is not None or outcome.duplicate:
             assert self.hold == before  # a refused or repeated request changes nothing
+            if outcome.duplicate and before is None:
+                # "Already applied" is told only to the reviewer whose decision closed it.
+                assert self.closed_by == ClosedBy(decision_id, who)
             return
         # Applied: only a qualified, independent reviewer who saw the current content.
         assert not stale, "a stale content hash was accepted"
@@ -85,7 +89,7 @@ class HoldLifeCycle(RuleBasedStateMachine):
         if outcome.terminal is not None:
             self.terminal_count += 1
             self.hold = None
-            self.closed_by = decision_id
+            self.closed_by = ClosedBy(decision_id, who)
         else:
             self.hold = outcome.hold
 

@@ -32,8 +32,8 @@ from hitl_gateway.calibration.stats import (
     krippendorff_alpha_nominal,
 )
 from hitl_gateway.errors import InfrastructureError
-from hitl_gateway.holds import redis_client
 from hitl_gateway.policy.schema import Calibration
+from hitl_gateway.redis_client import redis_client
 from hitl_gateway.settings import RedisSettings
 
 SEEN_TTL_S = 30 * 86_400

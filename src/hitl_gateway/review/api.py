@@ -3,7 +3,12 @@
 A decision is published to the decisions topic, on the partition of the item's hold, and
 applied there by the partition's owner like any decision from the topic: one code path.
 The API waits for the recorded result and answers with its status (200 applied, 202 vote
-recorded or still pending, 4xx refused).
+recorded or still pending, 4xx refused). A decision id is the reviewer's idempotency key for
+one item: results are kept per (item, reviewer, decision id) and read by that reviewer or an
+operator only.
+
+Request bodies are bounded before they are parsed (size, in the server; rubric grades and
+nesting, here), and parsed by orjson: no request can hold the event loop the stream shares.
 """
 
 # FastAPI resolves the dependency annotations below at import: no postponed annotations here.
@@ -17,12 +22,19 @@ import orjson
 from fastapi import APIRouter, Depends, HTTPException, Path, Query, Request
 from fastapi.responses import JSONResponse
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-from pydantic import BaseModel, JsonValue
+from pydantic import BaseModel, JsonValue, ValidationError
 
+from hitl_gateway.codec import read_json
 from hitl_gateway.errors import InfrastructureError
 from hitl_gateway.holds import HoldIndex
 from hitl_gateway.review.auth import ANY, Reviewer, Reviewers
-from hitl_gateway.review.state import DecisionBody, DecisionRequest
+from hitl_gateway.review.state import (
+    MAX_GRADES,
+    DecisionBody,
+    DecisionRequest,
+    Verdict,
+    edited_value,
+)
 from hitl_gateway.review.tasks import blind_view
 from hitl_gateway.settings import Settings
 from hitl_gateway.sink import Publisher
@@ -34,6 +46,8 @@ ItemId = Annotated[str, Path(min_length=1, max_length=4_096)]
 
 class DecisionResult(BaseModel):
     decision_id: str
+    item_id: str | None = None
+    reviewer: str | None = None
     status: int
     state: str
     refusal: str | None = None
@@ -68,7 +82,7 @@ class QueuePage(BaseModel):
 def _view(meta: dict[str, Any], value: bytes | None = None) -> ItemView:
     record: Any = None
     if value is not None:
-        record = blind_view(value) if meta.get("blind") else orjson.loads(value)
+        record = blind_view(value) if meta.get("blind") else read_json(value)
     return ItemView(
         item_id=meta["item_id"],
         domain=meta["domain"],
@@ -135,16 +149,25 @@ def review_router(
     @router.post(
         "/items/{item_id}/decisions",
         response_model=DecisionResult,
-        responses={202: {"model": DecisionResult}, 403: {}, 404: {}, 409: {}, 503: {}},
-    )
-    async def decide(
-        item_id: ItemId, body: DecisionBody, who: Who, request: Request
-    ) -> JSONResponse:
-        """Approve, edit or reject a held item. Idempotent per decision_id."""
-        previous = await _guard(index.result(body.decision_id))
+        responses={202: {"model": DecisionResult}, 403: {}, 404: {}, 409: {}, 413: {}, 503: {}},
+        openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+            "schema": DecisionBody.model_json_schema(ref_template="#/components/schemas/{model}")
+        }}}},
+    )  # fmt: skip
+    async def decide(item_id: ItemId, who: Who, request: Request) -> JSONResponse:
+        """Approve, edit or reject a held item. Idempotent per (item, reviewer, decision_id)."""
+        body = _decision_body(await request.body())
+        previous = await _guard(index.result(item_id, who.id, body.decision_id))
         if previous is None:
-            decision = DecisionRequest(item_id=item_id, reviewer=who.id, **body.model_dump())
             held = await _guard(index.get(item_id))
+            if held is not None and body.verdict is Verdict.EDIT:
+                size = len(edited_value(held.value, body.edited_output))
+                limit = settings.limits.max_record_bytes
+                if size > limit:
+                    raise HTTPException(
+                        413, f"the edited record would be {size} bytes, limit {limit}"
+                    )
+            decision = DecisionRequest(item_id=item_id, reviewer=who.id, **body.model_dump())
             await _guard(
                 publisher.publish(
                     settings.topics.review_decisions,
@@ -153,33 +176,68 @@ def review_router(
                     held.partition if held is not None else None,
                 )
             )
-            previous = await _wait_for(index, body.decision_id, settings.review.decision_wait_s)
+            wait_s = settings.review.decision_wait_s
+            previous = await _wait_for(index, (item_id, who.id, body.decision_id), wait_s)
         if previous is None:
             pending = DecisionResult(
-                decision_id=body.decision_id, status=202, state="submitted",
-                message="accepted; not applied yet: poll GET /v1/decisions/{decision_id}",
+                decision_id=body.decision_id, item_id=item_id, reviewer=who.id, status=202,
+                state="submitted",
+                message="accepted; not applied yet: poll GET "
+                "/v1/items/{item_id}/decisions/{decision_id}",
             )  # fmt: skip
             return JSONResponse(pending.model_dump(), status_code=202)
         result = DecisionResult.model_validate(previous)
         return JSONResponse(result.model_dump(), status_code=result.status)
 
-    @router.get("/decisions/{decision_id}", response_model=DecisionResult)
+    @router.get("/items/{item_id}/decisions/{decision_id}", response_model=DecisionResult)
     async def decision_status(
-        decision_id: Annotated[str, Path(min_length=1, max_length=128)], who: Who
+        item_id: ItemId,
+        decision_id: Annotated[str, Path(min_length=1, max_length=128)],
+        who: Who,
+        reviewer: Annotated[str | None, Query(min_length=1, max_length=128)] = None,
     ) -> DecisionResult:
-        found = await _guard(index.result(decision_id))
+        """The result of a decision on an item: the caller's own, or (operators only) the
+        named reviewer's."""
+        reviewer = reviewer or who.id
+        if reviewer != who.id and not who.operator:
+            raise HTTPException(403, f"{who.id} may read its own decisions only")
+        found = await _guard(index.result(item_id, reviewer, decision_id))
         if found is None:
-            raise HTTPException(404, f"no result for decision {decision_id} (yet)")
+            raise HTTPException(
+                404, f"no result for decision {decision_id} of {reviewer} on {item_id} (yet)"
+            )
         return DecisionResult.model_validate(found)
 
     return router
 
 
-async def _wait_for(index: HoldIndex, decision_id: str, timeout_s: float) -> dict[str, Any] | None:
+def _decision_body(raw: bytes) -> DecisionBody:
+    """The request body, bounded before pydantic sees it: strict JSON parsed by orjson (the
+    server has already bounded its size), at most ``MAX_GRADES`` grades. 422 names what is
+    wrong."""
+    try:
+        parsed = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise HTTPException(422, f"the body is not strict JSON: {exc}") from exc
+    if not isinstance(parsed, dict):
+        raise HTTPException(422, "the body must be a JSON object")
+    grades = parsed.get("grades")
+    if isinstance(grades, dict) and len(grades) > MAX_GRADES:
+        raise HTTPException(422, f"grades has {len(grades)} entries, limit {MAX_GRADES}")
+    try:
+        return DecisionBody.model_validate(parsed)
+    except ValidationError as exc:
+        errors = exc.errors(include_url=False, include_input=False, include_context=False)
+        raise HTTPException(422, errors) from exc
+
+
+async def _wait_for(
+    index: HoldIndex, key: tuple[str, str, str], timeout_s: float
+) -> dict[str, Any] | None:
     deadline = time.monotonic() + timeout_s
     delay = 0.005
     while time.monotonic() < deadline:
-        found = await _guard(index.result(decision_id))
+        found = await _guard(index.result(*key))
         if found is not None:
             return found
         await asyncio.sleep(delay)

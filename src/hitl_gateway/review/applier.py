@@ -27,32 +27,34 @@ from hitl_gateway.audit import AuditChain
 from hitl_gateway.calibration.evidence import evidence
 from hitl_gateway.calibration.judge import Status
 from hitl_gateway.calibration.store import CalibrationStore, Change
-from hitl_gateway.holds import HoldIndex, IndexedHold
+from hitl_gateway.codec import read_json
+from hitl_gateway.holds import HoldIndex, IndexedHold, ResultKey
 from hitl_gateway.policy.schema import Calibration
 from hitl_gateway.policy.store import PolicyStore
 from hitl_gateway.review.auth import Reviewers
 from hitl_gateway.review.state import (
     TERMINAL_STATE,
+    ClosedBy,
     DecisionRequest,
     Hold,
     Outcome,
     Refusal,
     Verdict,
     Vote,
+    edited_value,
     evaluate,
+    parse_decision,
     refuse,
 )
 from hitl_gateway.review.tasks import hold_task
 from hitl_gateway.settings import TopicSettings
 from hitl_gateway.sink import Outgoing
 
-CLOSED = "closed"
-
 
 @dataclass(slots=True)
 class Applied:
     outgoing: list[Outgoing] = field(default_factory=list)
-    results: dict[str, dict[str, Any]] = field(default_factory=dict)
+    results: dict[ResultKey, dict[str, Any]] = field(default_factory=dict)
     verdicts: list[tuple[str, str, str]] = field(default_factory=list)  # (pool, verdict, status)
     latencies_s: list[tuple[str, str, float]] = field(default_factory=list)  # pool, verdict, s
     refusals: list[str] = field(default_factory=list)
@@ -81,7 +83,9 @@ class DecisionApplier:
         reviewers: Reviewers,
         policies: PolicyStore,
         calibration: CalibrationStore,
+        max_record_bytes: int,
     ) -> None:
+        self._max_bytes = max_record_bytes
         self._topics = topics
         self._index = index
         self._reviewers = reviewers
@@ -92,46 +96,47 @@ class DecisionApplier:
     async def apply(self, records: list[Any], partition: int, chain: AuditChain) -> Applied:
         out = Applied()
         # Holds as this batch has left them: later decisions in the batch see earlier ones.
-        overlay: dict[str, IndexedHold | str] = {}
+        overlay: dict[str, IndexedHold | ClosedBy] = {}
         for record in records:
             try:
-                request = DecisionRequest.model_validate_json(record.value or b"")
-            except ValidationError as exc:
-                decision_id = _decision_id_of(record.value)
-                outcome = refuse(Refusal.MALFORMED, _first_error(exc))
-                self._refused(out, chain, None, decision_id, outcome, record, partition)
+                request = parse_decision(record.value)
+            except ValueError as exc:
+                message = _first_error(exc) if isinstance(exc, ValidationError) else str(exc)
+                outcome = refuse(Refusal.MALFORMED, message)
+                self._refused(out, chain, None, _key_of(record.value), outcome, record, partition)
                 continue
-            current = overlay.get(request.item_id)
-            if current is None:
-                current = await self._index.get(request.item_id) or CLOSED
+            current: IndexedHold | ClosedBy | None
+            if request.item_id in overlay:
+                current = overlay[request.item_id]
+            else:
+                current = await self._index.get(request.item_id)
             if isinstance(current, IndexedHold) and current.partition != partition:
                 out.outgoing.append(  # the API or a tool sent it to the wrong partition
                     Outgoing(self._topics.review_decisions, record.value, record.key,
                              list(record.headers or ()), partition=current.partition)
                 )  # fmt: skip
                 continue
-            closed_by = None
-            if isinstance(current, str):  # closed earlier in this batch, or look it up
-                closed_by = (
-                    current if current != CLOSED else await self._index.closed_by(request.item_id)
-                )
+            closed_by = current if isinstance(current, ClosedBy) else None  # in this batch
+            if current is None:  # not held: closed earlier, or never held
+                closed_by = await self._index.closed_by(request.item_id)
             hold = hold_from_meta(current.meta) if isinstance(current, IndexedHold) else None
             reviewer = self._reviewers.get(request.reviewer)
             outcome = evaluate(
                 hold, request, reviewer, now_ms=record.timestamp, closed_by=closed_by
             )
+            if outcome.refusal is None and not outcome.duplicate and request.edited_output:
+                assert isinstance(current, IndexedHold)
+                outcome = self._fits(current, request) or outcome
             if outcome.refusal is not None:
-                self._refused(out, chain, request, request.decision_id, outcome, record, partition)
+                self._refused(out, chain, request, _key(request), outcome, record, partition)
                 continue
             if outcome.duplicate:
-                out.results[request.decision_id] = _result(
-                    request.decision_id, outcome, "duplicate"
-                )
+                out.results[_key(request)] = _result(request, outcome, "duplicate")
                 continue
             assert isinstance(current, IndexedHold)
             if outcome.terminal is not None:
                 assert hold is not None
-                overlay[request.item_id] = request.decision_id
+                overlay[request.item_id] = ClosedBy(request.decision_id, request.reviewer)
                 self._close(out, chain, current, request, outcome, record, partition)
                 await self._calibrate(out, chain, current, hold, request, outcome, record)
             else:
@@ -140,6 +145,15 @@ class DecisionApplier:
                 overlay[request.item_id] = updated
                 self._progress(out, chain, updated, request, outcome, record, partition)
         return out
+
+    def _fits(self, held: IndexedHold, request: DecisionRequest) -> Outcome | None:
+        """An edit whose release would exceed the record limit can never be written: refused
+        here (413), before it enters a transaction, instead of failing every retry of it."""
+        size = len(edited_value(held.value, request.edited_output))
+        if size <= self._max_bytes:
+            return None
+        message = f"the edited record would be {size} bytes, limit {self._max_bytes}"
+        return refuse(Refusal.TOO_LARGE, message)
 
     # -- outcomes --------------------------------------------------------------------------
 
@@ -163,7 +177,7 @@ class DecisionApplier:
             (headers.ROUTE, state.encode()),
             (headers.DECISION_ID, request.decision_id.encode()),
         ]
-        original = orjson.loads(held.value)
+        original = read_json(held.value)
         gold = meta.get("gold")
         if gold:
             pass  # a known-answer item: it measures the reviewer, nothing is released
@@ -180,7 +194,7 @@ class DecisionApplier:
                 )
             )
         elif verdict is Verdict.EDIT:
-            edited = orjson.dumps({**original, "output": outcome.final_vote.edited_output})
+            edited = edited_value(held.value, outcome.final_vote.edited_output)
             out.outgoing.append(Outgoing(self._topics.delivered, edited, held.key, base))
         else:
             out.outgoing.append(Outgoing(self._topics.delivered, held.value, held.key, base))
@@ -199,25 +213,46 @@ class DecisionApplier:
             "policy_version": meta.get("policy_version"),
         }
         if not gold:
+            original_ref = {**meta["source"], "content_hash": meta["content_hash"]}
+            value = self._sized(
+                training,
+                ("original_output", original_ref),
+                ("edited_output", _source(record)),  # the decision record carries the edit
+            )
             out.outgoing.append(
-                Outgoing(
-                    self._topics.training, orjson.dumps(training), meta["item_id"].encode(), []
-                )
+                Outgoing(self._topics.training, value, meta["item_id"].encode(), [])
             )
         out.outgoing.append(
             Outgoing(
                 self._topics.holds,
                 None,
                 meta["item_id"].encode(),
-                [(headers.DECISION_ID, request.decision_id.encode())],  # who closed it
+                [  # which decision closed it, and whose
+                    (headers.DECISION_ID, request.decision_id.encode()),
+                    (headers.DECISION_REVIEWER, request.reviewer.encode()),
+                ],
                 partition=partition,
             )
         )
         self._audit(out, chain, "decided", meta, request, record, partition, state=state)
-        out.results[request.decision_id] = _result(request.decision_id, outcome, state)
+        out.results[_key(request)] = _result(request, outcome, state)
         out.verdicts.append((meta["pool"], verdict.value, "applied"))
         latency = max(0.0, (record.timestamp - meta["held_at_ms"]) / 1000)
         out.latencies_s.append((meta["pool"], verdict.value, latency))
+
+    def _sized(self, doc: dict[str, Any], *fallbacks: tuple[str, dict[str, Any]]) -> bytes:
+        """``doc`` written within the record limit: while it does not fit, the next output in
+        ``fallbacks`` is replaced by a reference to where it is kept (``{field}_ref``): the
+        original by its input record and content hash, an edit by the decision record that
+        carries it. Everything else in these records is bounded by the decision's schema."""
+        value = orjson.dumps(doc)
+        for name, ref in fallbacks:
+            if len(value) <= self._max_bytes:
+                break
+            doc[name] = None
+            doc[f"{name}_ref"] = ref
+            value = orjson.dumps(doc)
+        return value
 
     async def _calibrate(
         self,
@@ -252,11 +287,13 @@ class DecisionApplier:
                 "rubric": meta.get("rubric"),
                 "reviewer": request.reviewer,
                 "decision_id": request.decision_id,
-                "output": orjson.loads(held.value).get("output"),
+                "output": read_json(held.value).get("output"),
                 "policy_version": meta.get("policy_version"),
             }
             key = meta["item_id"].encode()
-            out.outgoing.append(Outgoing(self._topics.training, orjson.dumps(example), key, []))
+            original_ref = {**meta["source"], "content_hash": meta["content_hash"]}
+            value = self._sized(example, ("output", original_ref))
+            out.outgoing.append(Outgoing(self._topics.training, value, key, []))
         for change in changes:
             kind = _event_type(change)
             if kind is None:
@@ -311,7 +348,7 @@ class DecisionApplier:
                           detail=outcome.message, at_ms=record.timestamp)
             )  # fmt: skip
         self._audit(out, chain, event, meta, request, record, partition, state="pending")
-        out.results[request.decision_id] = _result(request.decision_id, outcome, "pending")
+        out.results[_key(request)] = _result(request, outcome, "pending")
         out.verdicts.append((meta["pool"], request.verdict.value, "recorded"))
 
     def _updated(self, held: IndexedHold, hold: Hold) -> IndexedHold:
@@ -328,17 +365,20 @@ class DecisionApplier:
         out: Applied,
         chain: AuditChain,
         request: DecisionRequest | None,
-        decision_id: str | None,
+        key: ResultKey | None,
         outcome: Outcome,
         record: Any,
         partition: int,
     ) -> None:
+        """``key``: where the result goes (None: the record names no item, reviewer and
+        decision id to file it under; the audit event still records the refusal)."""
         assert outcome.refusal is not None
+        item_id, reviewer, decision_id = key if key else (None, None, _decision_id_of(record.value))
         event = {
             "type": "decision_refused",
             "decision_id": decision_id,
-            "item_id": request.item_id if request else None,
-            "reviewer": request.reviewer if request else None,
+            "item_id": item_id,
+            "reviewer": reviewer,
             "verdict": request.verdict.value if request else None,
             "refusal": outcome.refusal.value,
             "status": outcome.status,
@@ -347,11 +387,13 @@ class DecisionApplier:
             "at_ms": record.timestamp,
             "gateway_version": __version__,
         }
-        out.outgoing.append(
-            self._sealed(chain, event, request.item_id if request else "", partition)
-        )
-        if decision_id:
-            out.results[decision_id] = _result(decision_id, outcome, "refused")
+        out.outgoing.append(self._sealed(chain, event, item_id or "", partition))
+        if key:
+            out.results[key] = {
+                "decision_id": key[2], "item_id": key[0], "reviewer": key[1],
+                "status": outcome.status, "refusal": outcome.refusal.value,
+                "message": outcome.message, "state": "refused",
+            }  # fmt: skip
         out.refusals.append(outcome.refusal.value)
 
     def _audit(
@@ -417,14 +459,41 @@ def _number(text: str) -> float | str:
         return text
 
 
-def _result(decision_id: str, outcome: Outcome, state: str) -> dict[str, Any]:
+def _key(request: DecisionRequest) -> ResultKey:
+    return (request.item_id, request.reviewer, request.decision_id)
+
+
+def _result(request: DecisionRequest, outcome: Outcome, state: str) -> dict[str, Any]:
     return {
-        "decision_id": decision_id,
+        "decision_id": request.decision_id,
+        "item_id": request.item_id,
+        "reviewer": request.reviewer,
         "status": outcome.status,
         "refusal": outcome.refusal.value if outcome.refusal else None,
         "message": outcome.message,
         "state": state,
     }
+
+
+def _key_of(value: bytes | None) -> ResultKey | None:
+    """Where a malformed decision's refusal is filed: its item, reviewer and decision id,
+    when the record names all three as strings (else the audit event is its only trace)."""
+    try:
+        raw = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    item_id, reviewer, decision_id = raw.get("item_id"), raw.get("reviewer"), _decision_id_of(value)
+    if (
+        isinstance(item_id, str)
+        and isinstance(reviewer, str)
+        and item_id
+        and reviewer
+        and decision_id
+    ):
+        return (item_id, reviewer, decision_id)
+    return None
 
 
 def _decision_id_of(value: bytes | None) -> str | None:

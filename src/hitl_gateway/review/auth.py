@@ -27,6 +27,9 @@ class Reviewer(BaseModel):
     token_sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     pools: tuple[str, ...] = Field(min_length=1)
     domains: tuple[str, ...] = (ANY,)
+    # Operators may read any reviewer's decision results (and, later, move work between
+    # pools); reviewing is still limited to ``pools`` and ``domains``.
+    operator: bool = False
 
     def may_review(self, pool: str, domain: str) -> bool:
         return (ANY in self.pools or pool in self.pools) and (

@@ -10,11 +10,21 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, model_validator
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, model_validator
 
+from hitl_gateway.codec import MAX_DEPTH, depth, read_json
 from hitl_gateway.review.auth import Reviewer
+
+# Rubric dimensions and their grades: bounded, so every record that carries them (audit
+# events, training records) stays small whatever a decision sends.
+MAX_GRADES = 50
+GradeName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
+GradeValue = (
+    Annotated[float, Field(allow_inf_nan=False)] | Annotated[str, StringConstraints(max_length=256)]
+)
 
 
 class Verdict(StrEnum):
@@ -42,8 +52,8 @@ class DecisionBody(BaseModel):
         max_length=64,
         description="overall grade on the judge's scale: compared with the judge on blind reviews",
     )
-    grades: dict[str, float | str] = Field(
-        default_factory=dict, max_length=50, description="rubric dimension -> grade"
+    grades: dict[GradeName, GradeValue] = Field(
+        default_factory=dict, max_length=MAX_GRADES, description="rubric dimension -> grade"
     )
     notes: str | None = Field(default=None, max_length=10_000)
 
@@ -67,6 +77,24 @@ def check_edit(verdict: Verdict, edited_output: object) -> None:
         raise ValueError("an edit needs edited_output")
     if verdict is not Verdict.EDIT and edited_output is not None:
         raise ValueError("edited_output is only for verdict edit")
+    if depth(edited_output) >= MAX_DEPTH:
+        raise ValueError(f"edited_output nests deeper than {MAX_DEPTH - 1} levels")
+
+
+def parse_decision(value: bytes | None) -> DecisionRequest:
+    """A decision record from the decisions topic. Strict JSON, like every input (a NaN
+    grade or edit is refused, never written as null). Raises ``ValueError`` (a pydantic
+    ``ValidationError`` for the fields) with a message naming what is wrong."""
+    try:
+        raw = orjson.loads(value or b"")
+    except orjson.JSONDecodeError as exc:
+        raise ValueError(f"the decision is not strict JSON: {exc}") from exc
+    return DecisionRequest.model_validate(raw)
+
+
+def edited_value(held_value: bytes, edited_output: object) -> bytes:
+    """What an edit releases: the held record with its ``output`` replaced."""
+    return orjson.dumps({**read_json(held_value), "output": edited_output})
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +141,20 @@ class Hold:
     votes: tuple[Vote, ...] = field(default=())
 
 
+@dataclass(frozen=True, slots=True)
+class ClosedBy:
+    """The decision that closed an item, and its reviewer (unknown for items closed by
+    versions that did not record it)."""
+
+    decision_id: str
+    reviewer: str | None
+
+    @classmethod
+    def parse(cls, marker: str) -> ClosedBy:
+        decision_id, _, reviewer = marker.partition("\0")
+        return cls(decision_id, reviewer or None)
+
+
 class Refusal(StrEnum):
     UNKNOWN_ITEM = "unknown_item"  # 404
     ALREADY_CLOSED = "already_closed"  # 409
@@ -121,6 +163,7 @@ class Refusal(StrEnum):
     STALE_CONTENT = "stale_content"  # 409: the reviewer saw other content
     ALREADY_VOTED = "already_voted"  # 409: one reviewer counts once
     MALFORMED = "malformed"  # 422
+    TOO_LARGE = "too_large"  # 413: what the decision would write exceeds the record limit
 
 
 STATUS = {
@@ -131,6 +174,7 @@ STATUS = {
     Refusal.STALE_CONTENT: 409,
     Refusal.ALREADY_VOTED: 409,
     Refusal.MALFORMED: 422,
+    Refusal.TOO_LARGE: 413,
 }
 
 
@@ -162,12 +206,16 @@ def evaluate(
     reviewer: Reviewer | None,
     *,
     now_ms: int,
-    closed_by: str | None = None,
+    closed_by: ClosedBy | None = None,
 ) -> Outcome:
-    """Apply ``request`` to ``hold``. ``closed_by``: the decision id that closed the item."""
+    """Apply ``request`` to ``hold``. ``closed_by``: the decision that closed the item; the
+    same reviewer sending it again is told it was applied, nobody else is."""
     if hold is None:
         if closed_by is not None:
-            if closed_by == request.decision_id:
+            if closed_by.decision_id == request.decision_id and closed_by.reviewer in (
+                None,
+                request.reviewer,
+            ):
                 return Outcome(200, message="already applied", duplicate=True)
             return refuse(Refusal.ALREADY_CLOSED, f"item {request.item_id} is already closed")
         return refuse(Refusal.UNKNOWN_ITEM, f"no held item {request.item_id}")
