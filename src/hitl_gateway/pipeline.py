@@ -388,16 +388,18 @@ class Pipeline:
         by_topic = {tp.topic: records for tp, records in work.items()}
         inputs = by_topic.get(self._topics.outputs, [])
         decisions = by_topic.get(self._topics.review_decisions, [])
-        # One policy set per partition batch: a reload never splits a batch.
-        outgoing, tally = (
-            await self._router.route(inputs, self._policies.current, chain)
-            if inputs
-            else ([], Tally())
-        )
-        applied = await self._applier.apply(decisions, p, chain) if decisions else Applied()
-        outgoing += applied.outgoing
         offsets = {tp: records[-1].offset + 1 for tp, records in work.items()}
         try:
+            # Routing and applying read Redis (budgets, id claims, holds): a failure there
+            # rewinds the batch like a failed transaction, or its records would be skipped.
+            # One policy set per partition batch: a reload never splits a batch.
+            outgoing, tally = (
+                await self._router.route(inputs, self._policies.current, chain)
+                if inputs
+                else ([], Tally())
+            )
+            applied = await self._applier.apply(decisions, p, chain) if decisions else Applied()
+            outgoing += applied.outgoing
             metadata = await producer.commit(outgoing, offsets, self._settings.kafka.group_id)
             if not self._settings.kafka.exactly_once:
                 await self._source.commit(offsets)  # after every output is acknowledged

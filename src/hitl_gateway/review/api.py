@@ -246,8 +246,9 @@ async def _wait_for(
 
 
 async def _guard(awaitable: Awaitable[T]) -> T:
-    """Redis or Kafka unavailable: 503, never a 500."""
+    """Redis or Kafka unavailable: 503 with a retry hint, never a 500."""
     try:
         return await awaitable
     except InfrastructureError as exc:
-        raise HTTPException(503, f"temporarily unavailable: {exc}") from exc
+        detail = f"temporarily unavailable, retry (with the same decision_id): {exc}"
+        raise HTTPException(503, detail, {"Retry-After": "1"}) from exc
