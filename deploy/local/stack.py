@@ -103,6 +103,7 @@ def ensure_tools() -> None:
         "mvn": "maven",
         "redis-server": "redis-server",
         "promtool": "prometheus",  # lints the metrics and tests the alert rules
+        "kcat": "kcat",  # produces records with raw header bytes (test_poison_records)
     }
     missing = [pkg for tool, pkg in wanted.items() if shutil.which(tool) is None]
     if missing:

@@ -18,6 +18,10 @@ SOURCE_PARTITION = "hitl.source.partition"
 SOURCE_OFFSET = "hitl.source.offset"
 DLQ_REASON = "hitl.dlq.reason"
 DLQ_MESSAGE = "hitl.dlq.message"
+# A producer header whose name is not UTF-8 cannot be written back as a header name: in its
+# place go two headers, the name's raw bytes and the header's value (see original_headers).
+DLQ_HEADER_KEY = "hitl.dlq.header.key"
+DLQ_HEADER_VALUE = "hitl.dlq.header.value"
 
 
 def source_headers(record: Any) -> list[tuple[str, bytes]]:
@@ -36,5 +40,35 @@ _SOURCE: dict[tuple[str, int], tuple[tuple[str, bytes], tuple[str, bytes]]] = {}
 
 
 def original_headers(record: Any) -> list[tuple[str, bytes]]:
-    """The producer's own headers, kept as they were (a null header value becomes empty)."""
-    return [(key, value if value is not None else b"") for key, value in record.headers or ()]
+    """The producer's own headers, kept as they were (a null header value becomes empty).
+
+    A name that is not UTF-8 (decoded with surrogate escapes by the tolerant record path,
+    poison.py) cannot be produced: in its place go ``DLQ_HEADER_KEY`` with the name's raw
+    bytes and ``DLQ_HEADER_VALUE`` with the value. A name that never came off the wire (the
+    stand-in for an unreadable batch) is left out."""
+    out: list[tuple[str, bytes]] = []
+    for key, value in record.headers or ():
+        if not key.isascii() and not _is_utf8(key):
+            raw = raw_name(key)
+            if raw is not None:
+                out += ((DLQ_HEADER_KEY, raw), (DLQ_HEADER_VALUE, value or b""))
+            continue
+        out.append((key, value if value is not None else b""))
+    return out
+
+
+def raw_name(key: str) -> bytes | None:
+    """The bytes a header name was read from, decoded with surrogate escapes (None: a name
+    that was not read off the wire)."""
+    try:
+        return key.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:
+        return None
+
+
+def _is_utf8(key: str) -> bool:
+    try:
+        key.encode()
+    except UnicodeEncodeError:
+        return False
+    return True

@@ -40,6 +40,8 @@ class DeadLetterReason(StrEnum):
     INVALID_FIELD = "invalid_field"
     UNKNOWN_DOMAIN = "unknown_domain"
     DUPLICATE_ID = "duplicate_id"  # another record holds this id with other content
+    BAD_HEADER = "bad_header"  # a header name is not UTF-8 (poison.py)
+    UNREADABLE = "unreadable"  # the client could not parse the rest of a batch (poison.py)
 
 
 class Judge(BaseModel):

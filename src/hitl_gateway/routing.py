@@ -23,6 +23,7 @@ from hitl_gateway.budgets import RedisBudgets
 from hitl_gateway.codec import decode
 from hitl_gateway.ids import Claim, Claimed, HeldIds, source_of
 from hitl_gateway.models import DeadLetterReason, InputRecord, Invalid, Route
+from hitl_gateway.poison import poisoned
 from hitl_gateway.policy.budget import MemoryLedger
 from hitl_gateway.policy.engine import Decision, candidate_claim_keys, decide
 from hitl_gateway.policy.loader import PolicySet
@@ -88,8 +89,10 @@ class Router:
         for start in range(0, len(records), YIELD_EVERY):
             if start:
                 await asyncio.sleep(0)
+            # A header name that is not UTF-8, or an unreadable batch's stand-in: a dead letter.
             verdicts += [
-                decode(
+                poisoned(r)
+                or decode(
                     r.value, max_bytes=limits.max_record_bytes, max_id_length=limits.max_id_length
                 )
                 for r in records[start : start + YIELD_EVERY]
@@ -389,9 +392,15 @@ class Router:
     def _dead_letter(
         self, record: Any, reason: DeadLetterReason, message: str, policy_set_version: str
     ) -> Outgoing:
+        value = record.value
+        limit = self._settings.limits.max_record_bytes
+        if reason is DeadLetterReason.UNREADABLE and len(value) > limit:
+            # A whole batch's bytes can be more than the dead-letter topic takes in one record.
+            message += f" (the first {limit} of {len(value)} bytes kept)"
+            value = value[:limit]
         return Outgoing(
             topic=self._topics.deadletter,
-            value=record.value,
+            value=value,
             key=record.key,
             headers=[
                 *headers.original_headers(record),

@@ -52,6 +52,9 @@ class KafkaSettings(_Section):
     # one's markers; the broker answers CONCURRENT_TRANSACTIONS and the client retries after
     # this pause (aiokafka's fixed 20 ms otherwise, which then bounds every transaction).
     concurrent_transactions_backoff_ms: int = Field(default=2, ge=1, le=1_000)
+    # A record the Kafka client cannot parse (a header name that is not UTF-8, an unreadable
+    # batch): dead-letter it and go on, or stop the process naming its partition and offset.
+    poison_records: Literal["deadletter", "fail"] = "deadletter"
     fetch_max_bytes: int = Field(default=52_428_800, ge=1_024)
     max_partition_fetch_bytes: int = Field(default=1_048_576, ge=1_024)
     linger_ms: int = Field(default=5, ge=0)

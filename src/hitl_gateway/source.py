@@ -13,6 +13,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 from aiokafka.errors import KafkaError
 
+from hitl_gateway import poison
 from hitl_gateway.errors import InfrastructureError
 from hitl_gateway.settings import KafkaSettings
 
@@ -51,6 +52,8 @@ class Source:
         if self._consumer is not None:
             return
         s = self._settings
+        # A record aiokafka's parser rejects is isolated instead of failing getmany (poison.py).
+        poison.install(s.poison_records)
         consumer = AIOKafkaConsumer(
             client_id=s.client_id,
             group_id=s.group_id,

@@ -29,6 +29,7 @@ from hitl_gateway.calibration.judge import Status
 from hitl_gateway.calibration.store import CalibrationStore, Change
 from hitl_gateway.codec import read_json
 from hitl_gateway.holds import HoldIndex, IndexedHold, ResultKey
+from hitl_gateway.poison import poisoned
 from hitl_gateway.policy.schema import Calibration
 from hitl_gateway.policy.store import PolicyStore
 from hitl_gateway.review.auth import Reviewers
@@ -98,6 +99,13 @@ class DecisionApplier:
         # Holds as this batch has left them: later decisions in the batch see earlier ones.
         overlay: dict[str, IndexedHold | ClosedBy] = {}
         for record in records:
+            # A header name that is not UTF-8 (it could not even be forwarded), or an
+            # unreadable batch's stand-in (poison.py): refused like any malformed decision.
+            fault = poisoned(record)
+            if fault is not None:
+                outcome = refuse(Refusal.MALFORMED, fault.message)
+                self._refused(out, chain, None, _key_of(record.value), outcome, record, partition)
+                continue
             try:
                 request = parse_decision(record.value)
             except ValueError as exc:
