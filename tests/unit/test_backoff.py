@@ -1,4 +1,4 @@
-from hitl_gateway.pipeline import Backoff
+from hitl_gateway.commit import Backoff
 
 
 def test_backoff_doubles_to_its_cap_and_resets() -> None:

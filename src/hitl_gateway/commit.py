@@ -1,0 +1,237 @@
+"""The commit path: one owned partition's records, one transaction at a time.
+
+Each lane's task (``Committer.drive``) takes what the run loop handed to its lane, routes the
+input records and applies the decisions (both read Redis), produces the outputs and commits
+them with the input offsets of both topics in the partition's transaction, then updates the
+hold index and the metrics. Whatever fails before the commit (Redis while routing, Kafka
+while producing) rewinds the consumer to the batch's first records and rolls the audit chain
+back, so infrastructure failures never become committed progress; the lane retries after a
+backoff. An unexpected error is a bug: it stops the gateway rather than skip records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+
+import structlog
+from aiokafka import TopicPartition
+
+from hitl_gateway.errors import FencedError, InfrastructureError
+from hitl_gateway.holds import HoldIndex, index_changes
+from hitl_gateway.lane import Lane, Work
+from hitl_gateway.metrics import GatewayMetrics
+from hitl_gateway.ownership import Ownership
+from hitl_gateway.policy.store import PolicyStore
+from hitl_gateway.review.applier import Applied, DecisionApplier
+from hitl_gateway.routing import Router, Tally
+from hitl_gateway.settings import Settings
+from hitl_gateway.sink import Outgoing
+from hitl_gateway.source import Source
+
+log = structlog.get_logger(__name__)
+
+
+class IndexError_(InfrastructureError):
+    """Redis failed while the index followed a commit (the commit itself stands)."""
+
+
+class Backoff:
+    """Bounded exponential backoff for retried infrastructure failures. With ``jitter``,
+    each delay is shortened by a random share of up to ``jitter`` of itself, so lanes and
+    instances that failed together do not retry in lockstep."""
+
+    def __init__(self, initial_s: float, max_s: float, jitter: float = 0.0) -> None:
+        self._initial_s = initial_s
+        self._max_s = max_s
+        self._jitter = jitter
+        self._next_s = initial_s
+
+    def next_delay(self) -> float:
+        delay, self._next_s = self._next_s, min(self._next_s * 2, self._max_s)
+        return delay * (1 - self._jitter * random.random())  # noqa: S311 - not cryptographic
+
+    def reset(self) -> None:
+        self._next_s = self._initial_s
+
+
+class Committer:
+    def __init__(
+        self,
+        settings: Settings,
+        metrics: GatewayMetrics,
+        policies: PolicyStore,
+        router: Router,
+        applier: DecisionApplier,
+        index: HoldIndex,
+        source: Source,
+        ownership: Ownership,
+    ) -> None:
+        self._settings = settings
+        self._topics = settings.topics
+        self._metrics = metrics
+        self._policies = policies
+        self._router = router
+        self._applier = applier
+        self._index = index
+        self._source = source
+        self._owner = ownership
+        # A lane's unexpected error (a bug, not infrastructure): the run loop re-raises it.
+        self.fatal: BaseException | None = None
+        self.committed_records = 0
+        self.last_commit_monotonic = time.monotonic()
+
+    async def drive(self, lane: Lane) -> None:
+        """The lane's task: one transaction at a time from what the run loop handed over."""
+        runtime = self._settings.runtime
+        limit = self._settings.kafka.max_batch_records
+        interval_s = self._settings.kafka.commit_interval_ms / 1000
+        decisions = self._topics.review_decisions
+        backoff = Backoff(runtime.retry_backoff_initial_s, runtime.retry_backoff_max_s, 0.2)
+        try:
+            while True:
+                await lane.ready.wait()
+                if lane.count < limit and interval_s > 0 and not lane.holds(decisions):
+                    # Fewer than a batch waiting: gather more, up to the commit interval
+                    # after the oldest record was fetched (fewer, larger transactions).
+                    # A reviewer's decision never waits: someone is watching for it.
+                    wait_s = lane.oldest_monotonic + interval_s - time.monotonic()
+                    if wait_s > 0:
+                        await asyncio.sleep(wait_s)
+                delay: float | None = None
+                async with lane.lock:
+                    if not self._owner.current(lane):
+                        return
+                    fetched_at = lane.oldest_monotonic
+                    work = lane.take(limit)
+                    if lane.count < limit:
+                        self._owner.resume(lane)
+                    if not work:
+                        continue
+                    try:
+                        await self._commit(lane, work, fetched_at)
+                        backoff.reset()
+                    except InfrastructureError as exc:
+                        delay = backoff.next_delay()
+                        if not isinstance(exc, IndexError_):  # counted where Redis failed
+                            self._metrics.infrastructure_errors.labels(component="kafka").inc()
+                        log.warning(
+                            "infrastructure_error_retrying",
+                            partition=lane.partition,
+                            error=str(exc),
+                            retry_in_s=round(delay, 3),
+                        )
+                if delay is not None:
+                    await asyncio.sleep(delay)  # unlocked: a revoke or the sweeper may go first
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a bug: stop the gateway rather than skip records
+            log.exception("lane_failed", partition=lane.partition)
+            self.fatal = exc
+
+    async def _commit(self, lane: Lane, work: Work, fetched_at: float) -> None:
+        p = lane.partition
+        producer = lane.producer
+        chain = lane.chain
+        by_topic = {tp.topic: records for tp, records in work.items()}
+        inputs = by_topic.get(self._topics.outputs, [])
+        decisions = by_topic.get(self._topics.review_decisions, [])
+        offsets = {tp: records[-1].offset + 1 for tp, records in work.items()}
+        try:
+            # Routing and applying read Redis (budgets, id claims, holds): a failure there
+            # rewinds the batch like a failed transaction, or its records would be skipped.
+            # One policy set per partition batch: a reload never splits a batch.
+            outgoing, tally = (
+                await self._router.route(inputs, self._policies.current, chain)
+                if inputs
+                else ([], Tally())
+            )
+            applied = await self._applier.apply(decisions, p, chain) if decisions else Applied()
+            outgoing += applied.outgoing
+            metadata = await producer.commit(outgoing, offsets, self._settings.kafka.group_id)
+            if not self._settings.kafka.exactly_once:
+                await self._source.commit(offsets)  # after every output is acknowledged
+        except FencedError:
+            chain.rollback()
+            # Another instance took our transactional id. Either we are a zombie (the group
+            # will revoke p shortly) or it was one: re-take p either way; transactions keep
+            # the outcome exact, and the backoff keeps the exchange short.
+            log.error("partition_fenced", partition=p)
+            await self._owner.drop(lane)
+            raise
+        except InfrastructureError:
+            chain.rollback()
+            self._metrics.transactions.labels(outcome="abort").inc()
+            for tp, offset in lane.rewind_positions(work).items():
+                self._source.seek(tp, offset)
+            self._owner.resume(lane)
+            if not producer.started:  # dropped after a failed abort: take it afresh
+                await self._owner.drop(lane)
+            raise
+        chain.commit()
+        self._owner.next_offset.update(offsets)
+        self._metrics.batch_seconds.observe(time.monotonic() - fetched_at)
+        self._account(tally, applied, len(inputs), len(decisions))
+        await self._update_index(lane, outgoing, metadata, applied)
+
+    async def publish(self, p: int, outgoing: list[Outgoing]) -> None:
+        """A transaction on partition p's producer that consumes nothing (SLA escalations).
+        The caller holds the partition's lock and has sealed audit events on its chain."""
+        lane = self._owner.lanes[p]
+        try:
+            metadata = await lane.producer.commit(outgoing, {}, self._settings.kafka.group_id)
+        except InfrastructureError:
+            lane.chain.rollback()
+            raise
+        lane.chain.commit()
+        await self._update_index(lane, outgoing, metadata, Applied())
+
+    async def _update_index(
+        self,
+        lane: Lane,
+        outgoing: list[Outgoing],
+        written_to: dict[TopicPartition, int],
+        applied: Applied,
+    ) -> None:
+        """After the commit: the index follows what Kafka now holds. If Redis fails here the
+        partition is retaken (rebuilding the index) before any further decision is applied."""
+        p = lane.partition
+        written = [o for o in outgoing if o.topic == self._topics.holds]
+        upserts, removals = index_changes(((o.key, o.value, o.headers) for o in written), p)
+        last = written_to.get(TopicPartition(self._topics.holds, p), -1)
+        applied_offsets = {(self._topics.holds, p): last + 1} if last >= 0 else {}
+        if not (upserts or removals or applied.results):
+            return
+        try:
+            await self._index.apply(upserts, removals, applied.results, applied_offsets)
+        except InfrastructureError as exc:
+            self._metrics.infrastructure_errors.labels(component="redis").inc()
+            await self._owner.drop(lane)
+            raise IndexError_(str(exc)) from exc
+
+    def _account(self, tally: Tally, applied: Applied, inputs: int, decisions: int) -> None:
+        m = self._metrics
+        m.transactions.labels(outcome="commit").inc()
+        m.records_consumed.inc(inputs)
+        m.records_delivered.inc(tally.delivered)
+        now_ms = time.time() * 1000
+        for at_ms in tally.delivered_at_ms:
+            m.end_to_end_seconds.observe(max(0.0, (now_ms - at_ms) / 1000))
+        for pool, n in tally.review_tasks.items():
+            m.review_tasks.labels(pool=pool).inc(n)
+        m.batch_records.observe(inputs + decisions)
+        for (domain, route), n in tally.routes.items():
+            m.records_routed.labels(domain=domain, route=route).inc(n)
+        for reason, n in tally.dead_letters.items():
+            m.records_dead_lettered.labels(reason=reason).inc(n)
+        for pool, verdict, status in applied.verdicts:
+            m.decisions.labels(pool=pool, verdict=verdict, status=status).inc()
+        for pool, verdict, seconds in applied.latencies_s:
+            m.review_latency.labels(pool=pool, verdict=verdict).observe(seconds)
+        for refusal in applied.refusals:
+            m.decisions_refused.labels(reason=refusal).inc()
+        for kind in applied.calibration_events:
+            m.calibration_events.labels(type=kind).inc()
+        self.committed_records += inputs
+        self.last_commit_monotonic = time.monotonic()
