@@ -1,4 +1,5 @@
-"""Command line: ``hitl-gateway run``, ``topics ensure``, ``settings show``, ``version``."""
+"""Command line: ``hitl-gateway run``, ``policy check|simulate|schema``, ``plan``, ``audit
+verify|export``, ``reviewers token``, ``topics ensure``, ``settings show``, ``version``."""
 
 from __future__ import annotations
 

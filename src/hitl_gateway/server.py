@@ -1,4 +1,5 @@
-"""The gateway's HTTP server (uvicorn in the gateway's own event loop): ``/metrics``, health.
+"""The gateway's HTTP server (uvicorn in the gateway's own event loop): ``/metrics``, the
+health probes and the review API.
 
 It shares the event loop with the stream, so no request may hold it: bodies are bounded
 (``BodyLimit``) before anything parses them.

@@ -167,7 +167,7 @@ class RedisSettings(_Section):
 
 
 class HttpSettings(_Section):
-    """The gateway's HTTP server: ``/metrics`` now, health and review endpoints later."""
+    """The gateway's HTTP server: ``/metrics``, health probes and the review API."""
 
     enabled: bool = True
     host: str = "127.0.0.1"

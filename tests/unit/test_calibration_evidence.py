@@ -11,7 +11,7 @@ from hitl_gateway.calibration.evidence import (
     RatedUnit,
     evidence,
 )
-from hitl_gateway.review.state import Verdict, Vote
+from hitl_gateway.verdicts import Verdict, Vote
 
 
 def _meta(**over: Any) -> dict[str, Any]:

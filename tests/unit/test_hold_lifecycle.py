@@ -13,9 +13,9 @@ from hitl_gateway.review.state import (
     DecisionRequest,
     Hold,
     Refusal,
-    Verdict,
     evaluate,
 )
+from hitl_gateway.verdicts import Verdict
 
 HASH = "sha256:" + "a" * 64
 REVIEWERS = {

@@ -17,7 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
-from hitl_gateway.review.state import Verdict, Vote
+from hitl_gateway.verdicts import Verdict, Vote
 
 VERDICT = "verdict"  # the dimension every multi-reviewer item has
 GRADE = "grade"  # the overall grade

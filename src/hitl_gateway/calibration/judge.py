@@ -8,7 +8,6 @@ agreement threshold (the guide: 85%) with enough cases, the verdict is to recali
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
@@ -32,39 +31,6 @@ class Report:
     agreement: float | None = None
     kappa: float | None = None
     interval: tuple[float, float] | None = None
-
-    def describe(self) -> str:
-        if self.agreement is None or self.interval is None or self.kappa is None:
-            return f"insufficient data: {self.cases} cases"
-        low, high = self.interval
-        return (
-            f"{self.status.value}: agreement {self.agreement:.1%} (95% CI {low:.1%} to "
-            f"{high:.1%}), kappa {self.kappa:.2f}, {self.cases} cases"
-        )
-
-
-class JudgeAgreement:
-    """The last ``window`` blind comparisons for one domain or stratum."""
-
-    def __init__(
-        self,
-        window: int = 1_000,
-        min_cases: int = DEFAULT_MIN_CASES,
-        threshold: float = DEFAULT_THRESHOLD,
-    ) -> None:
-        if min_cases < 1 or window < min_cases:
-            raise ValueError("need 1 <= min_cases <= window")
-        if not 0 < threshold <= 1:
-            raise ValueError("threshold must be in (0, 1]")
-        self._pairs: deque[tuple[str, str]] = deque(maxlen=window)
-        self._min_cases = min_cases
-        self._threshold = threshold
-
-    def add(self, judge_grade: str, human_grade: str) -> None:
-        self._pairs.append((judge_grade, human_grade))
-
-    def report(self) -> Report:
-        return assess(list(self._pairs), self._min_cases, self._threshold)
 
 
 def assess(

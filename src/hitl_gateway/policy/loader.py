@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
@@ -55,7 +55,6 @@ class PolicySet:
     pools: Mapping[str, Pool]
     policies: Mapping[str, LoadedPolicy]
     routing: RoutingFile
-    warnings: tuple[Problem, ...] = field(default=())
 
     def policy_for(self, domain: str) -> LoadedPolicy | None:
         found = self.policies.get(domain)

@@ -32,12 +32,12 @@ from hitl_gateway.review.state import (
     MAX_GRADES,
     DecisionBody,
     DecisionRequest,
-    Verdict,
     edited_value,
 )
 from hitl_gateway.review.tasks import blind_view
 from hitl_gateway.settings import Settings
 from hitl_gateway.sink import Publisher
+from hitl_gateway.verdicts import Verdict
 
 T = TypeVar("T")
 _bearer = HTTPBearer(auto_error=False)

@@ -34,14 +34,11 @@ from hitl_gateway.policy.schema import Calibration
 from hitl_gateway.policy.store import PolicyStore
 from hitl_gateway.review.auth import Reviewers
 from hitl_gateway.review.state import (
-    TERMINAL_STATE,
     ClosedBy,
     DecisionRequest,
     Hold,
     Outcome,
     Refusal,
-    Verdict,
-    Vote,
     edited_value,
     evaluate,
     parse_decision,
@@ -50,6 +47,7 @@ from hitl_gateway.review.state import (
 from hitl_gateway.review.tasks import hold_task
 from hitl_gateway.settings import TopicSettings
 from hitl_gateway.sink import Outgoing
+from hitl_gateway.verdicts import TERMINAL_STATE, Verdict, Vote
 
 
 @dataclass(slots=True)

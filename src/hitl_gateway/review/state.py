@@ -1,5 +1,8 @@
 """The life cycle of a held item, as a pure state machine.
 
+``Verdict``, ``Vote`` and ``TERMINAL_STATE`` live in the leaf module ``verdicts``: calibration
+reads them too, without importing the review code.
+
 pending --(N distinct agreeing votes)--> approved | edited | rejected
 pending --(N votes that disagree)--> adjudication --(one adjudicator vote)--> terminal
 Nothing but a qualified reviewer's vote closes a hold: no timer, no error path releases it.
@@ -10,13 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
-from typing import Annotated, Any
+from typing import Annotated
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, model_validator
 
 from hitl_gateway.codec import MAX_DEPTH, depth, read_json
 from hitl_gateway.review.auth import Reviewer
+from hitl_gateway.verdicts import Verdict, Vote
 
 # Rubric dimensions and their grades: bounded, so every record that carries them (audit
 # events, training records) stays small whatever a decision sends.
@@ -25,15 +29,6 @@ GradeName = Annotated[str, StringConstraints(min_length=1, max_length=64)]
 GradeValue = (
     Annotated[float, Field(allow_inf_nan=False)] | Annotated[str, StringConstraints(max_length=256)]
 )
-
-
-class Verdict(StrEnum):
-    APPROVE = "approve"  # deliver the original
-    EDIT = "edit"  # deliver the reviewer's edited output
-    REJECT = "reject"  # block; the producing service falls back
-
-
-TERMINAL_STATE = {Verdict.APPROVE: "approved", Verdict.EDIT: "edited", Verdict.REJECT: "rejected"}
 
 
 class DecisionBody(BaseModel):
@@ -95,35 +90,6 @@ def parse_decision(value: bytes | None) -> DecisionRequest:
 def edited_value(held_value: bytes, edited_output: object) -> bytes:
     """What an edit releases: the held record with its ``output`` replaced."""
     return orjson.dumps({**read_json(held_value), "output": edited_output})
-
-
-@dataclass(frozen=True, slots=True)
-class Vote:
-    decision_id: str
-    reviewer: str
-    verdict: Verdict
-    at_ms: int
-    edited_output: Any = None
-    grade: str | None = None
-    grades: dict[str, float | str] = field(default_factory=dict)
-
-    def as_json(self) -> dict[str, Any]:
-        return {
-            "decision_id": self.decision_id,
-            "reviewer": self.reviewer,
-            "verdict": self.verdict.value,
-            "at_ms": self.at_ms,
-            "edited_output": self.edited_output,
-            "grade": self.grade,
-            "grades": self.grades,
-        }
-
-    @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> Vote:
-        return cls(
-            raw["decision_id"], raw["reviewer"], Verdict(raw["verdict"]), raw["at_ms"],
-            raw.get("edited_output"), raw.get("grade"), raw.get("grades") or {},
-        )  # fmt: skip
 
 
 @dataclass(frozen=True, slots=True)
@@ -190,10 +156,6 @@ class Outcome:
     final_vote: Vote | None = None
     escalated_to_adjudication: bool = False
     duplicate: bool = False
-
-    @property
-    def applied(self) -> bool:
-        return self.refusal is None and not self.duplicate
 
 
 def refuse(refusal: Refusal, message: str) -> Outcome:
