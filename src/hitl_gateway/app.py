@@ -25,6 +25,7 @@ from hitl_gateway.metrics import GatewayMetrics
 from hitl_gateway.observe import Observer
 from hitl_gateway.pipeline import Pipeline
 from hitl_gateway.policy.store import PolicyStore
+from hitl_gateway.redis_client import redis_client
 from hitl_gateway.review.api import review_router
 from hitl_gateway.review.applier import DecisionApplier
 from hitl_gateway.review.auth import Reviewers
@@ -44,11 +45,13 @@ class Gateway:
         self.settings = settings
         self.metrics = GatewayMetrics(registry)
         self.policies = PolicyStore(settings.policy, self.metrics)  # invalid files: fail fast
-        self.budgets = RedisBudgets(settings.redis)
-        self.index = HoldIndex(settings.redis)
-        self.ids = HeldIds(settings.redis)
+        # One Redis client (one connection pool) for every Redis wrapper.
+        self.redis = redis_client(settings.redis)
+        self.budgets = RedisBudgets(settings.redis, self.redis)
+        self.index = HoldIndex(settings.redis, self.redis)
+        self.ids = HeldIds(settings.redis, self.redis)
         self.reviewers = Reviewers.load(settings.review.reviewers_file)
-        self.calibration = CalibrationStore(settings.redis)
+        self.calibration = CalibrationStore(settings.redis, self.redis)
         applier = DecisionApplier(
             settings.topics,
             self.index,
@@ -134,10 +137,7 @@ class Gateway:
                 if self.http is not None:
                     await self.http.start()
                     stack.push_async_callback(self.http.stop)
-                stack.push_async_callback(self.budgets.stop)
-                stack.push_async_callback(self.index.stop)
-                stack.push_async_callback(self.ids.stop)
-                stack.push_async_callback(self.calibration.stop)
+                stack.push_async_callback(self.redis.aclose)
                 await self.pipeline.start()
                 stack.push_async_callback(self.pipeline.stop)
                 watcher = asyncio.create_task(self.policies.watch(self._stop), name="policy-watch")

@@ -11,11 +11,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 
 import orjson
-from redis.exceptions import RedisError
+import redis.asyncio as aioredis
 
-from hitl_gateway.errors import InfrastructureError
+from hitl_gateway.errors import redis_errors
 from hitl_gateway.policy.budget import Claim, MemoryLedger
-from hitl_gateway.redis_client import redis_client
+from hitl_gateway.redis_client import RedisWrapper
 from hitl_gateway.settings import RedisSettings
 
 # ARGV[1]: [[item_id, [[key, cap, ttl_or_0], ...]], ...] -> one 1 (granted) or 0 per group.
@@ -66,15 +66,12 @@ return out
 """
 
 
-class RedisBudgets:
-    def __init__(self, settings: RedisSettings) -> None:
-        self._client = redis_client(settings)
-        self._claim = self._client.register_script(_CLAIM)
-        self._snapshot = self._client.register_script(_SNAPSHOT)
+class RedisBudgets(RedisWrapper):
+    def __init__(self, settings: RedisSettings, client: aioredis.Redis | None = None) -> None:
+        super().__init__(settings, client)
+        self._claim = self._r.register_script(_CLAIM)
+        self._snapshot = self._r.register_script(_SNAPSHOT)
         self._prefix = f"{settings.key_prefix}budget:"
-
-    async def stop(self) -> None:
-        await self._client.aclose()
 
     async def snapshot(self, candidates: Mapping[str, Sequence[str]]) -> MemoryLedger:
         """How full each key is, and which of its candidate item ids already hold a slot."""
@@ -83,10 +80,8 @@ class RedisBudgets:
         if not keys:
             return ledger
         query = [[self._prefix + key, candidates[key]] for key in keys]
-        try:
+        with redis_errors("redis budget read"):
             replies = await self._snapshot(args=[orjson.dumps(query)])
-        except RedisError as exc:
-            raise InfrastructureError(f"redis budget read failed: {exc!r}") from exc
         for key, (used, *members) in zip(keys, replies, strict=True):
             ledger.preload(key, int(used), [m.decode() for m in members])
         return ledger
@@ -97,8 +92,6 @@ class RedisBudgets:
             [item_id, [[self._prefix + c.key, c.cap, c.ttl_s or 0] for c in claims]]
             for item_id, claims in groups
         ]
-        try:
+        with redis_errors("redis budget claim"):
             granted = await self._claim(args=[orjson.dumps(payload)])
-        except RedisError as exc:
-            raise InfrastructureError(f"redis budget claim failed: {exc!r}") from exc
         return [bool(g) for g in granted]

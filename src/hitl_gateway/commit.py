@@ -18,7 +18,7 @@ import time
 import structlog
 from aiokafka import TopicPartition
 
-from hitl_gateway.errors import FencedError, InfrastructureError
+from hitl_gateway.errors import FencedError, InfrastructureError, RedisUnavailable
 from hitl_gateway.holds import HoldIndex, index_changes
 from hitl_gateway.lane import Lane, Work
 from hitl_gateway.metrics import GatewayMetrics
@@ -33,7 +33,7 @@ from hitl_gateway.source import Source
 log = structlog.get_logger(__name__)
 
 
-class IndexError_(InfrastructureError):
+class IndexFollowError(RedisUnavailable):
     """Redis failed while the index followed a commit (the commit itself stands)."""
 
 
@@ -114,8 +114,9 @@ class Committer:
                         backoff.reset()
                     except InfrastructureError as exc:
                         delay = backoff.next_delay()
-                        if not isinstance(exc, IndexError_):  # counted where Redis failed
-                            self._metrics.infrastructure_errors.labels(component="kafka").inc()
+                        if not isinstance(exc, IndexFollowError):  # counted where Redis failed
+                            errors = self._metrics.infrastructure_errors
+                            errors.labels(component=exc.component).inc()
                         log.warning(
                             "infrastructure_error_retrying",
                             partition=lane.partition,
@@ -208,7 +209,7 @@ class Committer:
         except InfrastructureError as exc:
             self._metrics.infrastructure_errors.labels(component="redis").inc()
             await self._owner.drop(lane)
-            raise IndexError_(str(exc)) from exc
+            raise IndexFollowError(str(exc)) from exc
 
     def _account(self, tally: Tally, applied: Applied, inputs: int, decisions: int) -> None:
         m = self._metrics

@@ -25,12 +25,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
+import redis.asyncio as aioredis
 
 from hitl_gateway import headers
-from hitl_gateway.errors import InfrastructureError
+from hitl_gateway.errors import redis_errors
 from hitl_gateway.ids import claim_value, source_of
-from hitl_gateway.redis_client import CLOSED_TTL_S, redis_client
+from hitl_gateway.redis_client import CLOSED_TTL_S, RedisWrapper
 from hitl_gateway.review.state import ClosedBy
 from hitl_gateway.settings import RedisSettings
 
@@ -190,14 +190,11 @@ return nu + nr
 """
 
 
-class HoldIndex:
-    def __init__(self, settings: RedisSettings) -> None:
+class HoldIndex(RedisWrapper):
+    def __init__(self, settings: RedisSettings, client: aioredis.Redis | None = None) -> None:
+        super().__init__(settings, client)
         self._p = settings.key_prefix
-        self._r = redis_client(settings)
         self._apply = self._r.register_script(_APPLY)
-
-    async def stop(self) -> None:
-        await self._r.aclose()
 
     # -- writes (after a commit, by the partition owner) --------------------------------------
 
@@ -240,19 +237,15 @@ class HoldIndex:
             args += [result_key(item_id, reviewer, decision_id), orjson.dumps(result)]
         for (topic, partition), offset in applied.items():
             args += [f"{topic}:{partition}", offset]
-        try:
+        with redis_errors("redis hold index update"):
             await self._apply(args=args)
-        except RedisError as exc:
-            raise InfrastructureError(f"redis hold index update failed: {exc!r}") from exc
 
     # -- reads -----------------------------------------------------------------------------
 
     async def get(self, item_id: str) -> IndexedHold | None:
-        try:
+        with redis_errors("redis read"):
             found = await self._r.hgetall(f"{self._p}hold:{item_id}")
             raw = {_bytes(k): _bytes(v) for k, v in found.items()}
-        except RedisError as exc:
-            raise InfrastructureError(f"redis read failed: {exc!r}") from exc
         if not raw:
             return None
         return IndexedHold(
@@ -264,25 +257,19 @@ class HoldIndex:
         )
 
     async def closed_by(self, item_id: str) -> ClosedBy | None:
-        try:
+        with redis_errors("redis read"):
             value = await self._r.get(f"{self._p}closed:{item_id}")
-        except RedisError as exc:
-            raise InfrastructureError(f"redis read failed: {exc!r}") from exc
         return ClosedBy.parse(_text(value)) if value is not None else None
 
     async def result(self, item_id: str, reviewer: str, decision_id: str) -> dict[str, Any] | None:
         """The result of ``reviewer``'s decision ``decision_id`` on ``item_id``."""
-        try:
+        with redis_errors("redis read"):
             raw = await self._r.get(f"{self._p}result:{result_key(item_id, reviewer, decision_id)}")
-        except RedisError as exc:
-            raise InfrastructureError(f"redis read failed: {exc!r}") from exc
         return orjson.loads(raw) if raw else None
 
     async def applied_offset(self, topic: str, partition: int) -> int | None:
-        try:
+        with redis_errors("redis read"):
             raw = await self._r.get(f"{self._p}applied.v2:{topic}:{partition}")
-        except RedisError as exc:
-            raise InfrastructureError(f"redis read failed: {exc!r}") from exc
         return int(raw) if raw is not None else None
 
     async def queue(
@@ -301,7 +288,7 @@ class HoldIndex:
         else:
             kind = "dqueue" if order == "deadline" else "dage"
             keys = [f"{self._p}{kind}:{pool}:{d}" for d in sorted(set(domains))]
-        try:
+        with redis_errors("redis read"):
             if len(keys) == 1:
                 total = await self._r.zcard(keys[0])
                 ids = await self._r.zrange(keys[0], offset, offset + limit - 1)
@@ -320,46 +307,36 @@ class HoldIndex:
                 for item_id in ids:
                     pipe.hget(f"{self._p}hold:{_text(item_id)}", "meta")
                 metas = await pipe.execute()
-        except RedisError as exc:
-            raise InfrastructureError(f"redis read failed: {exc!r}") from exc
         return total, [orjson.loads(m) for m in metas if m]
 
     async def due(self, partition: int, now_ms: int, limit: int = 500) -> list[str]:
         """Items of ``partition`` whose next SLA check is due."""
-        try:
+        with redis_errors("redis read"):
             ids = await self._r.zrangebyscore(
                 f"{self._p}sla:{partition}", 1, now_ms, start=0, num=limit
             )
-        except RedisError as exc:
-            raise InfrastructureError(f"redis read failed: {exc!r}") from exc
         return [_text(i) for i in ids]
 
     async def pools(self) -> set[str]:
         """Every pool that has held an item, including ``unassigned`` (no policy names it)."""
-        try:
+        with redis_errors("redis read"):
             return {_text(p) for p in await self._r.smembers(f"{self._p}pools")}
-        except RedisError as exc:
-            raise InfrastructureError(f"redis read failed: {exc!r}") from exc
 
     async def backlog(self, pool: str, now_ms: int) -> tuple[int, int | None, int]:
         """Items waiting in ``pool``, the oldest hold time (ms), and how many are past SLA."""
-        try:
+        with redis_errors("redis read"):
             async with self._r.pipeline(transaction=False) as pipe:
                 pipe.zcard(f"{self._p}queue:{pool}")
                 pipe.zrange(f"{self._p}age:{pool}", 0, 0, withscores=True)
                 pipe.zcount(f"{self._p}queue:{pool}", 1, now_ms)
                 count, first, past = await pipe.execute()
-        except RedisError as exc:
-            raise InfrastructureError(f"redis read failed: {exc!r}") from exc
         oldest = int(first[0][1]) if first else None
         return int(count), oldest, int(past)
 
     async def domain_counts(self, domains: list[str]) -> dict[str, int]:
-        try:
+        with redis_errors("redis read"):
             async with self._r.pipeline(transaction=False) as pipe:
                 for domain in domains:
                     pipe.scard(f"{self._p}domain:{domain}")
                 sizes = await pipe.execute()
-        except RedisError as exc:
-            raise InfrastructureError(f"redis read failed: {exc!r}") from exc
         return {d: int(n) for d, n in zip(domains, sizes, strict=True)}

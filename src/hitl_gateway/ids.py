@@ -21,10 +21,10 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 import orjson
-from redis.exceptions import RedisError
+import redis.asyncio as aioredis
 
-from hitl_gateway.errors import InfrastructureError
-from hitl_gateway.redis_client import CLOSED_TTL_S, redis_client
+from hitl_gateway.errors import redis_errors
+from hitl_gateway.redis_client import CLOSED_TTL_S, RedisWrapper
 from hitl_gateway.settings import RedisSettings
 
 # ARGV: prefix, TTL, then one JSON array of [id, content hash, source]. Returns, per item,
@@ -79,24 +79,19 @@ def claim_value(content_hash: str, source: str) -> str:
     return f"{content_hash}|{source}"
 
 
-class HeldIds:
-    def __init__(self, settings: RedisSettings) -> None:
+class HeldIds(RedisWrapper):
+    def __init__(self, settings: RedisSettings, client: aioredis.Redis | None = None) -> None:
+        super().__init__(settings, client)
         self._p = settings.key_prefix
-        self._r = redis_client(settings)
         self._claim = self._r.register_script(_CLAIM)
-
-    async def stop(self) -> None:
-        await self._r.aclose()
 
     async def claim(self, items: list[tuple[str, str, str]]) -> list[Claimed]:
         """Claim (item id, content hash, source) in order: later items of the same list see
         earlier ones, so two records with one id in one batch are told apart too."""
         if not items:
             return []
-        try:
+        with redis_errors("redis id claim"):
             replies = await self._claim(args=[self._p, CLOSED_TTL_S, orjson.dumps(items)])
-        except RedisError as exc:
-            raise InfrastructureError(f"redis id claim failed: {exc!r}") from exc
         out = []
         for reply in replies:
             status, _, held = (reply.decode() if isinstance(reply, bytes) else reply).partition("|")

@@ -18,7 +18,6 @@ from collections.abc import Callable
 
 import structlog
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
 
 from hitl_gateway.audit import AuditChain
 from hitl_gateway.errors import InfrastructureError
@@ -150,7 +149,7 @@ class Ownership:
                         else:
                             self.next_offset[tp] = offset
                             self._source.seek(tp, offset)
-                except KafkaError as exc:
+                except InfrastructureError as exc:
                     await producer.stop()
                     failures.append(exc)
                     continue

@@ -21,7 +21,6 @@ import time
 
 import structlog
 from aiokafka import TopicPartition
-from aiokafka.errors import KafkaError
 
 from hitl_gateway.audit import AuditChain
 from hitl_gateway.commit import Backoff, Committer
@@ -88,10 +87,7 @@ class Pipeline:
         return await self._source.ping(timeout_s=5.0)
 
     async def lag(self) -> list[tuple[TopicPartition, int, int]]:
-        try:
-            return await self._source.lag()
-        except (KafkaError, InfrastructureError) as exc:
-            raise InfrastructureError(f"lag unavailable: {exc!r}") from exc
+        return await self._source.lag()
 
     def partition_lock(self, partition: int) -> asyncio.Lock | None:
         """Partition p's write lock while it is owned: whoever holds it is the only writer of
@@ -171,10 +167,7 @@ class Pipeline:
         fetching for every other partition on that broker (aiokafka sends no fetch to a node
         while one of its partitions has recent unconsumed data), so a lane's backlog is
         bounded by pausing its partitions instead (``_dispatch``)."""
-        try:
-            return await self._source.fetch(timeout_ms)
-        except KafkaError as exc:
-            raise InfrastructureError(f"fetch failed: {exc!r}") from exc
+        return await self._source.fetch(timeout_ms)
 
     def _dispatch(self, batch: Batch) -> None:
         """Hand each owned partition's records to its lane; pause a lane's partitions while

@@ -13,10 +13,9 @@ from typing import Any
 
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
-from aiokafka.errors import KafkaError
 
 from hitl_gateway.audit import GENESIS, head_of
-from hitl_gateway.errors import InfrastructureError
+from hitl_gateway.errors import InfrastructureError, KafkaUnavailable, kafka_errors
 from hitl_gateway.holds import HoldIndex, index_changes
 from hitl_gateway.settings import KafkaSettings
 
@@ -48,10 +47,11 @@ class Reader:
             **s.client_options(),
         )
         try:
-            await consumer.start()
-        except (KafkaError, OSError) as exc:
+            with kafka_errors("starting the reader"):
+                await consumer.start()
+        except InfrastructureError:
             await consumer.stop()
-            raise InfrastructureError(f"could not start the reader: {exc!r}") from exc
+            raise
         self._consumer = consumer
 
     async def stop(self) -> None:
@@ -67,7 +67,7 @@ class Reader:
         assert self._consumer is not None
         consumer = self._consumer
         async with self._lock:
-            try:
+            with kafka_errors(f"reading {tp}"):
                 consumer.assign([tp])
                 end = (await consumer.end_offsets([tp]))[tp]
                 if end == 0 or (start is not None and start >= end):
@@ -80,12 +80,10 @@ class Reader:
                 deadline = asyncio.get_running_loop().time() + timeout_s
                 while await consumer.position(tp) < end:
                     if asyncio.get_running_loop().time() > deadline:
-                        raise InfrastructureError(f"reading {tp} timed out")
+                        raise KafkaUnavailable(f"reading {tp} timed out")
                     batch = await consumer.getmany(tp, timeout_ms=200, max_records=_BATCH)
                     out.extend(r for r in batch.get(tp, ()) if r.offset < end)
-            except KafkaError as exc:
-                raise InfrastructureError(f"reading {tp} failed: {exc!r}") from exc
-            return out, end
+                return out, end
 
     async def tail(self, tp: TopicPartition) -> list[Any]:
         """The last committed records of ``tp`` (stepping back past control records)."""

@@ -1,4 +1,5 @@
-"""The Redis connection every Redis wrapper (holds, ids, budgets, calibration) builds on."""
+"""The Redis connection: one client (and its connection pool) per process, which every Redis
+wrapper (holds, ids, budgets, calibration) shares."""
 
 from __future__ import annotations
 
@@ -17,3 +18,17 @@ def redis_client(settings: RedisSettings) -> aioredis.Redis:
         socket_timeout=settings.socket_timeout_s,
         socket_connect_timeout=settings.socket_timeout_s,
     )
+
+
+class RedisWrapper:
+    """Base of the Redis wrappers (holds, ids, budgets, calibration): they share the process's
+    one client (``client``, closed by whoever made it, the composition root) or, standing
+    alone (tools, tests), make and close their own."""
+
+    def __init__(self, settings: RedisSettings, client: aioredis.Redis | None = None) -> None:
+        self._r = client if client is not None else redis_client(settings)
+        self._owns_client = client is None
+
+    async def stop(self) -> None:
+        if self._owns_client:
+            await self._r.aclose()

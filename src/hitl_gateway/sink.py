@@ -19,13 +19,18 @@ import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
 from aiokafka.errors import (
     InvalidProducerEpoch,
-    KafkaError,
     ProducerFenced,
     TransactionalIdAuthorizationFailed,
 )
 from aiokafka.partitioner import DefaultPartitioner
 
-from hitl_gateway.errors import FencedError, InfrastructureError
+from hitl_gateway.errors import (
+    KAFKA_FAULTS,
+    FencedError,
+    InfrastructureError,
+    KafkaUnavailable,
+    kafka_errors,
+)
 from hitl_gateway.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
@@ -38,6 +43,8 @@ _REQUEST_OVERHEAD_BYTES = 64 * 1024
 # always takes its first record, so a maximum-size record still goes alone).
 _BATCH_BYTES = 512 * 1024
 _PARTITIONER = DefaultPartitioner()
+# An abort may also meet aiokafka's assertion that refuses it from a fatal state.
+_ABORT_FAULTS: tuple[type[BaseException], ...] = (*KAFKA_FAULTS, AssertionError)
 
 
 @dataclass(slots=True)
@@ -87,15 +94,13 @@ class PartitionProducer:
             **s.client_options(),
         )
         try:
-            await asyncio.wait_for(producer.start(), self._timeout_s)
-        except TransactionalIdAuthorizationFailed as exc:
+            with kafka_errors(f"starting producer {self.transactional_id}"):
+                await asyncio.wait_for(producer.start(), self._timeout_s)
+        except InfrastructureError as exc:
             await _close_quietly(producer)
-            raise InfrastructureError(f"not authorized for {self.transactional_id}") from exc
-        except (KafkaError, OSError, TimeoutError) as exc:
-            await _close_quietly(producer)
-            raise InfrastructureError(
-                f"could not start producer {self.transactional_id}: {exc!r}"
-            ) from exc
+            if isinstance(exc.__cause__, TransactionalIdAuthorizationFailed):
+                raise KafkaUnavailable(f"not authorized for {self.transactional_id}") from exc
+            raise
         self._producer = producer
 
     @property
@@ -118,13 +123,11 @@ class PartitionProducer:
         """
         producer = self._producer
         if producer is None:
-            raise InfrastructureError(f"producer for {self.tp} is not started")
+            raise KafkaUnavailable(f"producer for {self.tp} is not started")
         if not self._settings.exactly_once:
             # At-least-once: produced and acknowledged; the caller commits the offsets.
-            try:
+            with kafka_errors(f"producing for {self.tp}"):
                 return await self._produce(producer, records)
-            except (KafkaError, OSError, TimeoutError) as exc:
-                raise InfrastructureError(f"producing for {self.tp} failed: {exc!r}") from exc
         try:
             await producer.begin_transaction()
             try:
@@ -144,8 +147,8 @@ class PartitionProducer:
                 raise
         except _FENCED as exc:
             raise FencedError(f"{self.transactional_id} was fenced by a newer owner") from exc
-        except (KafkaError, OSError, TimeoutError) as exc:
-            raise InfrastructureError(f"transaction on {self.tp} failed: {exc!r}") from exc
+        except KAFKA_FAULTS as exc:
+            raise KafkaUnavailable(f"transaction on {self.tp} failed: {exc!r}") from exc
         return written
 
     async def _produce(
@@ -227,7 +230,7 @@ class PartitionProducer:
             return
         try:
             await asyncio.wait_for(producer.abort_transaction(), self._timeout_s)
-        except (KafkaError, OSError, TimeoutError, AssertionError) as exc:
+        except _ABORT_FAULTS as exc:
             # AssertionError: aiokafka refuses an abort from a fatal state; drop the producer.
             log.warning(
                 "transaction_abort_failed", transactional_id=self.transactional_id, error=repr(exc)
@@ -238,7 +241,7 @@ class PartitionProducer:
 async def _close_quietly(producer: AIOKafkaProducer, timeout_s: float = 5.0) -> None:
     try:
         await asyncio.wait_for(producer.stop(), timeout_s)
-    except (KafkaError, OSError, TimeoutError) as exc:
+    except KAFKA_FAULTS as exc:
         log.warning("producer_close_failed", error=repr(exc))
 
 
@@ -275,10 +278,11 @@ class Publisher:
             **s.client_options(),
         )
         try:
-            await producer.start()
-        except (KafkaError, OSError) as exc:
+            with kafka_errors("starting the decision publisher"):
+                await producer.start()
+        except InfrastructureError:
             await _close_quietly(producer)
-            raise InfrastructureError(f"could not start the decision publisher: {exc!r}") from exc
+            raise
         self._producer = producer
 
     async def stop(self) -> None:
@@ -288,8 +292,6 @@ class Publisher:
 
     async def publish(self, topic: str, value: bytes, key: bytes, partition: int | None) -> None:
         if self._producer is None:
-            raise InfrastructureError("the decision publisher is not started")
-        try:
+            raise KafkaUnavailable("the decision publisher is not started")
+        with kafka_errors("publishing a decision"):
             await self._producer.send_and_wait(topic, value, key=key, partition=partition)
-        except (KafkaError, OSError) as exc:
-            raise InfrastructureError(f"publishing a decision failed: {exc!r}") from exc

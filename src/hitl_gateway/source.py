@@ -11,10 +11,9 @@ from typing import Any, Protocol
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
-from aiokafka.errors import KafkaError
 
 from hitl_gateway import poison
-from hitl_gateway.errors import InfrastructureError
+from hitl_gateway.errors import KAFKA_FAULTS, InfrastructureError, KafkaUnavailable, kafka_errors
 from hitl_gateway.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
@@ -73,10 +72,11 @@ class Source:
             **s.client_options(),
         )
         try:
-            await asyncio.wait_for(consumer.start(), s.request_timeout_ms / 1000)
-        except (KafkaError, OSError, TimeoutError) as exc:
+            with kafka_errors("starting the consumer"):
+                await asyncio.wait_for(consumer.start(), s.request_timeout_ms / 1000)
+        except InfrastructureError:
             await consumer.stop()
-            raise InfrastructureError(f"could not start the consumer: {exc!r}") from exc
+            raise
         consumer.subscribe(self._topics, listener=_Listener(self._owner))
         self._consumer = consumer
 
@@ -89,12 +89,13 @@ class Source:
     @property
     def consumer(self) -> AIOKafkaConsumer:
         if self._consumer is None:
-            raise InfrastructureError("the consumer is not started")
+            raise KafkaUnavailable("the consumer is not started")
         return self._consumer
 
     async def fetch(self, timeout_ms: int) -> Batch:
         """Every record the consumer has buffered (waiting up to ``timeout_ms`` for some)."""
-        batch: Batch = await self.consumer.getmany(timeout_ms=timeout_ms)
+        with kafka_errors("fetch"):
+            batch: Batch = await self.consumer.getmany(timeout_ms=timeout_ms)
         return batch
 
     def pause(self, tps: set[TopicPartition]) -> None:
@@ -108,14 +109,13 @@ class Source:
     async def commit(self, offsets: dict[TopicPartition, int]) -> None:
         """Commit offsets through the group (at-least-once mode; exactly-once commits them in
         the transaction instead)."""
-        try:
+        with kafka_errors("offset commit"):
             await self.consumer.commit(offsets)
-        except KafkaError as exc:
-            raise InfrastructureError(f"offset commit failed: {exc!r}") from exc
 
     async def committed(self, tp: TopicPartition) -> int | None:
         """The group's committed offset, read from the broker now (never a cached value)."""
-        offset: int | None = await self.consumer.committed(tp)
+        with kafka_errors(f"reading {tp}'s committed offset"):
+            offset: int | None = await self.consumer.committed(tp)
         return offset
 
     def seek(self, tp: TopicPartition, offset: int) -> None:
@@ -123,13 +123,14 @@ class Source:
         self.consumer.seek(tp, offset)
 
     async def seek_to_beginning(self, tp: TopicPartition) -> None:
-        await self.consumer.seek_to_beginning(tp)
+        with kafka_errors(f"seeking {tp} to its beginning"):
+            await self.consumer.seek_to_beginning(tp)
 
     async def ping(self, timeout_s: float) -> bool:
         """A real metadata request to the cluster: is a broker answering?"""
         try:
             await asyncio.wait_for(self.consumer.topics(), timeout_s)
-        except (KafkaError, OSError, TimeoutError):
+        except KAFKA_FAULTS:
             return False
         return True
 
@@ -143,6 +144,7 @@ class Source:
             stable = consumer.last_stable_offset(tp)
             if high is None or stable is None:
                 continue  # no fetch response yet
-            position = await consumer.position(tp)
+            with kafka_errors("lag"):
+                position = await consumer.position(tp)
             out.append((tp, max(0, stable - position), max(0, high - stable)))
         return out

@@ -23,7 +23,7 @@ from numbers import Real
 from typing import Any
 
 import orjson
-from redis.exceptions import RedisError
+import redis.asyncio as aioredis
 
 from hitl_gateway.calibration.evidence import Evidence
 from hitl_gateway.calibration.judge import Status, assess
@@ -31,9 +31,9 @@ from hitl_gateway.calibration.stats import (
     krippendorff_alpha_interval,
     krippendorff_alpha_nominal,
 )
-from hitl_gateway.errors import InfrastructureError
+from hitl_gateway.errors import redis_errors
 from hitl_gateway.policy.schema import Calibration
-from hitl_gateway.redis_client import redis_client
+from hitl_gateway.redis_client import RedisWrapper
 from hitl_gateway.settings import RedisSettings
 
 SEEN_TTL_S = 30 * 86_400
@@ -93,21 +93,18 @@ _LABELS = {
 }
 
 
-class CalibrationStore:
-    def __init__(self, settings: RedisSettings) -> None:
-        self._r = redis_client(settings)
+class CalibrationStore(RedisWrapper):
+    def __init__(self, settings: RedisSettings, client: aioredis.Redis | None = None) -> None:
+        super().__init__(settings, client)
         self._p = f"{settings.key_prefix}cal:"
         self._push = self._r.register_script(_PUSH)
         self._summary = self._r.register_script(_SUMMARY)
-
-    async def stop(self) -> None:
-        await self._r.aclose()
 
     async def record(self, decision_id: str, ev: Evidence, cal: Calibration) -> list[Change]:
         pushes = _pushes(ev, cal)
         if not pushes:
             return []
-        try:
+        with redis_errors("redis calibration update"):
             keys = [self._p + "seen:" + decision_id] + [self._list(k, s) for k, s, _, _ in pushes]
             args: list[Any] = [SEEN_TTL_S]
             for _, _, value, window in pushes:
@@ -130,20 +127,16 @@ class CalibrationStore:
                     labels = dict(zip(_LABELS[kind], subject.split("|"), strict=True))
                     previous_text = previous.decode() if isinstance(previous, bytes) else ""
                     changes.append(Change(kind, labels, previous_text, status, fields))
-        except RedisError as exc:
-            raise InfrastructureError(f"redis calibration update failed: {exc!r}") from exc
         return changes
 
     async def summaries(self) -> list[Summary]:
         """Every stored summary (the observer turns them into gauges)."""
-        try:
+        with redis_errors("redis calibration read"):
             names = sorted(await self._r.smembers(self._p + "summaries"))
             async with self._r.pipeline(transaction=False) as pipe:
                 for name in names:
                     pipe.hgetall(name)
                 contents = await pipe.execute()
-        except RedisError as exc:
-            raise InfrastructureError(f"redis calibration read failed: {exc!r}") from exc
         out = []
         for name, raw in zip(names, contents, strict=True):
             text = name.decode() if isinstance(name, bytes) else str(name)
