@@ -150,6 +150,7 @@ async def watch_drain(
     group: str,
     topic: str,
     total: int,
+    *,
     timeout_s: float,
 ) -> tuple[float, int, float, list[tuple[float, float]]]:
     """Poll the group's committed offsets until ``total``: (seconds, records timed, CPU
@@ -333,6 +334,7 @@ async def latency_run(
     load: float,
     rate: float,
     seconds: float,
+    *,
     payload_file: Path,
 ) -> tuple[Latency, list[tuple[float, float]]]:
     """Offered load from ProducerPerformance (timestamps at send, linger 1 ms) into a fresh
@@ -587,13 +589,14 @@ async def main(args: argparse.Namespace) -> Path:
             for load in args.loads:
                 for name in [m for m in ("A-tx", "D-tx", "A", "D") if m in modes]:
                     lat, _ = await latency_run(modes[name], admin, load, top * load,
-                                               args.latency_seconds, payload)  # fmt: skip
+                                               args.latency_seconds,
+                                               payload_file=payload)  # fmt: skip
                     print(f"  latency {name} at {load:.0%}: p50 {lat.p50_ms} ms, "
                           f"p99 {lat.p99_ms} ms, p99.9 {lat.p999_ms} ms")  # fmt: skip
                     results.latency.append(lat)
             if args.soak_seconds > 0 and "D-tx" in modes:
                 _, samples = await latency_run(modes["D-tx"], admin, 0.5, top * 0.5,
-                                               args.soak_seconds, payload)  # fmt: skip
+                                               args.soak_seconds, payload_file=payload)  # fmt: skip
                 first = [r for t, r in samples if t - samples[0][0] <= 60]
                 last = [r for t, r in samples if samples[-1][0] - t <= 60]
                 results.soak = {

@@ -30,6 +30,7 @@ from hitl_gateway.admin import ensure_topics
 from hitl_gateway.app import Gateway
 from hitl_gateway.holds import IndexedHold
 from hitl_gateway.logs import configure_logging
+from hitl_gateway.models import HoldMeta
 from hitl_gateway.review.auth import new_token
 from hitl_gateway.settings import (
     HttpSettings,
@@ -136,20 +137,22 @@ async def queue_listing(
     for start in range(0, holds, chunk):
         batch = [
             IndexedHold(
-                meta={
-                    "item_id": f"q{i}",
-                    "domain": "clinical-summaries",
-                    "pool": pool,
-                    "reviewers": 1,
-                    "sla_deadline_ms": now + i * 1_000,
-                    "held_at_ms": now - i,
-                    "content_hash": "sha256:" + "0" * 64,
-                    "reasons": [{"rule": "mandatory_review", "detail": "bench"}],
-                    "state": "pending",
-                    "stage": "review",
-                    "votes": [],
-                    "next_check_ms": now + 10**9,
-                },
+                meta=HoldMeta.of(
+                    {
+                        "item_id": f"q{i}",
+                        "domain": "clinical-summaries",
+                        "pool": pool,
+                        "reviewers": 1,
+                        "sla_deadline_ms": now + i * 1_000,
+                        "held_at_ms": now - i,
+                        "content_hash": "sha256:" + "0" * 64,
+                        "reasons": [{"rule": "mandatory_review", "detail": "bench"}],
+                        "state": "pending",
+                        "stage": "review",
+                        "votes": [],
+                        "next_check_ms": now + 10**9,
+                    }
+                ),
                 value=value,
                 key=f"q{i}".encode(),
                 headers=[("hitl.route", b"hold")],

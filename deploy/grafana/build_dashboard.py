@@ -17,8 +17,10 @@ WIDTH = 24
 
 
 def panel(
-    title: str, exprs: list[tuple[str, str]], unit: str, x: int, y: int, w: int = 12
+    title: str, exprs: list[tuple[str, str]], unit: str, at: tuple[int, int], w: int = 12
 ) -> dict[str, Any]:
+    """A time series panel at grid position ``at`` (x, y), ``w`` columns wide."""
+    x, y = at
     return {
         "type": "timeseries",
         "title": title,
@@ -53,15 +55,13 @@ def dashboard() -> dict[str, Any]:
             "Records routed per second, by route",
             [("sum by (route) (rate(hitl_records_routed_total[5m]))", "{{route}}")],
             "ops",
-            0,
-            1,
+            (0, 1),
         ),
         panel(
             "Routed per second, by domain",
             [("sum by (domain) (rate(hitl_records_routed_total[5m]))", "{{domain}}")],
             "ops",
-            12,
-            1,
+            (12, 1),
         ),
         panel(
             "Batch processing time (p99)",
@@ -72,8 +72,7 @@ def dashboard() -> dict[str, Any]:
                 )
             ],
             "s",
-            0,
-            9,
+            (0, 9),
         ),
         panel(
             "Consumer lag and open transactions",
@@ -85,26 +84,23 @@ def dashboard() -> dict[str, Any]:
                 ),
             ],
             "short",
-            12,
-            9,
+            (12, 9),
         ),
         row("Backlog and SLA", 17),
         panel(
-            "Items waiting, by pool", [("max by (pool) (hitl_holds)", "{{pool}}")], "short", 0, 18
+            "Items waiting, by pool", [("max by (pool) (hitl_holds)", "{{pool}}")], "short", (0, 18)
         ),
         panel(
             "Oldest waiting item, by pool",
             [("max by (pool) (hitl_oldest_hold_age_seconds)", "{{pool}}")],
             "s",
-            12,
-            18,
+            (12, 18),
         ),
         panel(
             "Items past SLA, by pool",
             [("max by (pool) (hitl_holds_past_sla)", "{{pool}}")],
             "short",
-            0,
-            26,
+            (0, 26),
         ),
         panel(
             "Review latency p50 / p99, by pool",
@@ -119,8 +115,7 @@ def dashboard() -> dict[str, Any]:
                 ),
             ],
             "s",
-            12,
-            26,
+            (12, 26),
         ),
         row("Reviewer capacity and cost", 34),
         panel(
@@ -130,22 +125,19 @@ def dashboard() -> dict[str, Any]:
                 ("max by (pool) (hitl_pool_capacity_seconds) / 3600", "capacity {{pool}}"),
             ],
             "h",
-            0,
-            35,
+            (0, 35),
         ),
         panel(
             "Waiting work (reviewer-hours), by pool",
             [("max by (pool) (hitl_review_backlog_seconds) / 3600", "{{pool}}")],
             "h",
-            12,
-            35,
+            (12, 35),
         ),
         panel(
             "Projected review cost per day, by pool",
             [("hitl:review_cost_usd_per_day:rate1h", "{{pool}}")],
             "currencyUSD",
-            0,
-            43,
+            (0, 43),
         ),
         panel(
             "Decisions per hour, by verdict",
@@ -156,23 +148,20 @@ def dashboard() -> dict[str, Any]:
                 )
             ],
             "short",
-            12,
-            43,
+            (12, 43),
         ),
         row("Errors", 51),
         panel(
             "Dead letters per second, by reason",
             [("sum by (reason) (rate(hitl_records_dead_lettered_total[5m]))", "{{reason}}")],
             "ops",
-            0,
-            52,
+            (0, 52),
         ),
         panel(
             "Refused decisions per hour, by reason",
             [("sum by (reason) (rate(hitl_decisions_refused_total[1h])) * 3600", "{{reason}}")],
             "short",
-            12,
-            52,
+            (12, 52),
         ),
         panel(
             "Retried infrastructure errors and aborted transactions",
@@ -184,8 +173,7 @@ def dashboard() -> dict[str, Any]:
                 ('sum(rate(hitl_kafka_transactions_total{outcome="abort"}[5m]))', "aborts"),
             ],
             "ops",
-            0,
-            60,
+            (0, 60),
         ),
         panel(
             "Policy version and reloads",
@@ -197,8 +185,7 @@ def dashboard() -> dict[str, Any]:
                 ),
             ],
             "short",
-            12,
-            60,
+            (12, 60),
         ),
         row("Calibration", 68),
         panel(
@@ -211,8 +198,7 @@ def dashboard() -> dict[str, Any]:
                 ),
             ],
             "percentunit",
-            0,
-            69,
+            (0, 69),
         ),
         panel(
             "Reviewer agreement (Krippendorff's alpha), by pool and dimension",
@@ -223,8 +209,7 @@ def dashboard() -> dict[str, Any]:
                 )
             ],
             "short",
-            12,
-            69,
+            (12, 69),
         ),
         panel(
             "Reviewers flagged for drifting from consensus; gold accuracy",
@@ -236,8 +221,7 @@ def dashboard() -> dict[str, Any]:
                 ),
             ],
             "short",
-            0,
-            77,
+            (0, 77),
         ),
         panel(
             "Live plan: reviewer headcount needed and capacity used, by pool",
@@ -246,8 +230,7 @@ def dashboard() -> dict[str, Any]:
                 ("hitl:plan_capacity_used_ratio:rate1h", "{{pool}} capacity used"),
             ],
             "short",
-            12,
-            77,
+            (12, 77),
         ),
     ]
     return {

@@ -58,7 +58,7 @@ class Gateway:
             self.reviewers,
             self.policies,
             self.calibration,
-            settings.limits.max_record_bytes,
+            max_record_bytes=settings.limits.max_record_bytes,
         )
         self.pipeline = Pipeline(
             settings,
@@ -66,7 +66,7 @@ class Gateway:
             self.policies,
             Router(settings, self.budgets, self.ids),
             applier,
-            self.index,
+            index=self.index,
         )
         self.observer = Observer(
             self.metrics,

@@ -61,6 +61,7 @@ class Committer:
         self,
         settings: Settings,
         metrics: GatewayMetrics,
+        *,
         policies: PolicyStore,
         router: Router,
         applier: DecisionApplier,

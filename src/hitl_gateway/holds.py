@@ -29,7 +29,8 @@ import redis.asyncio as aioredis
 
 from hitl_gateway import headers
 from hitl_gateway.errors import redis_errors
-from hitl_gateway.ids import claim_value, source_of
+from hitl_gateway.ids import claim_source, claim_value
+from hitl_gateway.models import HoldMeta
 from hitl_gateway.redis_client import CLOSED_TTL_S, RedisWrapper
 from hitl_gateway.review.state import ClosedBy
 from hitl_gateway.settings import RedisSettings
@@ -39,7 +40,7 @@ RESULT_TTL_S = 7 * 86_400
 
 @dataclass(frozen=True, slots=True)
 class IndexedHold:
-    meta: dict[str, Any]
+    meta: HoldMeta
     value: bytes
     key: bytes | None
     headers: list[tuple[str, bytes]]
@@ -54,7 +55,7 @@ def indexed(value: bytes, hdrs: list[tuple[str, bytes]], partition: int) -> Inde
     own = [(k, v) for k, v in hdrs if k not in (headers.HOLD, headers.HOLD_KEY)]
     meta_json = found[headers.HOLD]
     return IndexedHold(
-        meta=orjson.loads(meta_json),
+        meta=HoldMeta.from_json(meta_json),
         value=value,
         key=found.get(headers.HOLD_KEY),
         headers=own,
@@ -94,13 +95,13 @@ def index_changes(
     return upserts, removals
 
 
-def _claim(meta: dict[str, Any]) -> str:
+def _claim(meta: HoldMeta) -> str:
     """The id claim of the record that made this hold (see ids.py)."""
-    source = meta.get("source") or {}
-    where = source_of(
+    source = meta.source or {}
+    where = claim_source(
         source.get("topic", "?"), source.get("partition", -1), source.get("offset", -1)
     )
-    return claim_value(meta["content_hash"], where)
+    return claim_value(meta.content_hash, where)
 
 
 def _text(value: Any) -> str:
@@ -214,18 +215,18 @@ class HoldIndex(RedisWrapper):
         for hold in upserts:
             meta = hold.meta
             fields.append([
-                meta["item_id"],
-                meta["pool"],
-                meta["domain"],
-                meta["sla_deadline_ms"] or 0,
-                meta["held_at_ms"],
-                meta.get("next_check_ms") or 0,
+                meta.item_id,
+                meta.pool,
+                meta.domain,
+                meta.sla_deadline_ms or 0,
+                meta.held_at_ms,
+                meta.next_check_ms or 0,
                 hold.partition,
                 "1" if hold.key is not None else "0",
                 _claim(meta),
             ])  # fmt: skip
             blobs += [
-                hold.meta_json if hold.meta_json is not None else orjson.dumps(meta),
+                hold.meta_json if hold.meta_json is not None else meta.to_json(),
                 hold.value,
                 hold.key if hold.key is not None else b"",
                 encode_headers(hold.headers),
@@ -249,7 +250,7 @@ class HoldIndex(RedisWrapper):
         if not raw:
             return None
         return IndexedHold(
-            meta=orjson.loads(raw[b"meta"]),
+            meta=HoldMeta.from_json(raw[b"meta"]),
             value=raw[b"value"],
             key=raw[b"key"] if raw.get(b"has_key") == b"1" else None,
             headers=decode_headers(raw[b"headers"]),
@@ -280,7 +281,7 @@ class HoldIndex(RedisWrapper):
         offset: int = 0,
         limit: int = 50,
         domains: Collection[str] | None = None,
-    ) -> tuple[int, list[dict[str, Any]]]:
+    ) -> tuple[int, list[HoldMeta]]:
         """A page of a pool's queue (nearest deadline or oldest first) and its total size;
         with ``domains``, of those domains' items only (paged and counted among them)."""
         if domains is None:
@@ -307,7 +308,7 @@ class HoldIndex(RedisWrapper):
                 for item_id in ids:
                     pipe.hget(f"{self._p}hold:{_text(item_id)}", "meta")
                 metas = await pipe.execute()
-        return total, [orjson.loads(m) for m in metas if m]
+        return total, [HoldMeta.from_json(m) for m in metas if m]
 
     async def due(self, partition: int, now_ms: int, limit: int = 500) -> list[str]:
         """Items of ``partition`` whose next SLA check is due."""

@@ -70,7 +70,7 @@ class Claimed:
         return self.status in (Claim.NEW, Claim.OURS)
 
 
-def source_of(topic: str, partition: int, offset: int) -> str:
+def claim_source(topic: str, partition: int, offset: int) -> str:
     return f"{topic}:{partition}:{offset}"
 
 

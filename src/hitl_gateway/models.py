@@ -1,12 +1,14 @@
-"""The data the gateway routes: the input record contract, routes and dead-letter reasons."""
+"""The data the gateway routes: the input record contract, routes, dead-letter reasons, and
+a held item's metadata."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 # BCP 47 shape (language[-script][-region][-variant...]); validity of subtags is not checked.
@@ -79,3 +81,58 @@ class Invalid:
 
     reason: DeadLetterReason
     message: str
+
+
+@dataclass(slots=True)
+class HoldMeta:
+    """A held item's metadata: the ``hitl.hold`` header of its record on the holds topic, and
+    what the hold index stores. Written by routing, updated by votes (the applier) and SLA
+    steps (the sweeper), read by the review API, tasks and calibration.
+
+    Wire format: a JSON object with these keys (orjson writes the dataclass as is). Holds
+    written by earlier versions lack the keys added since (``stratum``, ``blind``, ``judge``)
+    or the three that were written only once set (``sla_breached``, ``review_pool``,
+    ``gold``): ``of`` gives them their defaults, which mean what their absence meant; keys
+    this version does not know are ignored.
+    """
+
+    item_id: str
+    domain: str
+    pool: str  # the pool deciding now (the adjudicator pool during adjudication)
+    reviewers: int
+    content_hash: str
+    held_at_ms: int
+    state: str = "pending"
+    blocking: bool = True  # false: delivered when routed, reviewed for labels only
+    adjudicator_pool: str | None = None
+    rubric: str | None = None
+    sla_deadline_ms: int | None = None
+    policy_version: str | None = None
+    rule: str | None = None
+    reasons: list[dict[str, str]] = field(default_factory=list)
+    source: dict[str, Any] | None = None  # the input record: topic, partition, offset
+    producer: str | None = None  # the service that produced the output (metadata.service)
+    stage: str = "review"  # review | adjudication
+    votes: list[dict[str, Any]] = field(default_factory=list)
+    escalations: int = 0
+    next_check_ms: int | None = None
+    blind: bool = False  # the judge's verdict is withheld from reviewers
+    judge: dict[str, Any] | None = None
+    stratum: str | None = None
+    sla_breached: bool = False
+    review_pool: str | None = None  # the pool that reviewed, once adjudication moved it
+    gold: dict[str, Any] | None = None  # a known-answer item: id, verdict, grade
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self)
+
+    @classmethod
+    def of(cls, data: dict[str, Any]) -> HoldMeta:
+        return cls(**{k: v for k, v in data.items() if k in _HOLD_FIELDS})
+
+    @classmethod
+    def from_json(cls, raw: bytes) -> HoldMeta:
+        return cls.of(orjson.loads(raw))
+
+
+_HOLD_FIELDS = frozenset(f.name for f in fields(HoldMeta))

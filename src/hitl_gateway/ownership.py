@@ -40,6 +40,7 @@ class Ownership:
         source: Source,
         reader: Reader,
         index: HoldIndex,
+        *,
         start_lane: Callable[[Lane], asyncio.Task[None]],
     ) -> None:
         self._settings = settings

@@ -48,6 +48,7 @@ class Pipeline:
         policies: PolicyStore,
         router: Router,
         applier: DecisionApplier,
+        *,
         index: HoldIndex,
     ) -> None:
         self._settings = settings
@@ -59,7 +60,14 @@ class Pipeline:
             settings, metrics, self._source, self._reader, index, start_lane=self._start_lane
         )
         self._committer = Committer(
-            settings, metrics, policies, router, applier, index, self._source, self._ownership
+            settings,
+            metrics,
+            policies=policies,
+            router=router,
+            applier=applier,
+            index=index,
+            source=self._source,
+            ownership=self._ownership,
         )
 
     def _start_lane(self, lane: Lane) -> asyncio.Task[None]:

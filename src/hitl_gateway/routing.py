@@ -21,13 +21,13 @@ from hitl_gateway import __version__, headers
 from hitl_gateway.audit import AuditChain
 from hitl_gateway.budgets import RedisBudgets
 from hitl_gateway.codec import decode
-from hitl_gateway.ids import Claim, Claimed, HeldIds, source_of
-from hitl_gateway.models import DeadLetterReason, InputRecord, Invalid, Route
+from hitl_gateway.ids import Claim, Claimed, HeldIds, claim_source
+from hitl_gateway.models import DeadLetterReason, HoldMeta, InputRecord, Invalid, Route
+from hitl_gateway.outputs import audit_event, dead_letter, hold_record, review_task, source_of
 from hitl_gateway.poison import poisoned
 from hitl_gateway.policy.budget import MemoryLedger
-from hitl_gateway.policy.engine import Decision, candidate_claim_keys, decide
+from hitl_gateway.policy.engine import UNASSIGNED, Decision, candidate_claim_keys, decide
 from hitl_gateway.policy.loader import PolicySet
-from hitl_gateway.review.tasks import TASK_SCHEMA_VERSION, blind_view
 from hitl_gateway.settings import Settings
 from hitl_gateway.sink import Outgoing
 
@@ -67,7 +67,7 @@ class _Seen:
     def of(cls, record: Any, value: bytes, d: Decision, content_hash: str | None = None) -> _Seen:
         """For the item whose bytes are ``value``, routed by ``d`` from input ``record``."""
         reasons = [{"rule": r.rule, "detail": r.detail} for r in d.reasons]
-        return cls(content_hash or _content_hash(value), reasons, _source(record))
+        return cls(content_hash or _content_hash(value), reasons, source_of(record))
 
 
 class Router:
@@ -125,7 +125,9 @@ class Router:
                 out += self._not_held_again(record, verdict, claimed[1], policies, tally)
                 continue
             content_hash = claimed[0] if claimed is not None else None
-            out += self._outputs(record, verdict, decision, policies, chain, content_hash)
+            out += self._outputs(
+                record, verdict, decision, policies, chain, content_hash=content_hash
+            )
             tally.routes[(decision.domain, decision.route)] += 1
             if decision.route in (Route.PASS, Route.DELIVER_AND_REVIEW):
                 tally.delivered += 1
@@ -153,7 +155,7 @@ class Router:
         for n in reviewed:
             verdict, record = verdicts[n], records[n]
             assert isinstance(verdict, InputRecord)
-            where = source_of(record.topic, record.partition, record.offset)
+            where = claim_source(record.topic, record.partition, record.offset)
             items.append((verdict.id, _content_hash(record.value), where))
         claimed = await self._ids.claim(items)
         return {n: (item[1], c) for n, item, c in zip(reviewed, items, claimed, strict=True)}
@@ -167,7 +169,7 @@ class Router:
         if claimed.status is Claim.DUPLICATE:
             tally.routes[("-", DUPLICATE)] += 1
             log.info("duplicate_acknowledged", item_id=item.id, first=claimed.holder,
-                     **_source(record))  # fmt: skip
+                     **source_of(record))  # fmt: skip
             return []
         message = (
             f"id {item.id!r} is already held with other content (first held from"
@@ -218,6 +220,7 @@ class Router:
         decision: Decision,
         policies: PolicySet,
         chain: AuditChain,
+        *,
         content_hash: str | None = None,
     ) -> list[Outgoing]:
         base = [
@@ -245,56 +248,41 @@ class Router:
             # Held items, and deliver-and-review items as non-blocking reviews: both wait on
             # the holds topic for a reviewer (the latter already delivered, never blocked).
             hold = self._hold_meta(record, item, decision, seen)
-            hold_headers = [*base, (headers.HOLD, orjson.dumps(hold))]
-            if record.key is not None:
-                hold_headers.append((headers.HOLD_KEY, record.key))
+            holds = self._topics.holds
             out.append(
-                Outgoing(
-                    self._topics.holds,
-                    record.value,
-                    item.id.encode(),
-                    hold_headers,
-                    partition=record.partition,
-                )
+                hold_record(holds, hold, record.value, record.key, base, partition=record.partition)
             )
-        if reviewed:
-            out.append(self._task(record, item, decision, seen))
+            out.append(self._task(record, hold, decision))
         if reviewed and decision.gold is not None:
             out += self._gold(record, item, decision, base)
         if decision.audit:
-            out.append(self._audit(record, item, decision, policies, seen, chain))
+            out.append(self._audit(record, item, decision, policies, seen, chain=chain))
         return out
 
-    def _hold_meta(
-        self, record: Any, item: InputRecord, d: Decision, seen: _Seen
-    ) -> dict[str, Any]:
-        return {
-            "item_id": item.id,
-            "state": "pending",
-            "blocking": d.route is Route.HOLD,
-            "domain": d.domain,
-            "pool": d.pool,
-            "reviewers": d.reviewers,
-            "adjudicator_pool": d.adjudicator_pool,
-            "rubric": d.rubric,
-            "sla_deadline_ms": d.sla_deadline_ms,
-            "policy_version": d.policy_version,
-            "rule": d.rule,
-            "reasons": seen.reasons,
-            "content_hash": seen.content_hash,
-            "held_at_ms": record.timestamp,
-            "source": seen.source,
-            "producer": (item.metadata or {}).get("service"),
-            "stage": "review",
-            "votes": [],
-            "escalations": 0,
-            "next_check_ms": d.sla_deadline_ms,
+    def _hold_meta(self, record: Any, item: InputRecord, d: Decision, seen: _Seen) -> HoldMeta:
+        return HoldMeta(
+            item_id=item.id,
+            blocking=d.route is Route.HOLD,
+            domain=d.domain,
+            pool=d.pool or UNASSIGNED,  # a reviewed route always names one
+            reviewers=d.reviewers,
+            adjudicator_pool=d.adjudicator_pool,
+            rubric=d.rubric,
+            sla_deadline_ms=d.sla_deadline_ms,
+            policy_version=d.policy_version,
+            rule=d.rule,
+            reasons=seen.reasons,
+            content_hash=seen.content_hash,
+            held_at_ms=record.timestamp,
+            source=seen.source,
+            producer=(item.metadata or {}).get("service"),
+            next_check_ms=d.sla_deadline_ms,
             # For judge calibration: the human's grade is compared with the judge's on blind
             # reviews, per domain and stratum.
-            "blind": d.blind,
-            "judge": item.judge.model_dump(exclude_none=True) if item.judge else None,
-            "stratum": d.stratum,
-        }
+            blind=d.blind,
+            judge=item.judge.model_dump(exclude_none=True) if item.judge else None,
+            stratum=d.stratum,
+        )
 
     def _gold(
         self, record: Any, item: InputRecord, d: Decision, base: list[tuple[str, bytes]]
@@ -311,50 +299,26 @@ class Router:
         shown = d._replace(blind=True, gold=None, adjudicator_pool=None, reviewers=1)
         seen = _Seen.of(record, value, shown)
         meta = self._hold_meta(record, gold_item, shown, seen)
-        meta["gold"] = {"id": gold.id, "verdict": gold.verdict, "grade": gold.grade}
-        hold_headers = [*base, (headers.HOLD, orjson.dumps(meta))]
-        hold = Outgoing(
-            self._topics.holds, value, gold_id.encode(), hold_headers, partition=record.partition
-        )
-        return [hold, self._task(record, gold_item, shown, seen, value)]
+        meta.gold = {"id": gold.id, "verdict": gold.verdict, "grade": gold.grade}
+        hold = hold_record(self._topics.holds, meta, value, None, base, partition=record.partition)
+        return [hold, self._task(record, meta, shown, value)]
 
     def _task(
-        self,
-        record: Any,
-        item: InputRecord,
-        d: Decision,
-        seen: _Seen,
-        value: bytes | None = None,
+        self, record: Any, meta: HoldMeta, d: Decision, value: bytes | None = None
     ) -> Outgoing:
-        value = record.value if value is None else value
-        shown: Any = blind_view(value) if d.blind else orjson.Fragment(value)
-        task = {
-            "type": "review_task",
-            "schema_version": TASK_SCHEMA_VERSION,
-            "item_id": item.id,
-            "domain": d.domain,
-            "route": d.route,  # a StrEnum: orjson writes its value
-            "blocking": d.route is Route.HOLD,
-            "pool": d.pool,
-            "rule": d.rule,
-            "reasons": seen.reasons,
-            "reviewers": d.reviewers,
-            "adjudicator_pool": d.adjudicator_pool,
-            "rubric": d.rubric,
-            "deadline_ms": d.sla_deadline_ms,
-            "blind": d.blind,
-            "content_hash": seen.content_hash,
-            "policy_version": d.policy_version,
-            "source": seen.source,
-            "created_at_ms": record.timestamp,
-            "record": shown,
-        }
         task_headers = [
             (headers.POLICY_VERSION, d.policy_version.encode()),
             (headers.GATEWAY_VERSION, self._version),
         ]
-        return Outgoing(
-            self._topics.review_tasks, orjson.dumps(task), item.id.encode(), task_headers
+        return review_task(
+            self._topics.review_tasks,
+            meta,
+            record.value if value is None else value,
+            rule=d.rule,
+            reasons=meta.reasons,
+            created_at_ms=record.timestamp,
+            task_headers=task_headers,
+            strict=True,  # routed records are strict JSON (codec.py)
         )
 
     def _audit(
@@ -364,6 +328,7 @@ class Router:
         d: Decision,
         policies: PolicySet,
         seen: _Seen,
+        *,
         chain: AuditChain,
     ) -> Outgoing:
         event = {
@@ -381,41 +346,25 @@ class Router:
             "at_ms": record.timestamp,
             "gateway_version": __version__,
         }
-        return Outgoing(
-            self._topics.audit,
-            chain.seal(event),
-            item.id.encode(),
-            [(headers.POLICY_VERSION, d.policy_version.encode())],
-            partition=record.partition,
-        )
+        policy_header = [(headers.POLICY_VERSION, d.policy_version.encode())]
+        return audit_event(
+            self._topics.audit, chain, event, item.id, partition=record.partition,
+            event_headers=policy_header,
+        )  # fmt: skip
 
     def _dead_letter(
         self, record: Any, reason: DeadLetterReason, message: str, policy_set_version: str
     ) -> Outgoing:
-        value = record.value
-        limit = self._settings.limits.max_record_bytes
-        if reason is DeadLetterReason.UNREADABLE and len(value) > limit:
-            # A whole batch's bytes can be more than the dead-letter topic takes in one record.
-            message += f" (the first {limit} of {len(value)} bytes kept)"
-            value = value[:limit]
-        return Outgoing(
-            topic=self._topics.deadletter,
-            value=value,
-            key=record.key,
-            headers=[
-                *headers.original_headers(record),
-                (headers.DLQ_REASON, reason.value.encode()),
-                (headers.DLQ_MESSAGE, message.encode()),
-                (headers.POLICY_VERSION, policy_set_version.encode()),
-                *headers.source_headers(record),
-                (headers.GATEWAY_VERSION, self._version),
-            ],
+        return dead_letter(
+            self._topics.deadletter,
+            record,
+            reason.value,
+            message,
+            policy_set_version=policy_set_version,
+            gateway_version=self._version,
+            max_bytes=self._settings.limits.max_record_bytes,
         )
 
 
 def _content_hash(value: bytes) -> str:
     return "sha256:" + hashlib.sha256(value).hexdigest()
-
-
-def _source(record: Any) -> dict[str, Any]:
-    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}

@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 
 from hitl_gateway.budgets import RedisBudgets
 from hitl_gateway.holds import HoldIndex, IndexedHold
+from hitl_gateway.models import HoldMeta
 from hitl_gateway.policy.budget import Claim
 from hitl_gateway.review.state import ClosedBy
 
@@ -81,11 +82,12 @@ def _hold(
         "sla_deadline_ms": deadline_ms,
         "held_at_ms": held_at_ms,
         "next_check_ms": 1_795_576_117_123,
+        "reviewers": 1,
         "content_hash": "sha256:" + "c" * 64,
         "source": {"topic": "outputs", "partition": partition, "offset": 41},
     }
     return IndexedHold(
-        meta=meta,
+        meta=HoldMeta.of(meta),
         value=b'{"id":"' + item.encode() + b'"}',
         key=key,
         headers=[("h", b"\x00\xff")],
@@ -124,7 +126,7 @@ async def test_index_upserts_keep_millisecond_scores_and_follow_pool_moves() -> 
         assert first is not None
         assert first.key == b"k1"
         assert first.headers == [("h", b"\x00\xff")]
-        assert first.meta["pool"] == "nurses"
+        assert first.meta.pool == "nurses"
         second = await index.get("i2")
         assert second is not None
         assert second.key is None
@@ -158,7 +160,7 @@ async def test_queue_pages_among_the_granted_domains_only() -> None:
 
     async def ids(**kwargs: Any) -> tuple[int, list[str]]:
         total, metas = await index.queue("nurses", **kwargs)
-        return total, [m["item_id"] for m in metas]
+        return total, [m.item_id for m in metas]
 
     try:
         await index.apply(holds, [], {}, {})
@@ -182,6 +184,6 @@ async def test_queue_pages_among_the_granted_domains_only() -> None:
         )
         assert await ids(domains=["b"]) == (2, ["i07", "i10"])
         total, metas = await index.queue("doctors", domains=["b"])
-        assert (total, [m["item_id"] for m in metas]) == (1, ["i01"])
+        assert (total, [m.item_id for m in metas]) == (1, ["i01"])
     finally:
         await index.stop()

@@ -13,6 +13,7 @@ import orjson
 from hitl_gateway.audit import AuditChain
 from hitl_gateway.calibration.store import Change
 from hitl_gateway.holds import IndexedHold
+from hitl_gateway.models import HoldMeta
 from hitl_gateway.policy.loader import PolicySet, load_policy_set
 from hitl_gateway.review.applier import DecisionApplier
 from hitl_gateway.review.auth import Reviewer, Reviewers
@@ -66,7 +67,7 @@ def _held(value: bytes = HELD, partition: int = 1) -> IndexedHold:
         "content_hash": HASH, "held_at_ms": 1_794_999_000_000, "policy_version": "v1",
         "source": {"topic": "outputs", "partition": partition, "offset": 9}, "votes": [],
     }  # fmt: skip
-    return IndexedHold(meta, value, b"k", [("trace", b"t")], partition)
+    return IndexedHold(HoldMeta.of(meta), value, b"k", [("trace", b"t")], partition)
 
 
 def _applier(index: FakeIndex) -> DecisionApplier:
@@ -83,9 +84,9 @@ def _applier(index: FakeIndex) -> DecisionApplier:
         TOPICS,
         index,
         reviewers,
-        FakePolicies(policies),
+        FakePolicies(policies),  # type: ignore[arg-type]
         FakeCalibration(),
-        LIMIT,  # type: ignore[arg-type]
+        max_record_bytes=LIMIT,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from hitl_gateway.calibration.evidence import (
@@ -11,12 +12,15 @@ from hitl_gateway.calibration.evidence import (
     RatedUnit,
     evidence,
 )
+from hitl_gateway.models import HoldMeta
 from hitl_gateway.verdicts import Verdict, Vote
 
 
-def _meta(**over: Any) -> dict[str, Any]:
+def _meta(**over: Any) -> HoldMeta:
     meta = {
         "item_id": "i1",
+        "content_hash": "sha256:" + "0" * 64,
+        "held_at_ms": 1,
         "domain": "support-chat",
         "pool": "support-agents",
         "reviewers": 1,
@@ -25,7 +29,7 @@ def _meta(**over: Any) -> dict[str, Any]:
         "judge": {"grade": "pass", "score": 0.9},
         "stratum": "language=en",
     }
-    return meta | over
+    return HoldMeta.of(meta | over)
 
 
 def _vote(who: str, verdict: Verdict, grade: str | None = None, **grades: Any) -> Vote:
@@ -55,7 +59,8 @@ def test_multi_reviewer_items_give_units_per_dimension_and_consensus_checks() ->
         _vote("cy", Verdict.REJECT, accuracy=2),
         _vote("dee", Verdict.APPROVE),  # the adjudicator
     )
-    ev = evidence(meta | {"review_pool": "support-agents", "pool": "leads"}, votes, Verdict.APPROVE)
+    moved = dataclasses.replace(meta, review_pool="support-agents", pool="leads")
+    ev = evidence(moved, votes, Verdict.APPROVE)
     assert RatedUnit("support-agents", "helpfulness-v1", "verdict",
                      ("approve", "approve", "reject")) in ev.units  # fmt: skip
     assert RatedUnit("support-agents", "helpfulness-v1", "accuracy", (4, 4, 2)) in ev.units

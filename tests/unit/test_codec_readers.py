@@ -11,9 +11,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from hitl_gateway.codec import MAX_DEPTH, decode, read_json
-from hitl_gateway.models import DeadLetterReason, InputRecord, Invalid
+from hitl_gateway.models import DeadLetterReason, HoldMeta, InputRecord, Invalid
+from hitl_gateway.outputs import blind_view, review_task
 from hitl_gateway.review.api import ItemView, _view
-from hitl_gateway.review.tasks import blind_view, hold_task
 
 LIMITS = {"max_bytes": 200_000, "max_id_length": 64}
 
@@ -79,10 +79,10 @@ def _read_back(value: bytes) -> None:
         "content_hash": "sha256:" + "0" * 64, "blind": False,
     }  # fmt: skip
     for shown in (meta, {**meta, "blind": True}):
-        view = _view(shown, value)
+        view = _view(HoldMeta.of(shown), value)
         assert isinstance(view, ItemView)
         orjson.loads(view.model_dump_json())  # the API's response body
-    task = hold_task("t", meta, value, rule="r", detail="d", at_ms=1)
+    task = review_task("t", HoldMeta.of(meta), value, rule="r", reasons=[], created_at_ms=1)
     assert task.value is not None
     assert orjson.loads(task.value)["record"] == orjson.loads(orjson.dumps(body))  # as parsed
     # The applier: an edited release and a training record carrying the original output.
@@ -134,6 +134,7 @@ def test_holds_written_before_the_strict_contract_are_still_readable() -> None:
     old = b'{"id":"a","domain":"d","output":{"score":NaN,"lab":1e400,"x":-Infinity}}'
     assert read_json(old)["output"] == {"score": None, "lab": float("inf"), "x": None}
     _read_back(old)
-    view = _view({"item_id": "a", "domain": "d", "pool": "p", "reviewers": 1, "held_at_ms": 1,
-                  "content_hash": "h"}, old)  # fmt: skip
+    meta = {"item_id": "a", "domain": "d", "pool": "p", "reviewers": 1, "held_at_ms": 1,
+            "content_hash": "h"}  # fmt: skip
+    view = _view(HoldMeta.of(meta), old)
     assert orjson.loads(view.model_dump_json())["record"]["output"]["lab"] is None

@@ -9,7 +9,8 @@ from hitl_gateway.holds import index_changes
 
 
 def _hold(item: str, pool: str) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
-    meta = {"item_id": item, "pool": pool, "domain": "d", "sla_deadline_ms": 1, "held_at_ms": 1}
+    meta = {"item_id": item, "pool": pool, "domain": "d", "sla_deadline_ms": 1, "held_at_ms": 1,
+            "reviewers": 1, "content_hash": "h"}  # fmt: skip
     return item.encode(), b"{}", [(headers.HOLD, orjson.dumps(meta))]
 
 
@@ -29,7 +30,7 @@ def test_last_record_per_item_wins() -> None:
         ],
         partition=2,
     )
-    assert sorted((h.meta["item_id"], h.meta["pool"], h.partition) for h in upserts) == [
+    assert sorted((h.meta.item_id, h.meta.pool, h.partition) for h in upserts) == [
         ("a", "p2", 2),
         ("c", "p1", 2),
     ]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hitl_gateway.models import HoldMeta
 from hitl_gateway.policy.schema import Escalation
 from hitl_gateway.review.sla import next_step
 
@@ -9,33 +10,40 @@ CHAIN = (Escalation(after=3_600, pool="senior"), Escalation(after=60, pool="lead
 DEADLINE = 1_000_000
 
 
+def _held(**fields: object) -> HoldMeta:
+    return HoldMeta.of(
+        {"item_id": "i", "domain": "d", "pool": "p", "reviewers": 1, "content_hash": "h",
+         "held_at_ms": 0, **fields}
+    )  # fmt: skip
+
+
 def test_nothing_before_the_deadline() -> None:
-    assert next_step({"sla_deadline_ms": DEADLINE}, CHAIN, DEADLINE - 1) is None
+    assert next_step(_held(sla_deadline_ms=DEADLINE), CHAIN, DEADLINE - 1) is None
 
 
 def test_breach_then_escalations_in_order_of_delay() -> None:
-    meta: dict[str, object] = {"sla_deadline_ms": DEADLINE}
+    meta = _held(sla_deadline_ms=DEADLINE)
     at_deadline = next_step(meta, CHAIN, DEADLINE)
     assert at_deadline is not None
     assert (at_deadline.breach, at_deadline.escalation) == (True, None)
     assert at_deadline.next_check_ms == DEADLINE + 60_000  # the shortest step comes first
-    meta["sla_breached"] = True
+    meta.sla_breached = True
     assert next_step(meta, CHAIN, DEADLINE + 59_999) is None
     first = next_step(meta, CHAIN, DEADLINE + 60_000)
     assert first is not None
     assert first.escalation is not None
     assert (first.breach, first.escalation.pool) == (False, "lead")
     assert first.next_check_ms == DEADLINE + 3_600_000
-    meta["escalations"] = 1
+    meta.escalations = 1
     second = next_step(meta, CHAIN, DEADLINE + 3_600_000)
     assert second is not None
     assert second.escalation is not None
     assert (second.escalation.pool, second.next_check_ms) == ("senior", 0)
-    meta["escalations"] = 2
+    meta.escalations = 2
     assert next_step(meta, CHAIN, DEADLINE + 10**9) is None
 
 
 def test_without_a_chain_only_the_breach_is_recorded() -> None:
-    step = next_step({"sla_deadline_ms": DEADLINE}, (), DEADLINE + 5)
+    step = next_step(_held(sla_deadline_ms=DEADLINE), (), DEADLINE + 5)
     assert step is not None
     assert (step.breach, step.escalation, step.next_check_ms) == (True, None, 0)

@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from hitl_gateway.models import HoldMeta
 from hitl_gateway.verdicts import Verdict, Vote
 
 VERDICT = "verdict"  # the dimension every multi-reviewer item has
@@ -65,28 +66,28 @@ class Evidence:
     gold: GoldAnswer | None = None
 
 
-def evidence(meta: dict[str, Any], votes: tuple[Vote, ...], terminal: Verdict) -> Evidence:
+def evidence(meta: HoldMeta, votes: tuple[Vote, ...], terminal: Verdict) -> Evidence:
     """``votes``: every vote on the item in order, the closing one last."""
     if not votes:
         return Evidence()
     final = votes[-1]
-    pool = meta.get("review_pool") or meta["pool"]
-    gold = meta.get("gold")
+    pool = meta.review_pool or meta.pool
+    gold = meta.gold
     if gold:
         correct = final.verdict.value == gold["verdict"] and (
             gold.get("grade") is None or final.grade == gold["grade"]
         )
         return Evidence(gold=GoldAnswer(pool, final.reviewer, correct))
-    judge_grade = (meta.get("judge") or {}).get("grade")
+    judge_grade = (meta.judge or {}).get("grade")
     pair = None
-    if meta.get("blind") and judge_grade is not None and final.grade is not None:
-        pair = JudgePair(meta["domain"], meta.get("stratum") or "", str(judge_grade), final.grade)
-    reviewers = int(meta.get("reviewers") or 1)
+    if meta.blind and judge_grade is not None and final.grade is not None:
+        pair = JudgePair(meta.domain, meta.stratum or "", str(judge_grade), final.grade)
+    reviewers = int(meta.reviewers or 1)
     if reviewers < 2 or len(votes) < reviewers:
         return Evidence(judge=pair)
     round_votes = votes[:reviewers]
     adjudicator = votes[reviewers] if len(votes) > reviewers else None
-    rubric = meta.get("rubric") or "-"
+    rubric = meta.rubric or "-"
     units: list[RatedUnit] = []
     checks: list[ConsensusCheck] = []
     for dimension in _dimensions(round_votes):

@@ -27,6 +27,8 @@ from pydantic import BaseModel, JsonValue, ValidationError
 from hitl_gateway.codec import read_json
 from hitl_gateway.errors import InfrastructureError
 from hitl_gateway.holds import HoldIndex
+from hitl_gateway.models import HoldMeta
+from hitl_gateway.outputs import blind_view
 from hitl_gateway.review.auth import ANY, Reviewer, Reviewers
 from hitl_gateway.review.state import (
     MAX_GRADES,
@@ -34,7 +36,6 @@ from hitl_gateway.review.state import (
     DecisionRequest,
     edited_value,
 )
-from hitl_gateway.review.tasks import blind_view
 from hitl_gateway.settings import Settings
 from hitl_gateway.sink import Publisher
 from hitl_gateway.verdicts import Verdict
@@ -79,25 +80,25 @@ class QueuePage(BaseModel):
     items: list[ItemView]
 
 
-def _view(meta: dict[str, Any], value: bytes | None = None) -> ItemView:
+def _view(meta: HoldMeta, value: bytes | None = None) -> ItemView:
     record: Any = None
     if value is not None:
-        record = blind_view(value) if meta.get("blind") else read_json(value)
+        record = blind_view(value) if meta.blind else read_json(value)
     return ItemView(
-        item_id=meta["item_id"],
-        domain=meta["domain"],
-        pool=meta["pool"],
-        state=meta.get("state", "pending"),
-        blocking=meta.get("blocking", True),
-        stage=meta.get("stage", "review"),
-        reviewers=meta["reviewers"],
-        votes=len(meta.get("votes", ())),
-        rubric=meta.get("rubric"),
-        sla_deadline_ms=meta.get("sla_deadline_ms"),
-        held_at_ms=meta["held_at_ms"],
-        content_hash=meta["content_hash"],
-        reasons=meta.get("reasons", []),
-        blind=bool(meta.get("blind")),
+        item_id=meta.item_id,
+        domain=meta.domain,
+        pool=meta.pool,
+        state=meta.state,
+        blocking=meta.blocking,
+        stage=meta.stage,
+        reviewers=meta.reviewers,
+        votes=len(meta.votes),
+        rubric=meta.rubric,
+        sla_deadline_ms=meta.sla_deadline_ms,
+        held_at_ms=meta.held_at_ms,
+        content_hash=meta.content_hash,
+        reasons=meta.reasons,
+        blind=bool(meta.blind),
         record=record,
     )
 
@@ -142,8 +143,8 @@ def review_router(
         held = await _guard(index.get(item_id))
         if held is None:
             raise HTTPException(404, f"no held item {item_id}")
-        if not who.may_review(held.meta["pool"], held.meta["domain"]):
-            raise HTTPException(403, f"{who.id} may not review pool {held.meta['pool']}")
+        if not who.may_review(held.meta.pool, held.meta.domain):
+            raise HTTPException(403, f"{who.id} may not review pool {held.meta.pool}")
         return _view(held.meta, held.value)
 
     @router.post(

@@ -16,6 +16,7 @@ the index and the results follow the commit.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,6 +30,15 @@ from hitl_gateway.calibration.judge import Status
 from hitl_gateway.calibration.store import CalibrationStore, Change
 from hitl_gateway.codec import read_json
 from hitl_gateway.holds import HoldIndex, IndexedHold, ResultKey
+from hitl_gateway.models import HoldMeta
+from hitl_gateway.outputs import (
+    audit_event,
+    hold_record,
+    original_ref,
+    review_task,
+    source_of,
+    training_record,
+)
 from hitl_gateway.poison import poisoned
 from hitl_gateway.policy.schema import Calibration
 from hitl_gateway.policy.store import PolicyStore
@@ -44,7 +54,6 @@ from hitl_gateway.review.state import (
     parse_decision,
     refuse,
 )
-from hitl_gateway.review.tasks import hold_task
 from hitl_gateway.settings import TopicSettings
 from hitl_gateway.sink import Outgoing
 from hitl_gateway.verdicts import TERMINAL_STATE, Verdict, Vote
@@ -60,17 +69,28 @@ class Applied:
     calibration_events: list[str] = field(default_factory=list)  # event types
 
 
-def hold_from_meta(meta: dict[str, Any]) -> Hold:
+@dataclass(slots=True)
+class _Batch:
+    """One partition batch as its outcomes see it: what they write to (``out``), the
+    partition and its audit chain, and the decision record being applied."""
+
+    out: Applied
+    chain: AuditChain
+    partition: int
+    record: Any = None
+
+
+def hold_from_meta(meta: HoldMeta) -> Hold:
     return Hold(
-        item_id=meta["item_id"],
-        domain=meta["domain"],
-        pool=meta["pool"],
-        reviewers=meta["reviewers"],
-        content_hash=meta["content_hash"],
-        adjudicator_pool=meta.get("adjudicator_pool"),
-        producer=meta.get("producer"),
-        stage=meta.get("stage", "review"),
-        votes=tuple(Vote.from_json(v) for v in meta.get("votes", ())),
+        item_id=meta.item_id,
+        domain=meta.domain,
+        pool=meta.pool,
+        reviewers=meta.reviewers,
+        content_hash=meta.content_hash,
+        adjudicator_pool=meta.adjudicator_pool,
+        producer=meta.producer,
+        stage=meta.stage,
+        votes=tuple(Vote.from_json(v) for v in meta.votes),
     )
 
 
@@ -82,6 +102,7 @@ class DecisionApplier:
         reviewers: Reviewers,
         policies: PolicyStore,
         calibration: CalibrationStore,
+        *,
         max_record_bytes: int,
     ) -> None:
         self._max_bytes = max_record_bytes
@@ -94,22 +115,24 @@ class DecisionApplier:
 
     async def apply(self, records: list[Any], partition: int, chain: AuditChain) -> Applied:
         out = Applied()
+        b = _Batch(out, chain, partition)
         # Holds as this batch has left them: later decisions in the batch see earlier ones.
         overlay: dict[str, IndexedHold | ClosedBy] = {}
         for record in records:
+            b.record = record
             # A header name that is not UTF-8 (it could not even be forwarded), or an
             # unreadable batch's stand-in (poison.py): refused like any malformed decision.
             fault = poisoned(record)
             if fault is not None:
                 outcome = refuse(Refusal.MALFORMED, fault.message)
-                self._refused(out, chain, None, _key_of(record.value), outcome, record, partition)
+                self._refused(b, None, _key_of(record.value), outcome)
                 continue
             try:
                 request = parse_decision(record.value)
             except ValueError as exc:
                 message = _first_error(exc) if isinstance(exc, ValidationError) else str(exc)
                 outcome = refuse(Refusal.MALFORMED, message)
-                self._refused(out, chain, None, _key_of(record.value), outcome, record, partition)
+                self._refused(b, None, _key_of(record.value), outcome)
                 continue
             current: IndexedHold | ClosedBy | None
             if request.item_id in overlay:
@@ -134,7 +157,7 @@ class DecisionApplier:
                 assert isinstance(current, IndexedHold)
                 outcome = self._fits(current, request) or outcome
             if outcome.refusal is not None:
-                self._refused(out, chain, request, _key(request), outcome, record, partition)
+                self._refused(b, request, _key(request), outcome)
                 continue
             if outcome.duplicate:
                 out.results[_key(request)] = _result(request, outcome, "duplicate")
@@ -143,13 +166,13 @@ class DecisionApplier:
             if outcome.terminal is not None:
                 assert hold is not None
                 overlay[request.item_id] = ClosedBy(request.decision_id, request.reviewer)
-                self._close(out, chain, current, request, outcome, record, partition)
-                await self._calibrate(out, chain, current, hold, request, outcome, record)
+                self._close(b, current, request, outcome)
+                await self._calibrate(b, current, hold, request, outcome)
             else:
                 assert outcome.hold is not None
                 updated = self._updated(current, outcome.hold)
                 overlay[request.item_id] = updated
-                self._progress(out, chain, updated, request, outcome, record, partition)
+                self._progress(b, updated, request, outcome)
         return out
 
     def _fits(self, held: IndexedHold, request: DecisionRequest) -> Outcome | None:
@@ -165,14 +188,12 @@ class DecisionApplier:
 
     def _close(
         self,
-        out: Applied,
-        chain: AuditChain,
+        b: _Batch,
         held: IndexedHold,
         request: DecisionRequest,
         outcome: Outcome,
-        record: Any,
-        partition: int,
     ) -> None:
+        out, record, partition = b.out, b.record, b.partition
         verdict = outcome.terminal
         assert verdict is not None
         assert outcome.final_vote is not None
@@ -184,10 +205,10 @@ class DecisionApplier:
             (headers.DECISION_ID, request.decision_id.encode()),
         ]
         original = read_json(held.value)
-        gold = meta.get("gold")
+        gold = meta.gold
         if gold:
             pass  # a known-answer item: it measures the reviewer, nothing is released
-        elif not meta.get("blocking", True):
+        elif not meta.blocking:
             pass  # delivered when routed: the review yields labels (training), not a release
         elif verdict is Verdict.REJECT:
             reason = (request.reason or "rejected by reviewer").encode()
@@ -206,33 +227,34 @@ class DecisionApplier:
             out.outgoing.append(Outgoing(self._topics.delivered, held.value, held.key, base))
         training = {
             "type": "review",
-            "item_id": meta["item_id"],
-            "domain": meta["domain"],
+            "item_id": meta.item_id,
+            "domain": meta.domain,
             "verdict": verdict.value,
-            "rubric": meta.get("rubric"),
+            "rubric": meta.rubric,
             "grades": request.grades,
             "notes": request.notes,
             "reviewer": request.reviewer,
             "original_output": original.get("output"),
             "edited_output": outcome.final_vote.edited_output,
             "judge": original.get("judge"),
-            "policy_version": meta.get("policy_version"),
+            "policy_version": meta.policy_version,
         }
         if not gold:
-            original_ref = {**meta["source"], "content_hash": meta["content_hash"]}
-            value = self._sized(
-                training,
-                ("original_output", original_ref),
-                ("edited_output", _source(record)),  # the decision record carries the edit
-            )
             out.outgoing.append(
-                Outgoing(self._topics.training, value, meta["item_id"].encode(), [])
+                training_record(
+                    self._topics.training,
+                    training,
+                    meta.item_id,
+                    self._max_bytes,
+                    ("original_output", original_ref(meta)),
+                    ("edited_output", source_of(record)),  # the decision record carries it
+                )
             )
         out.outgoing.append(
             Outgoing(
                 self._topics.holds,
                 None,
-                meta["item_id"].encode(),
+                meta.item_id.encode(),
                 [  # which decision closed it, and whose
                     (headers.DECISION_ID, request.decision_id.encode()),
                     (headers.DECISION_REVIEWER, request.reviewer.encode()),
@@ -240,66 +262,56 @@ class DecisionApplier:
                 partition=partition,
             )
         )
-        self._audit(out, chain, "decided", meta, request, record, partition, state=state)
+        self._audit(b, "decided", meta, request, state=state)
         out.results[_key(request)] = _result(request, outcome, state)
-        out.verdicts.append((meta["pool"], verdict.value, "applied"))
-        latency = max(0.0, (record.timestamp - meta["held_at_ms"]) / 1000)
-        out.latencies_s.append((meta["pool"], verdict.value, latency))
-
-    def _sized(self, doc: dict[str, Any], *fallbacks: tuple[str, dict[str, Any]]) -> bytes:
-        """``doc`` written within the record limit: while it does not fit, the next output in
-        ``fallbacks`` is replaced by a reference to where it is kept (``{field}_ref``): the
-        original by its input record and content hash, an edit by the decision record that
-        carries it. Everything else in these records is bounded by the decision's schema."""
-        value = orjson.dumps(doc)
-        for name, ref in fallbacks:
-            if len(value) <= self._max_bytes:
-                break
-            doc[name] = None
-            doc[f"{name}_ref"] = ref
-            value = orjson.dumps(doc)
-        return value
+        out.verdicts.append((meta.pool, verdict.value, "applied"))
+        latency = max(0.0, (record.timestamp - meta.held_at_ms) / 1000)
+        out.latencies_s.append((meta.pool, verdict.value, latency))
 
     async def _calibrate(
         self,
-        out: Applied,
-        chain: AuditChain,
+        b: _Batch,
         held: IndexedHold,
         hold: Hold,
         request: DecisionRequest,
         outcome: Outcome,
-        record: Any,
     ) -> None:
         """Feed the closed review to the calibration windows; a disagreement with the judge
         becomes a judge-training example, a status change an event and an audit record."""
+        out, record = b.out, b.record
         assert outcome.terminal is not None
         assert outcome.final_vote is not None
         meta = held.meta
         found = evidence(meta, (*hold.votes, outcome.final_vote), outcome.terminal)
-        loaded = self._policies.current.policy_for(meta["domain"])
+        loaded = self._policies.current.policy_for(meta.domain)
         settings = loaded.policy.calibration if loaded else Calibration()
         changes = await self._calibration.record(request.decision_id, found, settings)
         pair = found.judge
         if pair is not None and not pair.agree:
             example = {
                 "type": "judge_disagreement",
-                "item_id": meta["item_id"],
+                "item_id": meta.item_id,
                 "domain": pair.domain,
                 "stratum": pair.stratum,
-                "judge": meta.get("judge"),
+                "judge": meta.judge,
                 "human_grade": pair.human,
                 "grades": request.grades,
                 "notes": request.notes,
-                "rubric": meta.get("rubric"),
+                "rubric": meta.rubric,
                 "reviewer": request.reviewer,
                 "decision_id": request.decision_id,
                 "output": read_json(held.value).get("output"),
-                "policy_version": meta.get("policy_version"),
+                "policy_version": meta.policy_version,
             }
-            key = meta["item_id"].encode()
-            original_ref = {**meta["source"], "content_hash": meta["content_hash"]}
-            value = self._sized(example, ("output", original_ref))
-            out.outgoing.append(Outgoing(self._topics.training, value, key, []))
+            out.outgoing.append(
+                training_record(
+                    self._topics.training,
+                    example,
+                    meta.item_id,
+                    self._max_bytes,
+                    ("output", original_ref(meta)),
+                )
+            )
         for change in changes:
             kind = _event_type(change)
             if kind is None:
@@ -318,66 +330,52 @@ class DecisionApplier:
             out.outgoing.append(
                 Outgoing(self._topics.calibration, orjson.dumps(event), subject.encode(), [])
             )
-            out.outgoing.append(self._sealed(chain, event, subject, record.partition))
+            out.outgoing.append(self._sealed(b, event, subject))
             out.calibration_events.append(kind)
 
     def _progress(
         self,
-        out: Applied,
-        chain: AuditChain,
+        b: _Batch,
         held: IndexedHold,
         request: DecisionRequest,
         outcome: Outcome,
-        record: Any,
-        partition: int,
     ) -> None:
+        out, record, partition = b.out, b.record, b.partition
         meta = held.meta
-        hold_headers = [
-            (k, v) for k, v in held.headers if k not in (headers.HOLD, headers.HOLD_KEY)
-        ]
-        hold_headers.append((headers.HOLD, orjson.dumps(meta)))
-        if held.key is not None:
-            hold_headers.append((headers.HOLD_KEY, held.key))
         out.outgoing.append(
-            Outgoing(
-                self._topics.holds,
-                held.value,
-                meta["item_id"].encode(),
-                hold_headers,
-                partition=partition,
+            hold_record(
+                self._topics.holds, meta, held.value, held.key, held.headers, partition=partition
             )
         )
         event = "adjudication_requested" if outcome.escalated_to_adjudication else "vote_recorded"
         if outcome.escalated_to_adjudication:
+            reasons = [{"rule": "adjudication", "detail": outcome.message}]
             out.outgoing.append(
-                hold_task(self._topics.review_tasks, meta, held.value, rule="adjudication",
-                          detail=outcome.message, at_ms=record.timestamp)
+                review_task(self._topics.review_tasks, meta, held.value, rule="adjudication",
+                            reasons=reasons, created_at_ms=record.timestamp)
             )  # fmt: skip
-        self._audit(out, chain, event, meta, request, record, partition, state="pending")
+        self._audit(b, event, meta, request, state="pending")
         out.results[_key(request)] = _result(request, outcome, "pending")
-        out.verdicts.append((meta["pool"], request.verdict.value, "recorded"))
+        out.verdicts.append((meta.pool, request.verdict.value, "recorded"))
 
     def _updated(self, held: IndexedHold, hold: Hold) -> IndexedHold:
-        meta = dict(held.meta)
-        meta["votes"] = [v.as_json() for v in hold.votes]
-        meta["stage"] = hold.stage
+        meta = dataclasses.replace(held.meta, votes=[v.as_json() for v in hold.votes])
+        meta.stage = hold.stage
         if hold.stage == "adjudication" and hold.adjudicator_pool:
-            meta.setdefault("review_pool", meta["pool"])
-            meta["pool"] = hold.adjudicator_pool
+            meta.review_pool = meta.review_pool or meta.pool
+            meta.pool = hold.adjudicator_pool
         return IndexedHold(meta, held.value, held.key, held.headers, held.partition)
 
     def _refused(
         self,
-        out: Applied,
-        chain: AuditChain,
+        b: _Batch,
         request: DecisionRequest | None,
         key: ResultKey | None,
         outcome: Outcome,
-        record: Any,
-        partition: int,
     ) -> None:
         """``key``: where the result goes (None: the record names no item, reviewer and
         decision id to file it under; the audit event still records the refusal)."""
+        out, record = b.out, b.record
         assert outcome.refusal is not None
         item_id, reviewer, decision_id = key if key else (None, None, _decision_id_of(record.value))
         event = {
@@ -389,11 +387,11 @@ class DecisionApplier:
             "refusal": outcome.refusal.value,
             "status": outcome.status,
             "message": outcome.message,
-            "source": _source(record),
+            "source": source_of(record),
             "at_ms": record.timestamp,
             "gateway_version": __version__,
         }
-        out.outgoing.append(self._sealed(chain, event, item_id or "", partition))
+        out.outgoing.append(self._sealed(b, event, item_id or ""))
         if key:
             out.results[key] = {
                 "decision_id": key[2], "item_id": key[0], "reviewer": key[1],
@@ -404,42 +402,36 @@ class DecisionApplier:
 
     def _audit(
         self,
-        out: Applied,
-        chain: AuditChain,
+        b: _Batch,
         kind: str,
-        meta: dict[str, Any],
+        meta: HoldMeta,
         request: DecisionRequest,
-        record: Any,
-        partition: int,
         *,
         state: str,
     ) -> None:
+        record = b.record
         event = {
             "type": kind,
             "decision_id": request.decision_id,
-            "item_id": meta["item_id"],
-            "domain": meta["domain"],
-            "pool": meta["pool"],
+            "item_id": meta.item_id,
+            "domain": meta.domain,
+            "pool": meta.pool,
             "reviewer": request.reviewer,
             "verdict": request.verdict.value,
             "state": state,
             "grades": request.grades,
-            "content_hash": meta["content_hash"],
-            "policy_version": meta.get("policy_version"),
-            "source": _source(record),
+            "content_hash": meta.content_hash,
+            "policy_version": meta.policy_version,
+            "source": source_of(record),
             "at_ms": record.timestamp,
             "gateway_version": __version__,
         }
-        if meta.get("gold"):
-            event["gold"] = meta["gold"]  # a known-answer item: the reviewer was measured
-        out.outgoing.append(self._sealed(chain, event, meta["item_id"], partition))
+        if meta.gold:
+            event["gold"] = meta.gold  # a known-answer item: the reviewer was measured
+        b.out.outgoing.append(self._sealed(b, event, meta.item_id))
 
-    def _sealed(
-        self, chain: AuditChain, event: dict[str, Any], key: str, partition: int
-    ) -> Outgoing:
-        return Outgoing(
-            self._topics.audit, chain.seal(event), key.encode(), [], partition=partition
-        )
+    def _sealed(self, b: _Batch, event: dict[str, Any], key: str) -> Outgoing:
+        return audit_event(self._topics.audit, b.chain, event, key, partition=b.partition)
 
 
 def _event_type(change: Change) -> str | None:
@@ -515,7 +507,3 @@ def _first_error(exc: ValidationError) -> str:
     err = exc.errors(include_url=False, include_input=False)[0]
     path = ".".join(str(p) for p in err["loc"]) or "<decision>"
     return f"field '{path}': {err['msg']}"
-
-
-def _source(record: Any) -> dict[str, Any]:
-    return {"topic": record.topic, "partition": record.partition, "offset": record.offset}

@@ -10,21 +10,22 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
-import orjson
 import structlog
 
-from hitl_gateway import __version__, headers
+from hitl_gateway import __version__
 from hitl_gateway.audit import AuditChain
 from hitl_gateway.errors import InfrastructureError
 from hitl_gateway.holds import HoldIndex, IndexedHold
 from hitl_gateway.metrics import GatewayMetrics
+from hitl_gateway.models import HoldMeta
+from hitl_gateway.outputs import audit_event, hold_record, review_task
 from hitl_gateway.policy.schema import Escalation
 from hitl_gateway.policy.store import PolicyStore
-from hitl_gateway.review.tasks import hold_task
 from hitl_gateway.settings import TopicSettings
 from hitl_gateway.sink import Outgoing
 
@@ -53,13 +54,13 @@ class Step:
     next_check_ms: int  # 0: nothing further to check
 
 
-def next_step(meta: dict[str, Any], chain: tuple[Escalation, ...], now_ms: int) -> Step | None:
+def next_step(meta: HoldMeta, chain: tuple[Escalation, ...], now_ms: int) -> Step | None:
     """Pure: given a hold's state and its policy's chain, what happens at ``now_ms``."""
-    deadline = meta.get("sla_deadline_ms")
+    deadline = meta.sla_deadline_ms
     if not deadline or now_ms < deadline:
         return None
-    level = meta.get("escalations", 0)
-    breach = not meta.get("sla_breached", False)
+    level = meta.escalations
+    breach = not meta.sla_breached
     steps = sorted(chain, key=lambda e: e.after)
     escalation = None
     if level < len(steps) and now_ms >= deadline + steps[level].after * 1000:
@@ -124,10 +125,10 @@ class SlaSweeper:
         return changed
 
     def _step(self, held: IndexedHold, chain: AuditChain, now_ms: int, p: int) -> list[Outgoing]:
-        meta = dict(held.meta)
-        loaded = self._policies.current.policies.get(meta["domain"])
+        meta = dataclasses.replace(held.meta)  # a copy: the held item changes only by commit
+        loaded = self._policies.current.policies.get(meta.domain)
         mandatory = loaded.policy.mandatory_review if loaded else None
-        blocking = meta.get("blocking", True)
+        blocking = meta.blocking
         steps = mandatory.escalation if mandatory and blocking else ()
         step = next_step(meta, steps, now_ms)
         if step is None:
@@ -135,46 +136,38 @@ class SlaSweeper:
         out: list[Outgoing] = []
         events = []
         if step.breach:
-            meta["sla_breached"] = True
-            self._metrics.sla_breaches.labels(pool=meta["pool"]).inc()
-            events.append({"type": "sla_breached", "pool": meta["pool"], "blocking": blocking})
+            meta.sla_breached = True
+            self._metrics.sla_breaches.labels(pool=meta.pool).inc()
+            events.append({"type": "sla_breached", "pool": meta.pool, "blocking": blocking})
         if step.escalation is not None:
-            previous = meta["pool"]
-            meta["pool"] = step.escalation.pool
-            meta["escalations"] = meta.get("escalations", 0) + 1
+            previous = meta.pool
+            meta.pool = step.escalation.pool
+            meta.escalations = meta.escalations + 1
             self._metrics.escalations.labels(pool=step.escalation.pool).inc()
             events.append(
                 {"type": "escalated", "pool": step.escalation.pool, "from_pool": previous,
                  "alert": step.escalation.alert}
             )  # fmt: skip
             detail = f"past the SLA: moved from {previous}"
+            reasons = [{"rule": "escalation", "detail": detail}]
             out.append(
-                hold_task(self._topics.review_tasks, meta, held.value, rule="escalation",
-                          detail=detail, at_ms=now_ms)
+                review_task(self._topics.review_tasks, meta, held.value, rule="escalation",
+                            reasons=reasons, created_at_ms=now_ms)
             )  # fmt: skip
-        meta["next_check_ms"] = step.next_check_ms
-        hold_headers = [*held.headers, (headers.HOLD, orjson.dumps(meta))]
-        if held.key is not None:
-            hold_headers.append((headers.HOLD_KEY, held.key))
+        meta.next_check_ms = step.next_check_ms
         out.append(
-            Outgoing(
-                self._topics.holds, held.value, meta["item_id"].encode(), hold_headers, partition=p
-            )
+            hold_record(self._topics.holds, meta, held.value, held.key, held.headers, partition=p)
         )
         for event in events:
             full = {
                 **event,
-                "item_id": meta["item_id"],
-                "domain": meta["domain"],
-                "sla_deadline_ms": meta.get("sla_deadline_ms"),
-                "content_hash": meta["content_hash"],
-                "policy_version": meta.get("policy_version"),
+                "item_id": meta.item_id,
+                "domain": meta.domain,
+                "sla_deadline_ms": meta.sla_deadline_ms,
+                "content_hash": meta.content_hash,
+                "policy_version": meta.policy_version,
                 "at_ms": now_ms,
                 "gateway_version": __version__,
             }
-            out.append(
-                Outgoing(
-                    self._topics.audit, chain.seal(full), meta["item_id"].encode(), [], partition=p
-                )
-            )
+            out.append(audit_event(self._topics.audit, chain, full, meta.item_id, partition=p))
         return out
