@@ -55,7 +55,7 @@ def topic_configs(
 ) -> dict[str, dict[str, str]]:
     """Per-topic configuration. Holds are a compacted record of open items (tombstoned)."""
     t = settings.topics
-    max_bytes = str(settings.limits.max_record_bytes + 64 * 1024)
+    max_bytes = str(settings.limits.max_wire_bytes)
     configs = {name: {"max.message.bytes": max_bytes} for name in t.all_names()}
     configs[t.holds] = {**configs[t.holds], "cleanup.policy": "compact"}
     if audit_retention is not None:

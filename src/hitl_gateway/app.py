@@ -77,7 +77,7 @@ class Gateway:
             interval_s=settings.runtime.metrics_interval_s,
             stall_after_s=settings.runtime.stall_after_s,
         )
-        self.publisher = Publisher(settings.kafka)
+        self.publisher = Publisher(settings.kafka, settings.limits.max_record_bytes)
         self.sla = SlaSweeper(
             settings.topics,
             self.index,

@@ -50,6 +50,15 @@ class AuditChain:
     def rollback(self) -> None:
         self._pending = self.head
 
+    @property
+    def pending(self) -> str:
+        """Where the open batch's extension has got to (``rewind`` takes it back there)."""
+        return self._pending
+
+    def rewind(self, pending: str) -> None:
+        """Forget what was sealed since ``pending`` (outputs that will not be written)."""
+        self._pending = pending
+
 
 def head_of(values: Iterable[bytes | None]) -> str:
     """The chain head after these audit values (the last one that carries a hash)."""

@@ -8,9 +8,10 @@ Keys: ``hold:{id}`` hash (meta JSON, value, key, headers, partition), ``queue:{p
 ``age:{pool}`` sorted sets (by SLA deadline and by hold time), the same per domain within a
 pool (``dqueue:{pool}:{domain}``, ``dage:{pool}:{domain}``: pages for reviewers granted some
 domains only), ``domain:{d}`` sets, ``sla:{partition}`` sorted set (next SLA check),
-``closed:{id}`` (the decision id that closed it and its reviewer), ``result:{item id}\0
+``closed:{id}`` (the decision id that closed it and its reviewer), ``id:{id}`` (the id's
+claim, ids.py), ``result:{item id}\0
 {reviewer}\0{decision id}`` (a decision's result: decision ids are scoped to their item and
-reviewer, so one reviewer's id can neither read nor squat another's), ``applied.v2:{topic}:
+reviewer, so one reviewer's id can neither read nor squat another's), ``applied.v3:{topic}:
 {partition}``. The applied offsets are named by the key layout's
 version: after a layout change, every partition's index is rebuilt from the topic.
 """
@@ -124,9 +125,10 @@ def decode_headers(raw: bytes) -> list[tuple[str, bytes]]:
 # results and applied offsets, the closed-marker and result TTLs, the upserts' fields as one
 # JSON array ([id, pool, domain, sla deadline, held at, next check, partition, has key, id
 # claim] per upsert: one argument instead of nine per hold for the client to pack), then 4
-# values per upsert (meta, value, key, headers), 3 per removal, 2 per result and 2 per
-# offset. An item moving pools leaves its old queues; a hold restores its id claim (ids.py)
-# if Redis lost it.
+# values per upsert (meta, value, key, headers), 3 per removal, 3 per result (key, JSON,
+# "nx" to keep an existing one) and 2 per offset. An item moving pools leaves its old
+# queues. An open hold's id claim (ids.py) is written back if Redis lost it and does not
+# expire; a closed item's claim lives as long as its closed marker.
 _APPLY = """
 local p = ARGV[1]
 local nu, nr, nres, nap = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
@@ -164,7 +166,8 @@ for u = 1, nu do
   redis.call('SADD', p .. 'pools', pool)
   redis.call('ZADD', p .. 'sla:' .. partition, int(f[6]), id)
   redis.call('DEL', p .. 'closed:' .. id)
-  redis.call('SET', p .. 'id:' .. id, f[9], 'NX', 'EX', closed_ttl)
+  redis.call('SET', p .. 'id:' .. id, f[9], 'NX')
+  redis.call('PERSIST', p .. 'id:' .. id)
   i = i + 4
 end
 for _ = 1, nr do
@@ -177,14 +180,19 @@ for _ = 1, nr do
   redis.call('DEL', p .. 'hold:' .. id)
   redis.call('ZREM', p .. 'sla:' .. partition, id)
   redis.call('SET', p .. 'closed:' .. id, decision, 'EX', closed_ttl)
+  redis.call('EXPIRE', p .. 'id:' .. id, closed_ttl)
   i = i + 3
 end
 for _ = 1, nres do
-  redis.call('SET', p .. 'result:' .. ARGV[i], ARGV[i + 1], 'EX', result_ttl)
-  i = i + 2
+  if ARGV[i + 2] == 'nx' then
+    redis.call('SET', p .. 'result:' .. ARGV[i], ARGV[i + 1], 'NX', 'EX', result_ttl)
+  else
+    redis.call('SET', p .. 'result:' .. ARGV[i], ARGV[i + 1], 'EX', result_ttl)
+  end
+  i = i + 3
 end
 for _ = 1, nap do
-  redis.call('SET', p .. 'applied.v2:' .. ARGV[i], ARGV[i + 1])
+  redis.call('SET', p .. 'applied.v3:' .. ARGV[i], ARGV[i + 1])
   i = i + 2
 end
 return nu + nr
@@ -235,7 +243,10 @@ class HoldIndex(RedisWrapper):
         for item_id, decision_id, partition in removals:
             args += [item_id, decision_id, partition]
         for (item_id, reviewer, decision_id), result in results.items():
-            args += [result_key(item_id, reviewer, decision_id), orjson.dumps(result)]
+            # A repeat or a refusal of a decision id keeps the result it already has: the
+            # decision was applied (or refused) the first time, and that result stands.
+            keep = "nx" if result.get("state") in ("duplicate", "refused") else ""
+            args += [result_key(item_id, reviewer, decision_id), orjson.dumps(result), keep]
         for (topic, partition), offset in applied.items():
             args += [f"{topic}:{partition}", offset]
         with redis_errors("redis hold index update"):
@@ -270,7 +281,7 @@ class HoldIndex(RedisWrapper):
 
     async def applied_offset(self, topic: str, partition: int) -> int | None:
         with redis_errors("redis read"):
-            raw = await self._r.get(f"{self._p}applied.v2:{topic}:{partition}")
+            raw = await self._r.get(f"{self._p}applied.v3:{topic}:{partition}")
         return int(raw) if raw is not None else None
 
     async def queue(

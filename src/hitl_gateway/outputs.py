@@ -122,6 +122,24 @@ def audit_event(
     )
 
 
+# Room for a record's framing in its batch (lengths, attributes, the batch header).
+_FRAMING_BYTES = 512
+# A dead letter's message names the field, never quotes a payload at length.
+MAX_MESSAGE_CHARS = 2_000
+
+
+def wire_size(o: Outgoing) -> int:
+    """About what ``o`` weighs in a record batch (a slight overestimate)."""
+    named = sum(len(k.encode("utf-8", "surrogateescape")) + len(v) + 10 for k, v in o.headers)
+    return len(o.value or b"") + len(o.key or b"") + named + _FRAMING_BYTES
+
+
+def oversized(outgoing: Sequence[Outgoing], max_wire_bytes: int) -> Outgoing | None:
+    """The first record the topics would refuse: writing it could never succeed, and a
+    transaction retrying it would wedge its partition."""
+    return next((o for o in outgoing if wire_size(o) > max_wire_bytes), None)
+
+
 def dead_letter(
     topic: str,
     record: Any,
@@ -130,28 +148,37 @@ def dead_letter(
     *,
     policy_set_version: str,
     gateway_version: bytes,
-    max_bytes: int,
+    max_wire_bytes: int,
 ) -> Outgoing:
     """The input record as it came (key, value, its own headers) plus why and where from
-    (docs/dead-letters.md). Only an unreadable batch's stand-in can exceed ``max_bytes``: its
-    value is cut there, and the message says so."""
+    (docs/dead-letters.md). It always fits: the message is cut at ``MAX_MESSAGE_CHARS``, and
+    a value that would not fit with its headers (an unreadable batch's bytes, a record at the
+    topic's own limit) is cut where it fits, the message saying how much was kept."""
+    if len(message) > MAX_MESSAGE_CHARS:
+        message = message[:MAX_MESSAGE_CHARS] + "..."
     value = record.value
-    if value is not None and len(value) > max_bytes and reason == "unreadable":
-        message += f" (the first {max_bytes} of {len(value)} bytes kept)"
-        value = value[:max_bytes]
-    return Outgoing(
-        topic=topic,
-        value=value,
-        key=record.key,
-        headers=[
-            *headers.original_headers(record),
-            (headers.DLQ_REASON, reason.encode()),
-            (headers.DLQ_MESSAGE, message.encode()),
-            (headers.POLICY_VERSION, policy_set_version.encode()),
-            *headers.source_headers(record),
-            (headers.GATEWAY_VERSION, gateway_version),
-        ],
-    )
+
+    def build(value: bytes | None, message: str) -> Outgoing:
+        return Outgoing(
+            topic=topic,
+            value=value,
+            key=record.key,
+            headers=[
+                *headers.original_headers(record),
+                (headers.DLQ_REASON, reason.encode()),
+                (headers.DLQ_MESSAGE, message.encode()),
+                (headers.POLICY_VERSION, policy_set_version.encode()),
+                *headers.source_headers(record),
+                (headers.GATEWAY_VERSION, gateway_version),
+            ],
+        )
+
+    letter = build(value, message)
+    excess = wire_size(letter) - max_wire_bytes
+    if value is not None and excess > 0:
+        keep = max(0, len(value) - excess - 100)  # 100: the note below
+        letter = build(value[:keep], f"{message} (the first {keep} of {len(value)} bytes kept)")
+    return letter
 
 
 def training_record(

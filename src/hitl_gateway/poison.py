@@ -5,8 +5,9 @@ broker and librdkafka do not check) and raises ``UnicodeDecodeError`` from ``get
 the fetcher's per-partition generator (``PartitionRecords._unpack_records``) and out of the
 loop over partitions: records ``getmany`` had already taken from other partitions are dropped
 while their positions have moved past them, so a consumer that retries skips them silently
-(a CRC mismatch, raised there too, does the same). Seeking past the record does not help: a
-fetch returns whole batches, and the parser fails on the same record below the fetch offset.
+(a CRC mismatch, raised there too, does the same; that one is left to aiokafka). Seeking
+past the record does not help: a fetch returns whole batches, and the parser fails on the
+same record below the fetch offset.
 
 How: ``install`` replaces two names in ``aiokafka.consumer.fetcher``. ``MemoryRecords`` keeps
 each batch's raw bytes (a batch starts with offset int64 and length int32: 12 + length bytes)
@@ -15,7 +16,8 @@ the batch is parsed again by aiokafka's pure-Python parser with header names dec
 ``surrogateescape``, and the records not yet yielded follow. If even that fails, one stand-in
 record covers the rest of the batch: its last offset, its raw bytes as the value, one header
 named ``UNREADABLE`` (a lone high surrogate: no header off the wire decodes to it).
-A batch whose CRC does not match is not parsed at all: its stand-in covers all of it.
+A batch whose CRC does not match is left to aiokafka, which raises as before (its header
+fields cannot be trusted; corruption in transit is fetched again).
 ``PartitionRecords`` tells the records their partition and fetch offset. Routing dead-letters
 both kinds (``poisoned``), as Kafka Streams' log-and-continue handler would. With ``fail``
 the tolerant path raises ``PoisonRecordError`` naming the partition and offset, unless the
@@ -119,28 +121,25 @@ class TolerantRecords:
 class _Batch:
     """One v2 batch: the C parser's records; after it fails, the lenient parse's rest."""
 
-    __slots__ = ("_crc_ok", "_end", "_inner", "_records", "_start")
+    __slots__ = ("_end", "_inner", "_records", "_start")
 
     def __init__(self, inner: Any, records: TolerantRecords, start: int, end: int) -> None:
         self._inner, self._records, self._start, self._end = inner, records, start, end
-        self._crc_ok = True
 
     def __getattr__(self, name: str) -> Any:  # base_offset, producer_id, next_offset, ...
         return getattr(self._inner, name)
 
-    def validate_crc(self) -> bool:  # a mismatch: the batch is unreadable (see __iter__)
-        self._crc_ok = bool(self._inner.validate_crc())
-        return True
+    def validate_crc(self) -> bool:
+        # A mismatch is aiokafka's to raise, as before: the batch's own header fields (its
+        # offsets, its producer) cannot be trusted, and corruption in transit is fetched
+        # again, so it is never turned into a dead letter here.
+        return bool(self._inner.validate_crc())
 
     def __next__(self) -> Any:  # a control batch's marker (_contains_abort_marker)
         return next(self._inner)
 
     def __iter__(self) -> Iterator[Any]:
         before = self._inner.base_offset - 1
-        if not self._crc_ok:
-            crc = CorruptRecordException("the batch's CRC does not match its bytes")
-            yield from self._rest(before, crc, parse=False)
-            return
         record = None
         try:
             for record in self._inner:
@@ -148,14 +147,14 @@ class _Batch:
         except Exception as exc:  # noqa: BLE001 - whatever the C parser rejects
             yield from self._rest(before if record is None else record.offset, exc)
 
-    def _rest(self, after: int, exc: Exception, *, parse: bool = True) -> Iterator[Any]:
+    def _rest(self, after: int, exc: Exception) -> Iterator[Any]:
         """The records after offset ``after`` (the last yielded), leniently parsed."""
         src, inner = self._records, self._inner
         raw = src.data[self._start : self._end]
         rest: list[Any] = []
-        error: Exception | None = None if parse else exc
+        error: Exception | None = None
         try:
-            for record in _LenientBatch(raw) if parse else ():
+            for record in _LenientBatch(raw):
                 if record.offset > after:
                     rest.append(record)
         except Exception as err:  # noqa: BLE001 - the rest of the batch is unreadable
@@ -166,15 +165,20 @@ class _Batch:
         log.warning("poison_record", topic=topic, partition=partition, offset=offset,
                     batch=f"{inner.base_offset}-{last}", error=repr(exc), mode=src.mode,
                     unreadable=None if error is None else repr(error))  # fmt: skip
-        if src.mode == "fail" and (offset is None or offset >= src.fetch_offset):
-            where = f"offset {offset}" if offset is not None else f"offsets {after + 1}-{last}"
-            raise PoisonRecordError(
-                f"unreadable record in {topic} partition {partition} at {where}: {exc!r}"
-                " (HITL_KAFKA__POISON_RECORDS=fail)"
-            ) from exc
+        first = rest[-1].offset + 1 if rest else after + 1  # of the unreadable rest, if any
+        if src.mode == "fail":
+            # The first record that cannot be read at or past the fetch offset stops the
+            # gateway; those below it are passed over (a reset past one record moves on to
+            # the next, never past it).
+            bad = [r.offset for r in rest if r.offset >= src.fetch_offset and _bad_name(r)]
+            if bad or (error is not None and last >= src.fetch_offset):
+                where = f"offset {bad[0]}" if bad else f"offsets {first}-{last}"
+                raise PoisonRecordError(
+                    f"unreadable record in {topic} partition {partition} at {where}: {exc!r}"
+                    " (HITL_KAFKA__POISON_RECORDS=fail)"
+                ) from exc
         yield from rest
         if error is not None:
-            first = rest[-1].offset + 1 if rest else after + 1
             message = (
                 f"offsets {first}-{last} of the batch at {inner.base_offset} ({len(raw)} bytes,"
                 f" the value) could not be parsed: {error!r}"
@@ -222,6 +226,17 @@ class _LenientBatch(_DefaultRecordBatchPy):  # type: ignore[misc]  # untyped bas
         self._pos = pos
         offset = self.base_offset + offset_delta
         return _DefaultRecordPy(offset, timestamp, self.timestamp_type, key, value, headers)
+
+
+def _bad_name(record: Any) -> bool:
+    """A header name that is not UTF-8 (read with surrogate escapes)."""
+    for key, _ in record.headers:
+        if not key.isascii():
+            try:
+                key.encode()
+            except UnicodeEncodeError:
+                return True
+    return False
 
 
 def _nullable(

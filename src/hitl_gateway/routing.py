@@ -23,7 +23,15 @@ from hitl_gateway.budgets import RedisBudgets
 from hitl_gateway.codec import decode
 from hitl_gateway.ids import Claim, Claimed, HeldIds, claim_source
 from hitl_gateway.models import DeadLetterReason, HoldMeta, InputRecord, Invalid, Route
-from hitl_gateway.outputs import audit_event, dead_letter, hold_record, review_task, source_of
+from hitl_gateway.outputs import (
+    audit_event,
+    dead_letter,
+    hold_record,
+    oversized,
+    review_task,
+    source_of,
+    wire_size,
+)
 from hitl_gateway.poison import poisoned
 from hitl_gateway.policy.budget import MemoryLedger
 from hitl_gateway.policy.engine import UNASSIGNED, Decision, candidate_claim_keys, decide
@@ -125,9 +133,23 @@ class Router:
                 out += self._not_held_again(record, verdict, claimed[1], policies, tally)
                 continue
             content_hash = claimed[0] if claimed is not None else None
-            out += self._outputs(
+            mark = chain.pending
+            produced = self._outputs(
                 record, verdict, decision, policies, chain, content_hash=content_hash
             )
+            big = oversized(produced, self._settings.limits.max_wire_bytes)
+            if big is not None:  # its hold or task would carry more than the topic takes
+                chain.rewind(mark)
+                message = (
+                    f"its {big.topic} record would be {wire_size(big)} bytes, over the topics'"
+                    f" limit of {self._settings.limits.max_wire_bytes}"
+                )
+                reason = DeadLetterReason.TOO_LARGE
+                out.append(self._dead_letter(record, reason, message, policies.version))
+                tally.dead_letters[reason] += 1
+                tally.routes[("-", Route.DEADLETTER)] += 1
+                continue
+            out += produced
             tally.routes[(decision.domain, decision.route)] += 1
             if decision.route in (Route.PASS, Route.DELIVER_AND_REVIEW):
                 tally.delivered += 1
@@ -362,7 +384,7 @@ class Router:
             message,
             policy_set_version=policy_set_version,
             gateway_version=self._version,
-            max_bytes=self._settings.limits.max_record_bytes,
+            max_wire_bytes=self._settings.limits.max_wire_bytes,
         )
 
 

@@ -178,6 +178,12 @@ class LimitSettings(_Section):
     max_record_bytes: int = Field(default=1_000_000, ge=256, le=50_000_000)
     max_id_length: int = Field(default=256, ge=1, le=4_096)
 
+    @property
+    def max_wire_bytes(self) -> int:
+        """The largest record the gateway's topics take (their ``max.message.bytes``, and
+        the producers' largest request): a record at the limit with room for headers."""
+        return self.max_record_bytes + 64 * 1024
+
 
 class RuntimeSettings(_Section):
     shutdown_timeout_s: float = Field(default=20.0, gt=0)

@@ -263,9 +263,12 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
 class Publisher:
     """A plain idempotent producer (no transactions) for the review API's decisions."""
 
-    def __init__(self, settings: KafkaSettings) -> None:
+    def __init__(self, settings: KafkaSettings, max_record_bytes: int = 1_000_000) -> None:
         self._settings = settings
         self._producer: AIOKafkaProducer | None = None
+        # As large as the transactional producers': a decision carrying an edit of a
+        # maximum-size record (the API refuses larger ones with 413 before publishing).
+        self.max_request_size = max_record_bytes + _REQUEST_OVERHEAD_BYTES
 
     async def start(self) -> None:
         if self._producer is not None:
@@ -275,6 +278,7 @@ class Publisher:
             client_id=f"{s.client_id}-api",
             enable_idempotence=True,
             request_timeout_ms=s.request_timeout_ms,
+            max_request_size=self.max_request_size,
             **s.client_options(),
         )
         try:

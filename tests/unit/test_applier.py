@@ -173,3 +173,36 @@ async def test_a_decision_on_another_partition_is_forwarded_there() -> None:
     [forwarded] = applied.outgoing
     assert (forwarded.topic, forwarded.partition) == (TOPICS.review_decisions, 0)
     assert applied.results == {}
+
+
+async def test_a_large_edit_in_a_consensus_round_is_kept_as_its_digest() -> None:
+    """Votes travel in the hold's metadata (a record header): a large edit would make every
+    hold update carry it, past what the topics take. The hold keeps its digest; the closing
+    vote's decision carries the edit, and agreement compares digests."""
+    held = _held()
+    held.meta.reviewers = 2
+    index = FakeIndex({"c-1": held})
+    applier = _applier(index)
+    edit = {"text": "e" * 8_000, "notes": ["a", "b"]}
+    first = await applier.apply(
+        [Consumed(_decision(verdict="edit", edited_output=edit))], 1, AuditChain()
+    )
+    [update] = [o for o in first.outgoing if o.topic == TOPICS.holds]
+    meta = orjson.loads(dict(update.headers)["hitl.hold"])
+    [vote] = meta["votes"]
+    assert vote["edited_output"] is None
+    assert vote["edit_digest"].startswith("sha256:")
+    assert len(dict(update.headers)["hitl.hold"]) < 2_000
+    # The second reviewer's identical edit (keys in another order) closes it with the edit.
+    index.holds["c-1"] = IndexedHold(HoldMeta.from_json(dict(update.headers)["hitl.hold"]),
+                                     HELD, b"k", [], 1)  # fmt: skip
+    applier._reviewers = Reviewers(
+        (Reviewer(id="ben", token_sha256="2" * 64, pools=("clinicians",)),)
+    )
+    same = {"notes": ["a", "b"], "text": "e" * 8_000}
+    second = await applier.apply(
+        [Consumed(_decision(decision_id="d-2", reviewer="ben", verdict="edit",
+                            edited_output=same))], 1, AuditChain(),
+    )  # fmt: skip
+    delivered = [o for o in second.outgoing if o.topic == TOPICS.delivered]
+    assert [orjson.loads(d.value)["output"] for d in delivered] == [same]

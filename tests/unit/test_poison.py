@@ -16,6 +16,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.client import AIOKafkaClient
 from aiokafka.consumer.subscription_state import SubscriptionState
+from aiokafka.errors import CorruptRecordException
 from aiokafka.record.memory_records import MemoryRecords
 from aiokafka.record.util import calc_crc32c
 
@@ -114,23 +115,26 @@ def test_a_batch_no_parser_can_read_becomes_one_stand_in_record() -> None:
     assert headers.original_headers(stand_in) == []  # the marker never leaves the process
 
 
-def test_a_batch_whose_crc_does_not_match_becomes_one_stand_in_record() -> None:
-    """aiokafka raises CorruptRecordException out of getmany for it (dropping what getmany
-    had taken from other partitions); here it is not parsed, and a stand-in covers it."""
+def test_a_batch_whose_crc_does_not_match_is_left_to_aiokafka() -> None:
+    """Its header fields (offsets, producer) cannot be trusted, and corruption in transit is
+    fetched again: aiokafka raises CorruptRecordException as it always did."""
     corrupt = bytearray(raw_batch([GOOD, GOOD], base_offset=2))
     corrupt[-1] ^= 1  # a bit of the last header's value: the CRC no longer matches
     data = raw_batch([GOOD, GOOD]) + bytes(corrupt) + raw_batch([GOOD], base_offset=4)
-    got = _records(data)
-    assert [r.offset for r in got] == [0, 1, 3, 4]
-    verdict = poison.poisoned(got[2])
-    assert verdict is not None
-    assert verdict.reason is DeadLetterReason.UNREADABLE
-    assert "offsets 2-3" in verdict.message
-    assert "CRC" in verdict.message
-    assert got[2].value == bytes(corrupt)
-    poison.install("fail")
-    with pytest.raises(poison.PoisonRecordError, match="partition 0 at offsets 2-3"):
+    with pytest.raises(CorruptRecordException, match="Invalid CRC"):
         _records(data)
+
+
+def test_fail_mode_stops_at_any_unreadable_record_past_the_fetch_offset() -> None:
+    """Two bad names in one batch: with the fetch offset reset past the first, the second
+    still stops the gateway (it is not passed over with the first)."""
+    data = raw_batch([GOOD, POISON, GOOD, POISON, GOOD])
+    poison.install("fail")
+    with pytest.raises(poison.PoisonRecordError, match="at offset 1"):
+        _records(data)
+    with pytest.raises(poison.PoisonRecordError, match="at offset 3"):
+        _records(data, fetch_offset=2)
+    assert [r.offset for r in _records(data, fetch_offset=4)] == [4]
 
 
 async def test_getmany_keeps_what_it_took_from_other_partitions() -> None:

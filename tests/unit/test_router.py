@@ -14,9 +14,10 @@ import pytest
 
 from hitl_gateway.audit import AuditChain
 from hitl_gateway.ids import Claim, Claimed
+from hitl_gateway.outputs import MAX_MESSAGE_CHARS, dead_letter, wire_size
 from hitl_gateway.policy.loader import load_policy_set
 from hitl_gateway.routing import DUPLICATE, Router
-from hitl_gateway.settings import PolicySettings, Settings
+from hitl_gateway.settings import LimitSettings, PolicySettings, Settings
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 NOW_MS = 1_795_000_000_000
@@ -158,3 +159,43 @@ async def test_invalid_and_poison_records_are_dead_letters_with_coordinates(
     assert bad["hitl.dlq.header.key"] == b"\xe9t\xe9"  # the name's raw bytes, recoverable
     assert [o.value for o in dead] == [r.value for r in records]
     assert sum(tally.dead_letters.values()) == 3
+
+
+async def test_a_record_whose_hold_would_not_fit_is_a_dead_letter_and_leaves_no_audit_link(
+    settings: Settings,
+) -> None:
+    """The hold carries the record and, in its metadata, the producing service's name: a
+    100 KB name doubles it past what the topics take, so the record is dead-lettered before
+    any transaction (which would otherwise be retried forever); the audit chain does not
+    keep the event of the record that was not held."""
+    limited = settings.model_copy(update={"limits": LimitSettings(max_record_bytes=100_000)})
+    router = Router(limited, None, FakeIds())  # type: ignore[arg-type]
+    big = {"id": "c-9", "domain": "clinical-summaries", "metadata": {"service": "s" * 95_000}}
+    small = {"id": "c-10", "domain": "clinical-summaries", "output": "fine"}
+    chain = AuditChain()
+    out, tally = await router.route([_record(1, big), _record(2, small)], _policies(), chain)
+    got = _by_topic(out, limited)
+    [dead] = got["dead"]
+    headers = dict(dead.headers)
+    assert headers["hitl.dlq.reason"] == b"too_large"
+    assert b"hitl.holds" in headers["hitl.dlq.message"] or b"holds" in headers["hitl.dlq.message"]
+    assert [h.key for h in got["holds"]] == [b"c-10"]
+    [event] = [orjson.loads(a.value) for a in got["audit"]]
+    assert event["item_id"] == "c-10"
+    assert event["prev_hash"] == AuditChain().head, "the dropped record's event left no link"
+    assert tally.dead_letters == {"too_large": 1}
+
+
+def test_a_dead_letter_always_fits() -> None:
+    record = _record(4, b"x" * 10_000, headers=(("h", b"v" * 500),))
+    letter = dead_letter("dlq", record, "not_json", "m" * 50_000, policy_set_version="v",
+                         gateway_version=b"1", max_wire_bytes=6_000)  # fmt: skip
+    message = dict(letter.headers)["hitl.dlq.message"].decode()
+    assert len(message) < MAX_MESSAGE_CHARS + 100, "a message never quotes a payload at length"
+    assert wire_size(letter) <= 6_000
+    assert 2_000 < len(letter.value or b"") < 10_000
+    assert letter.value == b"x" * len(letter.value or b"")  # cut, never altered
+    assert "bytes kept" in message
+    whole = dead_letter("dlq", record, "not_json", "short", policy_set_version="v",
+                        gateway_version=b"1", max_wire_bytes=1_000_000)  # fmt: skip
+    assert whole.value == record.value

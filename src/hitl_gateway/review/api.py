@@ -169,10 +169,14 @@ def review_router(
                         413, f"the edited record would be {size} bytes, limit {limit}"
                     )
             decision = DecisionRequest(item_id=item_id, reviewer=who.id, **body.model_dump())
+            record = decision.model_dump_json().encode()
+            if len(record) > publisher.max_request_size - 1024:  # room for the batch framing
+                limit = publisher.max_request_size - 1024
+                raise HTTPException(413, f"the decision is {len(record)} bytes, limit {limit}")
             await _guard(
                 publisher.publish(
                     settings.topics.review_decisions,
-                    decision.model_dump_json().encode(),
+                    record,
                     item_id.encode(),
                     held.partition if held is not None else None,
                 )

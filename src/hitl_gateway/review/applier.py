@@ -236,7 +236,7 @@ class DecisionApplier:
             "reviewer": request.reviewer,
             "original_output": original.get("output"),
             "edited_output": outcome.final_vote.edited_output,
-            "judge": original.get("judge"),
+            "judge": meta.judge,  # as validated when routed: bounded fields only
             "policy_version": meta.policy_version,
         }
         if not gold:

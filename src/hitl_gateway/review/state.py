@@ -197,9 +197,9 @@ def evaluate(
     if any(v.reviewer == reviewer.id for v in stage_votes):
         return refuse(Refusal.ALREADY_VOTED, f"{reviewer.id} already voted on this item")
 
-    vote = Vote(
-        request.decision_id, reviewer.id, request.verdict, now_ms, request.edited_output,
-        request.grade, dict(request.grades),
+    vote = Vote.cast(
+        request.decision_id, reviewer.id, request.verdict, now_ms,
+        edited_output=request.edited_output, grade=request.grade, grades=dict(request.grades),
     )  # fmt: skip
     votes = (*hold.votes, vote)
     if hold.stage == "adjudication" or hold.reviewers <= 1:
@@ -221,7 +221,7 @@ def _agree(votes: list[Vote]) -> bool:
     first = votes[0]
     return all(
         v.verdict == first.verdict
-        and (v.verdict is not Verdict.EDIT or v.edited_output == first.edited_output)
+        and (v.verdict is not Verdict.EDIT or v.edit_digest == first.edit_digest)
         for v in votes
     )
 
