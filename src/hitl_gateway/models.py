@@ -128,7 +128,10 @@ class HoldMeta:
 
     @classmethod
     def of(cls, data: dict[str, Any]) -> HoldMeta:
-        return cls(**{k: v for k, v in data.items() if k in _HOLD_FIELDS})
+        try:
+            return cls(**data)
+        except TypeError:  # a key this version does not know (or a required one missing)
+            return cls(**{k: v for k, v in data.items() if k in _HOLD_FIELDS})
 
     @classmethod
     def from_json(cls, raw: bytes) -> HoldMeta:
