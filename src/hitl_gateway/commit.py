@@ -24,7 +24,8 @@ from hitl_gateway.lane import Lane, Work
 from hitl_gateway.metrics import GatewayMetrics
 from hitl_gateway.ownership import Ownership
 from hitl_gateway.policy.store import PolicyStore
-from hitl_gateway.review.applier import Applied, DecisionApplier
+from hitl_gateway.review.applier import DecisionApplier
+from hitl_gateway.review.batch import Applied
 from hitl_gateway.routing import Router, Tally
 from hitl_gateway.settings import Settings
 from hitl_gateway.sink import Outgoing

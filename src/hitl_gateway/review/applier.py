@@ -17,17 +17,13 @@ the index and the results follow the commit.
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
 from typing import Any
 
-import orjson
 from pydantic import ValidationError
 
 from hitl_gateway import __version__, headers
 from hitl_gateway.audit import AuditChain
-from hitl_gateway.calibration.evidence import evidence
-from hitl_gateway.calibration.judge import Status
-from hitl_gateway.calibration.store import CalibrationStore, Change
+from hitl_gateway.calibration.store import CalibrationStore
 from hitl_gateway.codec import read_json
 from hitl_gateway.holds import HoldIndex, IndexedHold, ResultKey
 from hitl_gateway.models import HoldMeta
@@ -40,58 +36,28 @@ from hitl_gateway.outputs import (
     training_record,
 )
 from hitl_gateway.poison import poisoned
-from hitl_gateway.policy.schema import Calibration
 from hitl_gateway.policy.store import PolicyStore
 from hitl_gateway.review.auth import Reviewers
+from hitl_gateway.review.batch import Applied, Batch
+from hitl_gateway.review.learning import Learning
 from hitl_gateway.review.state import (
     ClosedBy,
     DecisionRequest,
     Hold,
     Outcome,
     Refusal,
+    decision_id_of,
     edited_value,
     evaluate,
+    first_error,
+    hold_of,
+    malformed_key,
     parse_decision,
     refuse,
 )
 from hitl_gateway.settings import TopicSettings
 from hitl_gateway.sink import Outgoing
-from hitl_gateway.verdicts import TERMINAL_STATE, Verdict, Vote
-
-
-@dataclass(slots=True)
-class Applied:
-    outgoing: list[Outgoing] = field(default_factory=list)
-    results: dict[ResultKey, dict[str, Any]] = field(default_factory=dict)
-    verdicts: list[tuple[str, str, str]] = field(default_factory=list)  # (pool, verdict, status)
-    latencies_s: list[tuple[str, str, float]] = field(default_factory=list)  # pool, verdict, s
-    refusals: list[str] = field(default_factory=list)
-    calibration_events: list[str] = field(default_factory=list)  # event types
-
-
-@dataclass(slots=True)
-class _Batch:
-    """One partition batch as its outcomes see it: what they write to (``out``), the
-    partition and its audit chain, and the decision record being applied."""
-
-    out: Applied
-    chain: AuditChain
-    partition: int
-    record: Any = None
-
-
-def hold_from_meta(meta: HoldMeta) -> Hold:
-    return Hold(
-        item_id=meta.item_id,
-        domain=meta.domain,
-        pool=meta.pool,
-        reviewers=meta.reviewers,
-        content_hash=meta.content_hash,
-        adjudicator_pool=meta.adjudicator_pool,
-        producer=meta.producer,
-        stage=meta.stage,
-        votes=tuple(Vote.from_json(v) for v in meta.votes),
-    )
+from hitl_gateway.verdicts import TERMINAL_STATE, Verdict
 
 
 class DecisionApplier:
@@ -110,12 +76,12 @@ class DecisionApplier:
         self._index = index
         self._reviewers = reviewers
         self._policies = policies
-        self._calibration = calibration
+        self._learning = Learning(topics, policies, calibration, max_record_bytes)
         self._version = __version__.encode()
 
     async def apply(self, records: list[Any], partition: int, chain: AuditChain) -> Applied:
         out = Applied()
-        b = _Batch(out, chain, partition)
+        b = Batch(out, chain, partition)
         # Holds as this batch has left them: later decisions in the batch see earlier ones.
         overlay: dict[str, IndexedHold | ClosedBy] = {}
         for record in records:
@@ -125,14 +91,14 @@ class DecisionApplier:
             fault = poisoned(record)
             if fault is not None:
                 outcome = refuse(Refusal.MALFORMED, fault.message)
-                self._refused(b, None, _key_of(record.value), outcome)
+                self._refused(b, None, malformed_key(record.value), outcome)
                 continue
             try:
                 request = parse_decision(record.value)
             except ValueError as exc:
-                message = _first_error(exc) if isinstance(exc, ValidationError) else str(exc)
+                message = first_error(exc) if isinstance(exc, ValidationError) else str(exc)
                 outcome = refuse(Refusal.MALFORMED, message)
-                self._refused(b, None, _key_of(record.value), outcome)
+                self._refused(b, None, malformed_key(record.value), outcome)
                 continue
             current: IndexedHold | ClosedBy | None
             if request.item_id in overlay:
@@ -148,7 +114,7 @@ class DecisionApplier:
             closed_by = current if isinstance(current, ClosedBy) else None  # in this batch
             if current is None:  # not held: closed earlier, or never held
                 closed_by = await self._index.closed_by(request.item_id)
-            hold = hold_from_meta(current.meta) if isinstance(current, IndexedHold) else None
+            hold = hold_of(current.meta) if isinstance(current, IndexedHold) else None
             reviewer = self._reviewers.get(request.reviewer)
             outcome = evaluate(
                 hold, request, reviewer, now_ms=record.timestamp, closed_by=closed_by
@@ -167,7 +133,7 @@ class DecisionApplier:
                 assert hold is not None
                 overlay[request.item_id] = ClosedBy(request.decision_id, request.reviewer)
                 self._close(b, current, request, outcome)
-                await self._calibrate(b, current, hold, request, outcome)
+                await self._learning.record(b, current, hold, request, outcome)
             else:
                 assert outcome.hold is not None
                 updated = self._updated(current, outcome.hold)
@@ -188,7 +154,7 @@ class DecisionApplier:
 
     def _close(
         self,
-        b: _Batch,
+        b: Batch,
         held: IndexedHold,
         request: DecisionRequest,
         outcome: Outcome,
@@ -268,74 +234,9 @@ class DecisionApplier:
         latency = max(0.0, (record.timestamp - meta.held_at_ms) / 1000)
         out.latencies_s.append((meta.pool, verdict.value, latency))
 
-    async def _calibrate(
-        self,
-        b: _Batch,
-        held: IndexedHold,
-        hold: Hold,
-        request: DecisionRequest,
-        outcome: Outcome,
-    ) -> None:
-        """Feed the closed review to the calibration windows; a disagreement with the judge
-        becomes a judge-training example, a status change an event and an audit record."""
-        out, record = b.out, b.record
-        assert outcome.terminal is not None
-        assert outcome.final_vote is not None
-        meta = held.meta
-        found = evidence(meta, (*hold.votes, outcome.final_vote), outcome.terminal)
-        loaded = self._policies.current.policy_for(meta.domain)
-        settings = loaded.policy.calibration if loaded else Calibration()
-        changes = await self._calibration.record(request.decision_id, found, settings)
-        pair = found.judge
-        if pair is not None and not pair.agree:
-            example = {
-                "type": "judge_disagreement",
-                "item_id": meta.item_id,
-                "domain": pair.domain,
-                "stratum": pair.stratum,
-                "judge": meta.judge,
-                "human_grade": pair.human,
-                "grades": request.grades,
-                "notes": request.notes,
-                "rubric": meta.rubric,
-                "reviewer": request.reviewer,
-                "decision_id": request.decision_id,
-                "output": read_json(held.value).get("output"),
-                "policy_version": meta.policy_version,
-            }
-            out.outgoing.append(
-                training_record(
-                    self._topics.training,
-                    example,
-                    meta.item_id,
-                    self._max_bytes,
-                    ("output", original_ref(meta)),
-                )
-            )
-        for change in changes:
-            kind = _event_type(change)
-            if kind is None:
-                continue
-            event = {
-                "type": kind,
-                **change.labels,
-                "status": change.status,
-                "previous": change.previous or None,
-                **{k: _number(v) for k, v in change.summary.items()},
-                "decision_id": request.decision_id,
-                "at_ms": record.timestamp,
-                "gateway_version": __version__,
-            }
-            subject = "|".join(change.labels.values())
-            out.outgoing.append(
-                Outgoing(self._topics.calibration, orjson.dumps(event), subject.encode(), [])
-            )
-            out.outgoing.append(self._sealed(b, event, subject))
-            out.calibration_events.append(kind)
-
     def _progress(
         self,
-        b: _Batch,
+        b: Batch,
         held: IndexedHold,
         request: DecisionRequest,
         outcome: Outcome,
@@ -368,7 +269,7 @@ class DecisionApplier:
 
     def _refused(
         self,
-        b: _Batch,
+        b: Batch,
         request: DecisionRequest | None,
         key: ResultKey | None,
         outcome: Outcome,
@@ -377,7 +278,7 @@ class DecisionApplier:
         decision id to file it under; the audit event still records the refusal)."""
         out, record = b.out, b.record
         assert outcome.refusal is not None
-        item_id, reviewer, decision_id = key if key else (None, None, _decision_id_of(record.value))
+        item_id, reviewer, decision_id = key if key else (None, None, decision_id_of(record.value))
         event = {
             "type": "decision_refused",
             "decision_id": decision_id,
@@ -402,7 +303,7 @@ class DecisionApplier:
 
     def _audit(
         self,
-        b: _Batch,
+        b: Batch,
         kind: str,
         meta: HoldMeta,
         request: DecisionRequest,
@@ -430,31 +331,8 @@ class DecisionApplier:
             event["gold"] = meta.gold  # a known-answer item: the reviewer was measured
         b.out.outgoing.append(self._sealed(b, event, meta.item_id))
 
-    def _sealed(self, b: _Batch, event: dict[str, Any], key: str) -> Outgoing:
+    def _sealed(self, b: Batch, event: dict[str, Any], key: str) -> Outgoing:
         return audit_event(self._topics.audit, b.chain, event, key, partition=b.partition)
-
-
-def _event_type(change: Change) -> str | None:
-    """The events worth announcing: the judge needs recalibrating (or is fine again), a
-    reviewer drifted from consensus (or is back)."""
-    if change.kind == "judge":
-        if change.status == Status.RECALIBRATE:
-            return "recalibrate"
-        if change.previous == Status.RECALIBRATE:
-            return "calibration_restored"
-    if change.kind == "consensus":
-        if change.status == "flagged":
-            return "reviewer_flagged"
-        if change.previous == "flagged":
-            return "reviewer_cleared"
-    return None
-
-
-def _number(text: str) -> float | str:
-    try:
-        return float(text)
-    except ValueError:
-        return text
 
 
 def _key(request: DecisionRequest) -> ResultKey:
@@ -471,39 +349,3 @@ def _result(request: DecisionRequest, outcome: Outcome, state: str) -> dict[str,
         "message": outcome.message,
         "state": state,
     }
-
-
-def _key_of(value: bytes | None) -> ResultKey | None:
-    """Where a malformed decision's refusal is filed: its item, reviewer and decision id,
-    when the record names all three as strings (else the audit event is its only trace)."""
-    try:
-        raw = orjson.loads(value or b"")
-    except orjson.JSONDecodeError:
-        return None
-    if not isinstance(raw, dict):
-        return None
-    item_id, reviewer, decision_id = raw.get("item_id"), raw.get("reviewer"), _decision_id_of(value)
-    if (
-        isinstance(item_id, str)
-        and isinstance(reviewer, str)
-        and item_id
-        and reviewer
-        and decision_id
-    ):
-        return (item_id, reviewer, decision_id)
-    return None
-
-
-def _decision_id_of(value: bytes | None) -> str | None:
-    try:
-        raw = orjson.loads(value or b"")
-    except orjson.JSONDecodeError:
-        return None
-    candidate = raw.get("decision_id") if isinstance(raw, dict) else None
-    return candidate if isinstance(candidate, str) and 0 < len(candidate) <= 128 else None
-
-
-def _first_error(exc: ValidationError) -> str:
-    err = exc.errors(include_url=False, include_input=False)[0]
-    path = ".".join(str(p) for p in err["loc"]) or "<decision>"
-    return f"field '{path}': {err['msg']}"

@@ -16,9 +16,18 @@ from enum import StrEnum
 from typing import Annotated
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, JsonValue, StringConstraints, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    JsonValue,
+    StringConstraints,
+    ValidationError,
+    model_validator,
+)
 
 from hitl_gateway.codec import MAX_DEPTH, depth, read_json
+from hitl_gateway.models import HoldMeta
 from hitl_gateway.review.auth import Reviewer
 from hitl_gateway.verdicts import Verdict, Vote
 
@@ -230,3 +239,54 @@ def _stage_of(hold: Hold, vote: Vote) -> str:
     """Votes before the round completed belong to review; later ones to adjudication."""
     index = hold.votes.index(vote)
     return "review" if index < hold.reviewers else "adjudication"
+
+
+def hold_of(meta: HoldMeta) -> Hold:
+    """What the life cycle needs of a held item's metadata."""
+    return Hold(
+        item_id=meta.item_id,
+        domain=meta.domain,
+        pool=meta.pool,
+        reviewers=meta.reviewers,
+        content_hash=meta.content_hash,
+        adjudicator_pool=meta.adjudicator_pool,
+        producer=meta.producer,
+        stage=meta.stage,
+        votes=tuple(Vote.from_json(v) for v in meta.votes),
+    )
+
+
+def malformed_key(value: bytes | None) -> tuple[str, str, str] | None:
+    """Where a malformed decision's refusal is filed: its item, reviewer and decision id,
+    when the record names all three as strings (else the audit event is its only trace)."""
+    try:
+        raw = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    if not isinstance(raw, dict):
+        return None
+    item_id, reviewer, decision_id = raw.get("item_id"), raw.get("reviewer"), decision_id_of(value)
+    if (
+        isinstance(item_id, str)
+        and isinstance(reviewer, str)
+        and item_id
+        and reviewer
+        and decision_id
+    ):
+        return (item_id, reviewer, decision_id)
+    return None
+
+
+def decision_id_of(value: bytes | None) -> str | None:
+    try:
+        raw = orjson.loads(value or b"")
+    except orjson.JSONDecodeError:
+        return None
+    candidate = raw.get("decision_id") if isinstance(raw, dict) else None
+    return candidate if isinstance(candidate, str) and 0 < len(candidate) <= 128 else None
+
+
+def first_error(exc: ValidationError) -> str:
+    err = exc.errors(include_url=False, include_input=False)[0]
+    path = ".".join(str(p) for p in err["loc"]) or "<decision>"
+    return f"field '{path}': {err['msg']}"

@@ -1,0 +1,31 @@
+"""One partition batch of decisions as the applier's outcomes see it: what they write."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hitl_gateway.audit import AuditChain
+from hitl_gateway.holds import ResultKey
+from hitl_gateway.sink import Outgoing
+
+
+@dataclass(slots=True)
+class Applied:
+    outgoing: list[Outgoing] = field(default_factory=list)
+    results: dict[ResultKey, dict[str, Any]] = field(default_factory=dict)
+    verdicts: list[tuple[str, str, str]] = field(default_factory=list)  # (pool, verdict, status)
+    latencies_s: list[tuple[str, str, float]] = field(default_factory=list)  # pool, verdict, s
+    refusals: list[str] = field(default_factory=list)
+    calibration_events: list[str] = field(default_factory=list)  # event types
+
+
+@dataclass(slots=True)
+class Batch:
+    """One partition batch as its outcomes see it: what they write to (``out``), the
+    partition and its audit chain, and the decision record being applied."""
+
+    out: Applied
+    chain: AuditChain
+    partition: int
+    record: Any = None
