@@ -216,6 +216,11 @@ def review_router(
     return router
 
 
+# Bounds on what a refused body costs: fields looked at, and errors sent back.
+_MAX_FIELDS = 16
+_MAX_ERRORS = 10
+
+
 def _decision_body(raw: bytes) -> DecisionBody:
     """The request body, bounded before pydantic sees it: strict JSON parsed by orjson (the
     server has already bounded its size), at most ``MAX_GRADES`` grades. 422 names what is
@@ -226,6 +231,8 @@ def _decision_body(raw: bytes) -> DecisionBody:
         raise HTTPException(422, f"the body is not strict JSON: {exc}") from exc
     if not isinstance(parsed, dict):
         raise HTTPException(422, "the body must be a JSON object")
+    if len(parsed) > _MAX_FIELDS:
+        raise HTTPException(422, f"the body has {len(parsed)} fields; a decision has at most 8")
     grades = parsed.get("grades")
     if isinstance(grades, dict) and len(grades) > MAX_GRADES:
         raise HTTPException(422, f"grades has {len(grades)} entries, limit {MAX_GRADES}")
@@ -233,7 +240,7 @@ def _decision_body(raw: bytes) -> DecisionBody:
         return DecisionBody.model_validate(parsed)
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False, include_context=False)
-        raise HTTPException(422, errors) from exc
+        raise HTTPException(422, errors[:_MAX_ERRORS]) from exc  # the first few say enough
 
 
 async def _wait_for(

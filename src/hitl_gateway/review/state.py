@@ -72,7 +72,7 @@ class DecisionRequest(DecisionBody):
     decisions topic."""
 
     item_id: str = Field(min_length=1, max_length=4_096)
-    reviewer: str = Field(min_length=1, max_length=128)
+    reviewer: str = Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.@-]+$")
 
 
 def check_edit(verdict: Verdict, edited_output: object) -> None:
