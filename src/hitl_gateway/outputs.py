@@ -9,15 +9,18 @@ docs/dead-letters.md), so each has one builder here, and a held item's metadata 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 
-from hitl_gateway import headers
+from hitl_gateway import __version__, headers
 from hitl_gateway.audit import AuditChain
 from hitl_gateway.codec import read_json
-from hitl_gateway.models import HoldMeta
+from hitl_gateway.models import HoldMeta, InputRecord, Route
+from hitl_gateway.policy.engine import UNASSIGNED, Decision
 from hitl_gateway.sink import Headers, Outgoing
 
 TASK_SCHEMA_VERSION = 1
@@ -206,3 +209,77 @@ def training_record(
 def original_ref(meta: HoldMeta) -> dict[str, Any]:
     """Where a held item's original output is kept: its input record, and its content hash."""
     return {**(meta.source or {}), "content_hash": meta.content_hash}
+
+
+@dataclass(slots=True)
+class Seen:
+    """What a record's hold, review task and audit event all say about it."""
+
+    content_hash: str
+    reasons: list[dict[str, str]]
+    source: dict[str, Any]
+
+    @classmethod
+    def of(cls, record: Any, value: bytes, d: Decision, content_hash: str | None = None) -> Seen:
+        """For the item whose bytes are ``value``, routed by ``d`` from input ``record``."""
+        reasons = [{"rule": r.rule, "detail": r.detail} for r in d.reasons]
+        return cls(content_hash or content_hash_of(value), reasons, source_of(record))
+
+
+def hold_meta(record: Any, item: InputRecord, d: Decision, seen: Seen) -> HoldMeta:
+    """A new hold's metadata, for input ``record`` routed by ``d``."""
+    return HoldMeta(
+        item_id=item.id,
+        blocking=d.route is Route.HOLD,
+        domain=d.domain,
+        pool=d.pool or UNASSIGNED,  # a reviewed route always names one
+        reviewers=d.reviewers,
+        adjudicator_pool=d.adjudicator_pool,
+        rubric=d.rubric,
+        sla_deadline_ms=d.sla_deadline_ms,
+        policy_version=d.policy_version,
+        rule=d.rule,
+        reasons=seen.reasons,
+        content_hash=seen.content_hash,
+        held_at_ms=record.timestamp,
+        source=seen.source,
+        producer=(item.metadata or {}).get("service"),
+        next_check_ms=d.sla_deadline_ms,
+        # For judge calibration: the human's grade is compared with the judge's on blind
+        # reviews, per domain and stratum.
+        blind=d.blind,
+        judge=item.judge.model_dump(exclude_none=True) if item.judge else None,
+        stratum=d.stratum,
+    )
+
+
+def routed_event(
+    record: Any, item: InputRecord, d: Decision, policy_set_version: str, seen: Seen
+) -> dict[str, Any]:
+    """The audit event of a routing decision (before it is sealed)."""
+    event = {
+        "type": "routed",
+        "item_id": item.id,
+        "domain": d.domain,
+        "route": d.route,  # a StrEnum: orjson writes its value
+        "rule": d.rule,
+        "reasons": seen.reasons,
+        "pool": d.pool,
+        "policy_version": d.policy_version,
+        "policy_set_version": policy_set_version,
+        "content_hash": seen.content_hash,
+        "source": seen.source,
+        "at_ms": record.timestamp,
+        "gateway_version": __version__,
+    }
+    return event
+
+
+def input_weight(record: Any) -> int:
+    """An input record's value and header bytes."""
+    named = sum(len(k) + len(v or b"") for k, v in record.headers) if record.headers else 0
+    return len(record.value or b"") + named
+
+
+def content_hash_of(value: bytes) -> str:
+    return "sha256:" + hashlib.sha256(value).hexdigest()

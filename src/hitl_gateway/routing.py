@@ -24,17 +24,22 @@ from hitl_gateway.codec import decode
 from hitl_gateway.ids import Claim, Claimed, HeldIds, claim_source
 from hitl_gateway.models import DeadLetterReason, HoldMeta, InputRecord, Invalid, Route
 from hitl_gateway.outputs import (
+    Seen,
     audit_event,
+    content_hash_of,
     dead_letter,
+    hold_meta,
     hold_record,
+    input_weight,
     oversized,
     review_task,
+    routed_event,
     source_of,
     wire_size,
 )
 from hitl_gateway.poison import poisoned
 from hitl_gateway.policy.budget import MemoryLedger
-from hitl_gateway.policy.engine import UNASSIGNED, Decision, candidate_claim_keys, decide
+from hitl_gateway.policy.engine import Decision, candidate_claim_keys, decide
 from hitl_gateway.policy.loader import PolicySet
 from hitl_gateway.settings import Settings
 from hitl_gateway.sink import Outgoing
@@ -61,21 +66,6 @@ class Tally:
     delivered: int = 0
     delivered_at_ms: list[int] = field(default_factory=list)  # input timestamps, for latency
     review_tasks: Counter[str] = field(default_factory=Counter)  # by pool
-
-
-@dataclass(slots=True)
-class _Seen:
-    """What a record's hold, review task and audit event all say about it."""
-
-    content_hash: str
-    reasons: list[dict[str, str]]
-    source: dict[str, Any]
-
-    @classmethod
-    def of(cls, record: Any, value: bytes, d: Decision, content_hash: str | None = None) -> _Seen:
-        """For the item whose bytes are ``value``, routed by ``d`` from input ``record``."""
-        reasons = [{"rule": r.rule, "detail": r.detail} for r in d.reasons]
-        return cls(content_hash or _content_hash(value), reasons, source_of(record))
 
 
 class Router:
@@ -144,7 +134,7 @@ class Router:
             )
             big = (
                 oversized(produced, self._settings.limits.max_wire_bytes)
-                if _weight(record) > self._light_bytes
+                if input_weight(record) > self._light_bytes
                 else None  # what it produces cannot reach the limit: nothing to measure
             )
             if big is not None:  # its hold or task would carry more than the topic takes
@@ -187,7 +177,7 @@ class Router:
             verdict, record = verdicts[n], records[n]
             assert isinstance(verdict, InputRecord)
             where = claim_source(record.topic, record.partition, record.offset)
-            items.append((verdict.id, _content_hash(record.value), where))
+            items.append((verdict.id, content_hash_of(record.value), where))
         claimed = await self._ids.claim(items)
         return {n: (item[1], c) for n, item, c in zip(reviewed, items, claimed, strict=True)}
 
@@ -274,11 +264,11 @@ class Router:
         if not (reviewed or decision.audit):
             return out
         # Shared by the hold, its review task and the audit event (built once per record).
-        seen = _Seen.of(record, record.value, decision, content_hash)
+        seen = Seen.of(record, record.value, decision, content_hash)
         if reviewed:
             # Held items, and deliver-and-review items as non-blocking reviews: both wait on
             # the holds topic for a reviewer (the latter already delivered, never blocked).
-            hold = self._hold_meta(record, item, decision, seen)
+            hold = hold_meta(record, item, decision, seen)
             holds = self._topics.holds
             out.append(
                 hold_record(holds, hold, record.value, record.key, base, partition=record.partition)
@@ -289,31 +279,6 @@ class Router:
         if decision.audit:
             out.append(self._audit(record, item, decision, policies, seen, chain=chain))
         return out
-
-    def _hold_meta(self, record: Any, item: InputRecord, d: Decision, seen: _Seen) -> HoldMeta:
-        return HoldMeta(
-            item_id=item.id,
-            blocking=d.route is Route.HOLD,
-            domain=d.domain,
-            pool=d.pool or UNASSIGNED,  # a reviewed route always names one
-            reviewers=d.reviewers,
-            adjudicator_pool=d.adjudicator_pool,
-            rubric=d.rubric,
-            sla_deadline_ms=d.sla_deadline_ms,
-            policy_version=d.policy_version,
-            rule=d.rule,
-            reasons=seen.reasons,
-            content_hash=seen.content_hash,
-            held_at_ms=record.timestamp,
-            source=seen.source,
-            producer=(item.metadata or {}).get("service"),
-            next_check_ms=d.sla_deadline_ms,
-            # For judge calibration: the human's grade is compared with the judge's on blind
-            # reviews, per domain and stratum.
-            blind=d.blind,
-            judge=item.judge.model_dump(exclude_none=True) if item.judge else None,
-            stratum=d.stratum,
-        )
 
     def _gold(
         self, record: Any, item: InputRecord, d: Decision, base: list[tuple[str, bytes]]
@@ -328,8 +293,8 @@ class Router:
         value = orjson.dumps(body)
         gold_item = InputRecord.model_validate(body)
         shown = d._replace(blind=True, gold=None, adjudicator_pool=None, reviewers=1)
-        seen = _Seen.of(record, value, shown)
-        meta = self._hold_meta(record, gold_item, shown, seen)
+        seen = Seen.of(record, value, shown)
+        meta = hold_meta(record, gold_item, shown, seen)
         meta.gold = {"id": gold.id, "verdict": gold.verdict, "grade": gold.grade}
         hold = hold_record(self._topics.holds, meta, value, None, base, partition=record.partition)
         return [hold, self._task(record, meta, shown, value)]
@@ -358,25 +323,11 @@ class Router:
         item: InputRecord,
         d: Decision,
         policies: PolicySet,
-        seen: _Seen,
+        seen: Seen,
         *,
         chain: AuditChain,
     ) -> Outgoing:
-        event = {
-            "type": "routed",
-            "item_id": item.id,
-            "domain": d.domain,
-            "route": d.route,  # a StrEnum: orjson writes its value
-            "rule": d.rule,
-            "reasons": seen.reasons,
-            "pool": d.pool,
-            "policy_version": d.policy_version,
-            "policy_set_version": policies.version,
-            "content_hash": seen.content_hash,
-            "source": seen.source,
-            "at_ms": record.timestamp,
-            "gateway_version": __version__,
-        }
+        event = routed_event(record, item, d, policies.version, seen)
         policy_header = [(headers.POLICY_VERSION, d.policy_version.encode())]
         return audit_event(
             self._topics.audit, chain, event, item.id, partition=record.partition,
@@ -395,13 +346,3 @@ class Router:
             gateway_version=self._version,
             max_wire_bytes=self._settings.limits.max_wire_bytes,
         )
-
-
-def _weight(record: Any) -> int:
-    """An input record's value and header bytes."""
-    named = sum(len(k) + len(v or b"") for k, v in record.headers) if record.headers else 0
-    return len(record.value or b"") + named
-
-
-def _content_hash(value: bytes) -> str:
-    return "sha256:" + hashlib.sha256(value).hexdigest()
