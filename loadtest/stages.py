@@ -88,10 +88,9 @@ async def measure(records: int, reps: int, payload_bytes: int, invalid_share: fl
                 seconds["route"] += time.process_time() - t
                 produced += len(out)
                 t = time.process_time()
-                holds = (
-                    (o.key, o.value, o.headers) for o in out if o.topic == settings.topics.holds
-                )
-                upserts, removals = index_changes(holds, 0)
+                written = [o for o in out if o.topic == settings.topics.holds]
+                holds = ((o.key, o.value, o.headers) for o in written)
+                upserts, removals = index_changes(holds, 0, [o.hold for o in written])
                 seconds["index_changes"] += time.process_time() - t
                 t = time.process_time()
                 await index.apply(upserts, removals, {}, {})

@@ -201,7 +201,8 @@ class Committer:
         partition is retaken (rebuilding the index) before any further decision is applied."""
         p = lane.partition
         written = [o for o in outgoing if o.topic == self._topics.holds]
-        upserts, removals = index_changes(((o.key, o.value, o.headers) for o in written), p)
+        records = ((o.key, o.value, o.headers) for o in written)
+        upserts, removals = index_changes(records, p, [o.hold for o in written])
         last = written_to.get(TopicPartition(self._topics.holds, p), -1)
         applied_offsets = {(self._topics.holds, p): last + 1} if last >= 0 else {}
         if not (upserts or removals or applied.results):

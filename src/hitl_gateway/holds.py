@@ -21,7 +21,7 @@ from __future__ import annotations
 import base64
 import heapq
 import itertools
-from collections.abc import Collection, Iterable
+from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -50,13 +50,16 @@ class IndexedHold:
     meta_json: bytes | None = None
 
 
-def indexed(value: bytes, hdrs: list[tuple[str, bytes]], partition: int) -> IndexedHold:
-    """An index entry from a hold record as it is on the holds topic."""
+def indexed(
+    value: bytes, hdrs: list[tuple[str, bytes]], partition: int, meta: HoldMeta | None = None
+) -> IndexedHold:
+    """An index entry from a hold record as it is on the holds topic (``meta``: its metadata
+    as built, when at hand, instead of parsed back from the header)."""
     found = dict(hdrs)
     own = [(k, v) for k, v in hdrs if k not in (headers.HOLD, headers.HOLD_KEY)]
     meta_json = found[headers.HOLD]
     return IndexedHold(
-        meta=HoldMeta.from_json(meta_json),
+        meta=meta if meta is not None else HoldMeta.from_json(meta_json),
         value=value,
         key=found.get(headers.HOLD_KEY),
         headers=own,
@@ -76,13 +79,16 @@ def result_key(item_id: str, reviewer: str, decision_id: str) -> str:
 
 
 def index_changes(
-    records: Iterable[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]], partition: int
+    records: Iterable[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]],
+    partition: int,
+    built: Sequence[HoldMeta | None] = (),
 ) -> tuple[list[IndexedHold], list[tuple[str, str, int]]]:
     """What the index must do for these holds-topic records (key, value, headers), in topic
     order: the last record per item wins, a hold (upsert) or a tombstone (removal, with the
-    decision that closed it and its reviewer, as ``ClosedBy.parse`` reads them)."""
+    decision that closed it and its reviewer, as ``ClosedBy.parse`` reads them). ``built``:
+    the records' metadata as built, where the caller has it (the records it just wrote)."""
     latest: dict[str, IndexedHold | str] = {}
-    for key, value, hdrs in records:
+    for n, (key, value, hdrs) in enumerate(records):
         item_id = (key or b"").decode()
         if value is None:
             found = dict(hdrs)
@@ -90,7 +96,7 @@ def index_changes(
             reviewer = found.get(headers.DECISION_REVIEWER)
             latest[item_id] = f"{marker}\0{reviewer.decode()}" if reviewer else marker
         else:
-            latest[item_id] = indexed(value, hdrs, partition)
+            latest[item_id] = indexed(value, hdrs, partition, built[n] if built else None)
     upserts = [v for v in latest.values() if isinstance(v, IndexedHold)]
     removals = [(item, v, partition) for item, v in latest.items() if isinstance(v, str)]
     return upserts, removals

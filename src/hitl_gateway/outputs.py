@@ -46,7 +46,9 @@ def hold_record(
     hold_headers = [*base, (headers.HOLD, meta.to_json())]
     if key is not None:
         hold_headers.append((headers.HOLD_KEY, key))
-    return Outgoing(topic, value, meta.item_id.encode(), hold_headers, partition=partition)
+    return Outgoing(
+        topic, value, meta.item_id.encode(), hold_headers, partition=partition, hold=meta
+    )
 
 
 def blind_view(value: bytes) -> dict[str, Any]:

@@ -57,6 +57,9 @@ class Outgoing:
     headers: Headers
     partition: int | None = None  # None: the key's partition
     timestamp_ms: int | None = None  # None: the time of sending
+    # A hold record's metadata as built (its header holds the same as JSON): the index takes
+    # it from here after the commit instead of parsing the header back.
+    hold: Any = None
 
 
 def transactional_id(settings: KafkaSettings, tp: TopicPartition) -> str:
