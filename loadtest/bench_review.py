@@ -28,7 +28,7 @@ from prometheus_client import CollectorRegistry
 from hitl_gateway import __version__
 from hitl_gateway.admin import ensure_topics
 from hitl_gateway.app import Gateway
-from hitl_gateway.holds import IndexedHold
+from hitl_gateway.index_entries import IndexedHold
 from hitl_gateway.logs import configure_logging
 from hitl_gateway.models import HoldMeta
 from hitl_gateway.review.auth import new_token

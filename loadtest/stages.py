@@ -32,8 +32,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_review
 from hitl_gateway.audit import AuditChain
 from hitl_gateway.budgets import RedisBudgets
-from hitl_gateway.holds import HoldIndex, index_changes
+from hitl_gateway.holds import HoldIndex
 from hitl_gateway.ids import HeldIds
+from hitl_gateway.index_entries import index_changes
 from hitl_gateway.policy.loader import load_policy_set
 from hitl_gateway.routing import Router
 from hitl_gateway.settings import PolicySettings, RedisSettings, Settings

@@ -19,7 +19,8 @@ import structlog
 from aiokafka import TopicPartition
 
 from hitl_gateway.errors import FencedError, InfrastructureError, RedisUnavailable
-from hitl_gateway.holds import HoldIndex, index_changes
+from hitl_gateway.holds import HoldIndex
+from hitl_gateway.index_entries import index_changes
 from hitl_gateway.lane import Lane, Work
 from hitl_gateway.metrics import GatewayMetrics
 from hitl_gateway.ownership import Ownership

@@ -16,7 +16,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hitl_gateway.audit import GENESIS, head_of
 from hitl_gateway.errors import InfrastructureError, KafkaUnavailable, kafka_errors
-from hitl_gateway.holds import HoldIndex, index_changes
+from hitl_gateway.holds import HoldIndex
+from hitl_gateway.index_entries import index_changes
 from hitl_gateway.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)

@@ -21,12 +21,12 @@ from hitl_gateway import __version__, headers
 from hitl_gateway.audit import AuditChain
 from hitl_gateway.budgets import RedisBudgets
 from hitl_gateway.codec import decode
-from hitl_gateway.ids import Claim, Claimed, HeldIds, claim_source
+from hitl_gateway.deciding import claim_ids, decide_all
+from hitl_gateway.ids import Claim, Claimed, HeldIds
 from hitl_gateway.models import DeadLetterReason, HoldMeta, InputRecord, Invalid, Route
 from hitl_gateway.outputs import (
     Seen,
     audit_event,
-    content_hash_of,
     dead_letter,
     hold_meta,
     hold_record,
@@ -38,8 +38,7 @@ from hitl_gateway.outputs import (
     wire_size,
 )
 from hitl_gateway.poison import poisoned
-from hitl_gateway.policy.budget import MemoryLedger
-from hitl_gateway.policy.engine import Decision, candidate_claim_keys, decide
+from hitl_gateway.policy.engine import Decision
 from hitl_gateway.policy.loader import PolicySet
 from hitl_gateway.settings import Settings
 from hitl_gateway.sink import Outgoing
@@ -100,8 +99,8 @@ class Router:
                 )
                 for r in records[start : start + YIELD_EVERY]
             ]
-        decisions = await self._decide_all(records, verdicts, policies)
-        claims = await self._claim_ids(records, verdicts, decisions)
+        decisions = await decide_all(self._budgets, records, verdicts, policies)
+        claims = await claim_ids(self._ids, records, verdicts, decisions)
         out: list[Outgoing] = []
         for n, (record, verdict, decision) in enumerate(
             zip(records, verdicts, decisions, strict=True)
@@ -157,30 +156,6 @@ class Router:
                 tally.review_tasks[decision.pool or "-"] += 1
         return out, tally
 
-    async def _claim_ids(
-        self,
-        records: list[Any],
-        verdicts: list[InputRecord | Invalid],
-        decisions: list[Decision | None],
-    ) -> dict[int, tuple[str, Claimed]]:
-        """Per record that would write a hold: its content hash and its id claim (ids.py)."""
-        reviewed = [
-            n for n, d in enumerate(decisions)
-            if d is not None and d.route in (Route.HOLD, Route.DELIVER_AND_REVIEW)
-        ]  # fmt: skip
-        if not reviewed:
-            return {}
-        if self._ids is None:
-            raise RuntimeError("policies that hold or review need Redis")
-        items = []
-        for n in reviewed:
-            verdict, record = verdicts[n], records[n]
-            assert isinstance(verdict, InputRecord)
-            where = claim_source(record.topic, record.partition, record.offset)
-            items.append((verdict.id, content_hash_of(record.value), where))
-        claimed = await self._ids.claim(items)
-        return {n: (item[1], c) for n, item, c in zip(reviewed, items, claimed, strict=True)}
-
     def _not_held_again(
         self, record: Any, item: InputRecord, claimed: Claimed, policies: PolicySet, tally: Tally
     ) -> list[Outgoing]:
@@ -200,37 +175,6 @@ class Router:
         tally.dead_letters[reason] += 1
         tally.routes[("-", Route.DEADLETTER)] += 1
         return [self._dead_letter(record, reason, message, policies.version)]
-
-    async def _decide_all(
-        self, records: list[Any], verdicts: list[InputRecord | Invalid], policies: PolicySet
-    ) -> list[Decision | None]:
-        valid = [(i, v) for i, v in enumerate(verdicts) if isinstance(v, InputRecord)]
-        # Each budget key, with the ids of the records that might claim a slot in it.
-        keys: dict[str, list[str]] = {}
-        for i, v in valid:
-            for key in candidate_claim_keys(v, policies, records[i].timestamp):
-                keys.setdefault(key, []).append(v.id)
-        ledger = MemoryLedger()
-        if keys:
-            if self._budgets is None:
-                raise RuntimeError("policies with quotas or budgets need Redis")
-            ledger = await self._budgets.snapshot(keys)
-        decided: dict[int, Decision] = {}
-        pending = valid
-        # Decide; claim the slots atomically; where a cap was reached meanwhile (another
-        # partition or instance), mark it full and decide those records again.
-        while pending:
-            for i, v in pending:
-                decided[i] = decide(v, policies, timestamp_ms=records[i].timestamp, budgets=ledger)
-                ledger.apply(v.id, decided[i].claims)
-            claiming = [(i, v) for i, v in pending if decided[i].claims]
-            if not claiming or self._budgets is None:
-                break
-            granted = await self._budgets.claim([(v.id, decided[i].claims) for i, v in claiming])
-            pending = [iv for iv, ok in zip(claiming, granted, strict=True) if not ok]
-            for i, v in pending:
-                ledger.deny(v.id, decided[i].claims)
-        return [decided.get(i) for i in range(len(records))]
 
     # -- output records ---------------------------------------------------------------------
 

@@ -11,7 +11,8 @@ import pytest
 import redis.asyncio as aioredis
 
 from hitl_gateway.budgets import RedisBudgets
-from hitl_gateway.holds import HoldIndex, IndexedHold
+from hitl_gateway.holds import HoldIndex
+from hitl_gateway.index_entries import IndexedHold
 from hitl_gateway.models import HoldMeta
 from hitl_gateway.policy.budget import Claim
 from hitl_gateway.review.state import ClosedBy

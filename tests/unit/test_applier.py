@@ -12,7 +12,7 @@ import orjson
 
 from hitl_gateway.audit import AuditChain
 from hitl_gateway.calibration.store import Change
-from hitl_gateway.holds import IndexedHold
+from hitl_gateway.index_entries import IndexedHold
 from hitl_gateway.models import HoldMeta
 from hitl_gateway.policy.loader import PolicySet, load_policy_set
 from hitl_gateway.review.applier import DecisionApplier

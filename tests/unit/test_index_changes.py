@@ -5,7 +5,7 @@ from __future__ import annotations
 import orjson
 
 from hitl_gateway import headers
-from hitl_gateway.holds import index_changes
+from hitl_gateway.index_entries import index_changes
 
 
 def _hold(item: str, pool: str) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:

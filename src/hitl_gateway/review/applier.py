@@ -25,7 +25,8 @@ from hitl_gateway import __version__, headers
 from hitl_gateway.audit import AuditChain
 from hitl_gateway.calibration.store import CalibrationStore
 from hitl_gateway.codec import read_json
-from hitl_gateway.holds import HoldIndex, IndexedHold, ResultKey
+from hitl_gateway.holds import HoldIndex
+from hitl_gateway.index_entries import IndexedHold, ResultKey
 from hitl_gateway.models import HoldMeta
 from hitl_gateway.outputs import (
     audit_event,
@@ -39,6 +40,13 @@ from hitl_gateway.poison import poisoned
 from hitl_gateway.policy.store import PolicyStore
 from hitl_gateway.review.auth import Reviewers
 from hitl_gateway.review.batch import Applied, Batch
+from hitl_gateway.review.events import (
+    decision_event,
+    refused_event,
+    refused_result,
+    result_key_of,
+    result_of,
+)
 from hitl_gateway.review.learning import Learning
 from hitl_gateway.review.state import (
     ClosedBy,
@@ -46,7 +54,6 @@ from hitl_gateway.review.state import (
     Hold,
     Outcome,
     Refusal,
-    decision_id_of,
     edited_value,
     evaluate,
     first_error,
@@ -123,10 +130,10 @@ class DecisionApplier:
                 assert isinstance(current, IndexedHold)
                 outcome = self._fits(current, request) or outcome
             if outcome.refusal is not None:
-                self._refused(b, request, _key(request), outcome)
+                self._refused(b, request, result_key_of(request), outcome)
                 continue
             if outcome.duplicate:
-                out.results[_key(request)] = _result(request, outcome, "duplicate")
+                out.results[result_key_of(request)] = result_of(request, outcome, "duplicate")
                 continue
             assert isinstance(current, IndexedHold)
             if outcome.terminal is not None:
@@ -229,7 +236,7 @@ class DecisionApplier:
             )
         )
         self._audit(b, "decided", meta, request, state=state)
-        out.results[_key(request)] = _result(request, outcome, state)
+        out.results[result_key_of(request)] = result_of(request, outcome, state)
         out.verdicts.append((meta.pool, verdict.value, "applied"))
         latency = max(0.0, (record.timestamp - meta.held_at_ms) / 1000)
         out.latencies_s.append((meta.pool, verdict.value, latency))
@@ -256,7 +263,7 @@ class DecisionApplier:
                             reasons=reasons, created_at_ms=record.timestamp)
             )  # fmt: skip
         self._audit(b, event, meta, request, state="pending")
-        out.results[_key(request)] = _result(request, outcome, "pending")
+        out.results[result_key_of(request)] = result_of(request, outcome, "pending")
         out.verdicts.append((meta.pool, request.verdict.value, "recorded"))
 
     def _updated(self, held: IndexedHold, hold: Hold) -> IndexedHold:
@@ -276,76 +283,18 @@ class DecisionApplier:
     ) -> None:
         """``key``: where the result goes (None: the record names no item, reviewer and
         decision id to file it under; the audit event still records the refusal)."""
-        out, record = b.out, b.record
         assert outcome.refusal is not None
-        item_id, reviewer, decision_id = key if key else (None, None, decision_id_of(record.value))
-        event = {
-            "type": "decision_refused",
-            "decision_id": decision_id,
-            "item_id": item_id,
-            "reviewer": reviewer,
-            "verdict": request.verdict.value if request else None,
-            "refusal": outcome.refusal.value,
-            "status": outcome.status,
-            "message": outcome.message,
-            "source": source_of(record),
-            "at_ms": record.timestamp,
-            "gateway_version": __version__,
-        }
-        out.outgoing.append(self._sealed(b, event, item_id or ""))
+        event = refused_event(b.record, request, key, outcome)
+        b.out.outgoing.append(self._sealed(b, event, key[0] if key else ""))
         if key:
-            out.results[key] = {
-                "decision_id": key[2], "item_id": key[0], "reviewer": key[1],
-                "status": outcome.status, "refusal": outcome.refusal.value,
-                "message": outcome.message, "state": "refused",
-            }  # fmt: skip
-        out.refusals.append(outcome.refusal.value)
+            b.out.results[key] = refused_result(key, outcome)
+        b.out.refusals.append(outcome.refusal.value)
 
     def _audit(
-        self,
-        b: Batch,
-        kind: str,
-        meta: HoldMeta,
-        request: DecisionRequest,
-        *,
-        state: str,
+        self, b: Batch, kind: str, meta: HoldMeta, request: DecisionRequest, *, state: str
     ) -> None:
-        record = b.record
-        event = {
-            "type": kind,
-            "decision_id": request.decision_id,
-            "item_id": meta.item_id,
-            "domain": meta.domain,
-            "pool": meta.pool,
-            "reviewer": request.reviewer,
-            "verdict": request.verdict.value,
-            "state": state,
-            "grades": request.grades,
-            "content_hash": meta.content_hash,
-            "policy_version": meta.policy_version,
-            "source": source_of(record),
-            "at_ms": record.timestamp,
-            "gateway_version": __version__,
-        }
-        if meta.gold:
-            event["gold"] = meta.gold  # a known-answer item: the reviewer was measured
+        event = decision_event(b.record, kind, meta, request, state)
         b.out.outgoing.append(self._sealed(b, event, meta.item_id))
 
     def _sealed(self, b: Batch, event: dict[str, Any], key: str) -> Outgoing:
         return audit_event(self._topics.audit, b.chain, event, key, partition=b.partition)
-
-
-def _key(request: DecisionRequest) -> ResultKey:
-    return (request.item_id, request.reviewer, request.decision_id)
-
-
-def _result(request: DecisionRequest, outcome: Outcome, state: str) -> dict[str, Any]:
-    return {
-        "decision_id": request.decision_id,
-        "item_id": request.item_id,
-        "reviewer": request.reviewer,
-        "status": outcome.status,
-        "refusal": outcome.refusal.value if outcome.refusal else None,
-        "message": outcome.message,
-        "state": state,
-    }

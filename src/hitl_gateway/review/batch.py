@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from hitl_gateway.audit import AuditChain
-from hitl_gateway.holds import ResultKey
+from hitl_gateway.index_entries import ResultKey
 from hitl_gateway.sink import Outgoing
 
 

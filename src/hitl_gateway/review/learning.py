@@ -11,7 +11,7 @@ from hitl_gateway.calibration.evidence import evidence
 from hitl_gateway.calibration.judge import Status
 from hitl_gateway.calibration.store import CalibrationStore, Change
 from hitl_gateway.codec import read_json
-from hitl_gateway.holds import IndexedHold
+from hitl_gateway.index_entries import IndexedHold
 from hitl_gateway.outputs import audit_event, original_ref, training_record
 from hitl_gateway.policy.schema import Calibration
 from hitl_gateway.policy.store import PolicyStore

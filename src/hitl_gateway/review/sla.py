@@ -20,7 +20,8 @@ import structlog
 from hitl_gateway import __version__
 from hitl_gateway.audit import AuditChain
 from hitl_gateway.errors import InfrastructureError
-from hitl_gateway.holds import HoldIndex, IndexedHold
+from hitl_gateway.holds import HoldIndex
+from hitl_gateway.index_entries import IndexedHold
 from hitl_gateway.metrics import GatewayMetrics
 from hitl_gateway.models import HoldMeta
 from hitl_gateway.outputs import audit_event, hold_record, review_task
