@@ -16,6 +16,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hitl_gateway import yamlfile
 from hitl_gateway.errors import ConfigError
 from hitl_gateway.policy.loader import PolicySet
 from hitl_gateway.policy.schema import DomainPolicy
@@ -61,8 +62,10 @@ class TrafficProfile(BaseModel):
 
 def load_traffic(path: Path) -> TrafficProfile:
     try:
-        return TrafficProfile.model_validate(yaml.safe_load(path.read_text(encoding="utf-8")))
-    except (OSError, yaml.YAMLError, ValidationError) as exc:
+        return TrafficProfile.model_validate(yamlfile.load(path.read_text(encoding="utf-8")))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: invalid traffic profile: {yamlfile.describe(exc)}") from exc
+    except (OSError, ValidationError) as exc:
         raise ConfigError(f"{path}: invalid traffic profile: {exc}") from exc
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from hitl_gateway import yamlfile
 from hitl_gateway.errors import ConfigError
 from hitl_gateway.models import InputRecord
 from hitl_gateway.policy.schema import DomainPolicy, GoldItem, Pool, PoolFile, RoutingFile
@@ -95,7 +96,11 @@ def _line_of(text: str, loc: Sequence[int | str]) -> int | None:
 def _parse(path: Path, model: type[BaseModel], problems: list[Problem]) -> Any:
     text = path.read_text(encoding="utf-8")
     try:
-        data = yaml.safe_load(text)
+        data = yamlfile.load(text)
+    except yamlfile.DuplicateKeyError as exc:
+        line = exc.problem_mark.line + 1 if exc.problem_mark else None
+        problems.append(Problem(str(path), "", line, str(exc.problem)))
+        return None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problems.append(Problem(str(path), "", mark.line + 1 if mark else None, f"not YAML: {exc}"))

@@ -15,6 +15,7 @@ from pathlib import Path
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from hitl_gateway import yamlfile
 from hitl_gateway.errors import ConfigError
 
 ANY = "*"
@@ -54,9 +55,11 @@ class Reviewers:
         if not path.is_file():
             return cls()
         try:
-            data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+            data = yamlfile.load(path.read_text(encoding="utf-8")) or {}
             return cls(ReviewerFile.model_validate(data).reviewers)
-        except (yaml.YAMLError, ValidationError) as exc:
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: invalid reviewers file: {yamlfile.describe(exc)}") from exc
+        except ValidationError as exc:
             raise ConfigError(f"{path}: invalid reviewers file: {exc}") from exc
 
     def get(self, reviewer_id: str) -> Reviewer | None:
