@@ -22,6 +22,7 @@ from hitl_gateway.calibration.store import CalibrationStore
 from hitl_gateway.holds import HoldIndex
 from hitl_gateway.ids import HeldIds
 from hitl_gateway.metrics import GatewayMetrics
+from hitl_gateway.notify import Notifier
 from hitl_gateway.observe import Observer
 from hitl_gateway.pipeline import Pipeline
 from hitl_gateway.policy.store import PolicyStore
@@ -29,6 +30,7 @@ from hitl_gateway.redis_client import redis_client
 from hitl_gateway.review.api import review_router
 from hitl_gateway.review.applier import DecisionApplier
 from hitl_gateway.review.auth import Reviewers
+from hitl_gateway.review.operations_api import operations_router
 from hitl_gateway.review.sla import SlaSweeper
 from hitl_gateway.routing import Router
 from hitl_gateway.server import HttpServer, build_app
@@ -59,6 +61,7 @@ class Gateway:
             self.policies,
             self.calibration,
             max_record_bytes=settings.limits.max_record_bytes,
+            reassign_chunk=settings.review.reassign_chunk,
         )
         self.pipeline = Pipeline(
             settings,
@@ -78,20 +81,26 @@ class Gateway:
             stall_after_s=settings.runtime.stall_after_s,
         )
         self.publisher = Publisher(settings.kafka, settings.limits.max_record_bytes)
+        self.notifier = Notifier(settings.notify, self.metrics)
         self.sla = SlaSweeper(
             settings.topics,
             self.index,
             self.policies,
             self.metrics,
             settings.review.sla_check_interval_s,
+            notifier=self.notifier,
+            warn_share=settings.notify.sla_warning_share,
         )
         self.http: HttpServer | None = None
         if settings.http.enabled:
             api = review_router(settings, self.index, self.reviewers, self.publisher)
+            ops = operations_router(
+                settings, self.index, self.policies, self.publisher, reviewers=self.reviewers
+            )
             # A decision carrying an edit of a maximum-size record, with room for its other
             # fields (grades, notes), is the largest body worth reading.
             max_body = settings.limits.max_record_bytes + 64 * 1024
-            app = build_app(self.metrics.registry, self.ready, [api], max_body_bytes=max_body)
+            app = build_app(self.metrics.registry, self.ready, [api, ops], max_body_bytes=max_body)
             self.http = HttpServer(settings.http, app)
         self._stop = asyncio.Event()
         self._running = False
@@ -134,6 +143,8 @@ class Gateway:
             async with AsyncExitStack() as stack:
                 await self.publisher.start()
                 stack.push_async_callback(self.publisher.stop)
+                await self.notifier.start()
+                stack.push_async_callback(self.notifier.stop)
                 if self.http is not None:
                     await self.http.start()
                     stack.push_async_callback(self.http.stop)

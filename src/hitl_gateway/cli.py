@@ -17,7 +17,7 @@ import orjson
 import structlog
 import uvloop
 
-from hitl_gateway import __version__
+from hitl_gateway import __version__, operator_cli
 from hitl_gateway.errors import ConfigError, GatewayError
 from hitl_gateway.logs import configure_logging
 from hitl_gateway.settings import Settings, load_settings
@@ -89,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     reviewers_sub = reviewers.add_subparsers(dest="reviewers_command", required=True)
     reviewers_sub.add_parser("token", help="make a bearer token and the hash for reviewers.yaml")
 
+    operator_cli.add_parser(sub)
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -128,23 +129,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_CONFIG
     configure_logging(settings.runtime.log_level, settings.runtime.log_format)
     try:
-        if args.command == "settings":
-            print(settings.model_dump_json(indent=2))
-            return 0
-        if args.command == "topics":
-            print(asyncio.run(_ensure_topics(settings)))
-            return 0
-        if args.command == "audit":
-            return asyncio.run(_audit(settings, args))
-        if args.command == "run":
-            _run_loop(settings, _run(settings, args.max_records, args.idle_timeout))
-            return 0
+        return _with_settings(settings, args)
     except ConfigError as exc:
         print(f"hitl-gateway: {exc}", file=sys.stderr)
         return EXIT_CONFIG
     except GatewayError as exc:
         log.error("gateway_failed", error=str(exc))
         return EXIT_FAILURE
+
+
+def _with_settings(settings: Settings, args: argparse.Namespace) -> int:
+    """The commands that talk to Kafka or Redis."""
+    if args.command == "settings":
+        print(settings.model_dump_json(indent=2))
+        return 0
+    if args.command == "topics":
+        print(asyncio.run(_ensure_topics(settings)))
+        return 0
+    if args.command == "audit":
+        return asyncio.run(_audit(settings, args))
+    if args.command == "holds":
+        return asyncio.run(operator_cli.reassign(settings, args))
+    if args.command == "run":
+        _run_loop(settings, _run(settings, args.max_records, args.idle_timeout))
+        return 0
     raise AssertionError(f"unhandled command {args.command}")
 
 

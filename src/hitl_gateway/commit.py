@@ -225,6 +225,8 @@ class Committer:
             m.end_to_end_seconds.observe(max(0.0, (now_ms - at_ms) / 1000))
         for pool, n in tally.review_tasks.items():
             m.review_tasks.labels(pool=pool).inc(n)
+        for (domain, pool), n in tally.fallbacks.items():
+            m.fallback_routed.labels(domain=domain, pool=pool).inc(n)
         m.batch_records.observe(inputs + decisions)
         for (domain, route), n in tally.routes.items():
             m.records_routed.labels(domain=domain, route=route).inc(n)
@@ -236,6 +238,8 @@ class Committer:
             m.review_latency.labels(pool=pool, verdict=verdict).observe(seconds)
         for refusal in applied.refusals:
             m.decisions_refused.labels(reason=refusal).inc()
+        for kind, pool in applied.moves:
+            m.holds_moved.labels(kind=kind, pool=pool).inc()
         for kind in applied.calibration_events:
             m.calibration_events.labels(type=kind).inc()
         self.committed_records += inputs

@@ -12,6 +12,8 @@ HOLD_KEY = "hitl.hold.key"  # the input record's own key (the hold is keyed by i
 DECISION_ID = "hitl.decision.id"  # the decision that released or blocked a held item
 DECISION_REVIEWER = "hitl.decision.reviewer"  # its reviewer (on the hold's tombstone)
 REJECT_REASON = "hitl.reject.reason"
+# On the decisions topic: an operator's command rather than a reviewer's decision.
+COMMAND = "hitl.command"
 GATEWAY_VERSION = "hitl.gateway.version"
 SOURCE_TOPIC = "hitl.source.topic"
 SOURCE_PARTITION = "hitl.source.partition"

@@ -268,6 +268,16 @@ class HoldIndex(RedisWrapper):
             )
         return [_text(i) for i in ids]
 
+    async def members(self, pool: str) -> list[str]:
+        """Every item waiting in ``pool`` (for the re-router and bulk reassignment)."""
+        with redis_errors("redis read"):
+            return [_text(i) for i in await self._r.zrange(f"{self._p}queue:{pool}", 0, -1)]
+
+    async def open_ids(self, partition: int) -> list[str]:
+        """Every open hold of ``partition`` (its SLA set holds them all, due or not)."""
+        with redis_errors("redis read"):
+            return [_text(i) for i in await self._r.zrange(f"{self._p}sla:{partition}", 0, -1)]
+
     async def pools(self) -> set[str]:
         """Every pool that has held an item, including ``unassigned`` (no policy names it)."""
         with redis_errors("redis read"):

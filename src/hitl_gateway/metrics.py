@@ -178,6 +178,40 @@ class GatewayMetrics:
             ["pool"],
             registry=r,
         )
+        self.sla_warnings = Counter(
+            "hitl_sla_warnings",
+            "Holds that reached the warning share of their SLA (HITL_NOTIFY__SLA_WARNING_SHARE), "
+            "by pool.",
+            ["pool"],
+            registry=r,
+        )
+        self.fallback_routed = Counter(
+            "hitl_fallback_routed",
+            "Items held in a fallback pool because no pool speaks their language, by domain and "
+            "fallback pool.",
+            ["domain", "pool"],
+            registry=r,
+        )
+        self.holds_moved = Counter(
+            "hitl_holds_moved",
+            "Holds moved to another pool by the re-router (reroute: a pool now serves them) or "
+            "an operator (reassign), by kind and the pool they moved to.",
+            ["kind", "pool"],
+            registry=r,
+        )
+        self.notifications = Counter(
+            "hitl_notifications",
+            "Webhook alerts (escalation, sla_warning) by outcome: sent, failed, dropped "
+            "(queue full or stopping), disabled (no webhook set), duplicate (key seen before).",
+            ["kind", "outcome"],
+            registry=r,
+        )
+        self.notification_attempts = Counter(
+            "hitl_notification_attempts",
+            "HTTP requests made to deliver webhook alerts, retries included, by kind.",
+            ["kind"],
+            registry=r,
+        )
         self._calibration(r)
         self.build = Info("hitl_build", "Gateway build information.", registry=r)
         self.build.info({"version": __version__})
@@ -190,6 +224,10 @@ class GatewayMetrics:
             self.transactions.labels(outcome=outcome)
         for kind in ("recalibrate", "calibration_restored", "reviewer_flagged", "reviewer_cleared"):
             self.calibration_events.labels(type=kind)
+        for kind in ("escalation", "sla_warning"):
+            self.notification_attempts.labels(kind=kind)
+            for outcome in ("sent", "failed", "dropped", "disabled", "duplicate"):
+                self.notifications.labels(kind=kind, outcome=outcome)
 
     def _calibration(self, r: CollectorRegistry) -> None:
         """Judge and reviewer agreement, sampled from the shared windows in Redis by every
@@ -246,6 +284,25 @@ class GatewayMetrics:
             "hitl_reviewer_alpha_items",
             "Items with two or more ratings behind hitl_reviewer_alpha.",
             ["pool", "rubric", "dimension"],
+            registry=r,
+        )
+        self.reviewer_alpha_excluded = Gauge(
+            "hitl_reviewer_alpha_excluded_ratings",
+            "Ratings left out of an ordinal hitl_reviewer_alpha: not one of the grades "
+            "routing.yaml declares for the rubric.",
+            ["pool", "rubric", "dimension"],
+            registry=r,
+        )
+        self.reviewer_alpha_target = Gauge(
+            "hitl_reviewer_alpha_target",
+            "The pool's agreement_target (pools.yaml): alpha below it alerts.",
+            ["pool"],
+            registry=r,
+        )
+        self.reviewer_alpha_min_items = Gauge(
+            "hitl_reviewer_alpha_min_items",
+            "The pool's agreement_min_items (pools.yaml): items behind alpha before it is judged.",
+            ["pool"],
             registry=r,
         )
         self.reviewer_consensus = Gauge(

@@ -90,10 +90,11 @@ class HoldMeta:
     steps (the sweeper), read by the review API, tasks and calibration.
 
     Wire format: a JSON object with these keys (orjson writes the dataclass as is). Holds
-    written by earlier versions lack the keys added since (``stratum``, ``blind``, ``judge``)
-    or the three that were written only once set (``sla_breached``, ``review_pool``,
-    ``gold``): ``of`` gives them their defaults, which mean what their absence meant; keys
-    this version does not know are ignored.
+    written by earlier versions lack the keys added since (``stratum``, ``blind``,
+    ``judge``, ``language``, ``fallback``, ``sla_warned``) or the three that were written
+    only once set (``sla_breached``, ``review_pool``, ``gold``): ``of`` gives them their
+    defaults, which mean what their absence meant; keys this version does not know are
+    ignored.
     """
 
     item_id: str
@@ -122,6 +123,9 @@ class HoldMeta:
     sla_breached: bool = False
     review_pool: str | None = None  # the pool that reviewed, once adjudication moved it
     gold: dict[str, Any] | None = None  # a known-answer item: id, verdict, grade
+    language: str | None = None  # the record's (absent in holds of earlier versions)
+    fallback: bool = False  # no pool spoke the language: the re-router may move it
+    sla_warned: bool = False  # the SLA warning (a share of the SLA) was sent
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)

@@ -228,8 +228,15 @@ class Seen:
         return cls(content_hash or content_hash_of(value), reasons, source_of(record))
 
 
-def hold_meta(record: Any, item: InputRecord, d: Decision, seen: Seen) -> HoldMeta:
-    """A new hold's metadata, for input ``record`` routed by ``d``."""
+def hold_meta(
+    record: Any, item: InputRecord, d: Decision, seen: Seen, warn_share: float = 0.0
+) -> HoldMeta:
+    """A new hold's metadata, for input ``record`` routed by ``d``. ``warn_share``: the share
+    of the SLA at which a warning is due (0: none); the first SLA check is then."""
+    deadline = d.sla_deadline_ms
+    first_check = deadline
+    if deadline is not None and warn_share > 0:
+        first_check = record.timestamp + int((deadline - record.timestamp) * warn_share)
     return HoldMeta(
         item_id=item.id,
         blocking=d.route is Route.HOLD,
@@ -246,12 +253,14 @@ def hold_meta(record: Any, item: InputRecord, d: Decision, seen: Seen) -> HoldMe
         held_at_ms=record.timestamp,
         source=seen.source,
         producer=(item.metadata or {}).get("service"),
-        next_check_ms=d.sla_deadline_ms,
+        next_check_ms=first_check,
         # For judge calibration: the human's grade is compared with the judge's on blind
         # reviews, per domain and stratum.
         blind=d.blind,
         judge=item.judge.model_dump(exclude_none=True) if item.judge else None,
         stratum=d.stratum,
+        language=d.language,
+        fallback=d.fallback,
     )
 
 

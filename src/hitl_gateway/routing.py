@@ -65,6 +65,7 @@ class Tally:
     delivered: int = 0
     delivered_at_ms: list[int] = field(default_factory=list)  # input timestamps, for latency
     review_tasks: Counter[str] = field(default_factory=Counter)  # by pool
+    fallbacks: Counter[tuple[str, str]] = field(default_factory=Counter)  # (domain, pool)
 
 
 class Router:
@@ -76,6 +77,7 @@ class Router:
         self._budgets = budgets
         self._ids = ids
         self._version = __version__.encode()
+        self._warn_share = settings.notify.sla_warning_share
         # An input this light (value and headers) cannot produce a record the topics refuse:
         # a hold repeats it about twice over (its metadata names the producing service), a
         # blind task re-encodes it (numbers such as 1E15 grow to at most 4.5 times), each
@@ -154,6 +156,8 @@ class Router:
                 tally.delivered_at_ms.append(record.timestamp)
             if decision.route in (Route.HOLD, Route.DELIVER_AND_REVIEW):
                 tally.review_tasks[decision.pool or "-"] += 1
+                if decision.fallback:
+                    tally.fallbacks[(decision.domain, decision.pool or "-")] += 1
         return out, tally
 
     def _not_held_again(
@@ -212,7 +216,7 @@ class Router:
         if reviewed:
             # Held items, and deliver-and-review items as non-blocking reviews: both wait on
             # the holds topic for a reviewer (the latter already delivered, never blocked).
-            hold = hold_meta(record, item, decision, seen)
+            hold = hold_meta(record, item, decision, seen, self._warn_share)
             holds = self._topics.holds
             out.append(
                 hold_record(holds, hold, record.value, record.key, base, partition=record.partition)

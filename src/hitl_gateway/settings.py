@@ -156,6 +156,8 @@ class ReviewSettings(_Section):
     reviewers_file: Path = Path("configs/reviewers.yaml")
     decision_wait_s: float = Field(default=10.0, gt=0)  # how long the API waits for the result
     sla_check_interval_s: float = Field(default=5.0, gt=0)  # how often owned holds are swept
+    # Holds one transaction of a bulk reassignment moves; the rest follow in further ones.
+    reassign_chunk: int = Field(default=200, ge=1, le=5_000)
 
 
 class RedisSettings(_Section):
@@ -196,6 +198,28 @@ class RuntimeSettings(_Section):
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
 
+class NotifySettings(_Section):
+    """Webhook alerts about held items (escalations, SLA warnings); best effort."""
+
+    # A Slack webhook URL carries its token: a secret. None: off (counted as ``disabled``).
+    webhook_url: SecretStr | None = None
+    format: Literal["slack", "json"] = "json"
+    timeout_s: float = Field(default=5.0, gt=0)
+    max_attempts: int = Field(default=6, ge=1)
+    backoff_initial_s: float = Field(default=0.5, gt=0)
+    backoff_max_s: float = Field(default=30.0, gt=0)
+    queue_size: int = Field(default=1_000, ge=1)
+    sla_warning_share: float = Field(default=0.75, ge=0, lt=1)  # 0: no SLA warnings
+
+    @model_validator(mode="after")
+    def _check_url(self) -> NotifySettings:
+        # Caught here, not as a failed POST per alert at runtime.
+        url = self.webhook_url.get_secret_value() if self.webhook_url else None
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise ValueError("webhook_url must be an http:// or https:// URL")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything the process reads from its environment, validated once at start."""
 
@@ -215,6 +239,7 @@ class Settings(BaseSettings):
     http: HttpSettings = HttpSettings()
     limits: LimitSettings = LimitSettings()
     runtime: RuntimeSettings = RuntimeSettings()
+    notify: NotifySettings = NotifySettings()
 
 
 def known_env_names(model: type[BaseModel], prefix: str) -> set[str]:

@@ -297,8 +297,17 @@ class Publisher:
         if producer is not None:
             await _close_quietly(producer)
 
-    async def publish(self, topic: str, value: bytes, key: bytes, partition: int | None) -> None:
+    async def publish(
+        self,
+        topic: str,
+        value: bytes,
+        key: bytes,
+        partition: int | None,
+        headers: list[tuple[str, bytes]] | None = None,
+    ) -> None:
         if self._producer is None:
             raise KafkaUnavailable("the decision publisher is not started")
         with kafka_errors("publishing a decision"):
-            await self._producer.send_and_wait(topic, value, key=key, partition=partition)
+            await self._producer.send_and_wait(
+                topic, value, key=key, partition=partition, headers=headers
+            )

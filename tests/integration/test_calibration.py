@@ -95,6 +95,7 @@ async def stack(tmp_path: Path) -> AsyncIterator[Stack]:
     configs = tmp_path / "configs"
     (configs / "policies").mkdir(parents=True)
     shutil.copy(CONFIGS / "pools.yaml", configs / "pools.yaml")
+    shutil.copy(CONFIGS / "routing.yaml", configs / "routing.yaml")
     (configs / "policies" / "general-assistant.yaml").write_text(GRADED)
     (configs / "policies" / "legal-drafts.yaml").write_text(PANEL)
     (configs / "policies" / "gold.jsonl").write_text(orjson.dumps(GOLD).decode() + "\n")

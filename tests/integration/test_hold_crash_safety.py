@@ -33,7 +33,7 @@ def _configs(root: Path) -> Settings:
         " hours_per_week: 40}\n"
     )
     (root / "policies" / "held.yaml").write_text(
-        "domain: held\nmandatory_review: {pool: p1, sla: 1d}\n"
+        "domain: held\nmandatory_review: {pool: p1, sla: 1d, escalation: [{after: 1d, pool: p1}]}\n"
     )
     (root / "policies" / "free.yaml").write_text("domain: free\naudit: {level: reviews}\n")
     _, digest = new_token()

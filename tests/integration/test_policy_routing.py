@@ -88,9 +88,12 @@ async def test_shipped_policies_route_to_the_right_topics() -> None:
         assert meta["policy_version"] == version
         assert dict(hold.headers)["hitl.policy.version"] == version.encode()
 
-        # Review tasks: pools, language routing, the unassigned fallback, red team.
+        # Review tasks: pools, language routing, the fallback pool, red team.
         assert tasks["tr-de"]["pool"] == "native-de"
-        assert tasks["tr-pt"]["pool"] == "unassigned"
+        assert tasks["tr-pt"]["pool"] == "language-desk"  # nobody else speaks pt-BR
+        assert tasks["tr-pt"]["reasons"][-1] == {
+            "rule": "language", "detail": "no pool speaks 'pt-BR': fallback pool language-desk"
+        }  # fmt: skip
         assert tasks["chat-red"]["rule"] == "red_team"
         assert tasks["cls-low"]["rule"] == "active_learning"
         assert tasks["chat-low"]["blocking"] is True
@@ -123,6 +126,7 @@ async def test_quota_survives_a_restart_and_replays_keep_their_slot(tmp_path: Pa
     policies = tmp_path / "policies"
     policies.mkdir()
     shutil.copy(CONFIGS / "pools.yaml", tmp_path / "pools.yaml")
+    shutil.copy(CONFIGS / "routing.yaml", tmp_path / "routing.yaml")
     domain = f"tc-{uuid.uuid4().hex[:8]}"
     text = (CONFIGS / "policies" / "ticket-classifier.yaml").read_text()
     text = text.replace("count: 800", "count: 5").replace(
@@ -172,6 +176,7 @@ async def test_broken_file_on_reload_keeps_the_old_policy_serving(tmp_path: Path
     policies = tmp_path / "policies"
     policies.mkdir()
     shutil.copy(CONFIGS / "pools.yaml", tmp_path / "pools.yaml")
+    shutil.copy(CONFIGS / "routing.yaml", tmp_path / "routing.yaml")
     shutil.copy(CONFIGS / "policies" / "support-chat.yaml", policies / "support-chat.yaml")
     settings: Settings = fresh_settings(policy_dir=policies)
     settings = settings.model_copy(
@@ -232,6 +237,7 @@ async def test_sighup_reloads_a_running_gateway_process(tmp_path: Path) -> None:
     policies = tmp_path / "policies"
     policies.mkdir()
     shutil.copy(CONFIGS / "pools.yaml", tmp_path / "pools.yaml")
+    shutil.copy(CONFIGS / "routing.yaml", tmp_path / "routing.yaml")
     (policies / "support-chat.yaml").write_text("domain: support-chat\n")
     settings = fresh_settings(policy_dir=policies)
     # SIGHUP only: the file watch is off, so the reload below can only come from the signal.

@@ -73,6 +73,7 @@ async def test_a_redis_outage_pauses_the_gateway_and_loses_nothing(tmp_path: Pat
     policies = tmp_path / "policies"
     policies.mkdir()
     (tmp_path / "pools.yaml").write_text((CONFIGS / "pools.yaml").read_text())
+    (tmp_path / "routing.yaml").write_text((CONFIGS / "routing.yaml").read_text())
     (policies / "urgent.yaml").write_text(URGENT)
     with own_redis(tmp_path / "redis") as (url, server):
         settings = fresh_settings(policy_dir=policies).model_copy(

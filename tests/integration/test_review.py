@@ -316,6 +316,7 @@ async def _fast_sla_stack(tmp_path: Path, policy_files: dict[str, str]) -> Setti
     policies = tmp_path / "policies"
     policies.mkdir()
     (tmp_path / "pools.yaml").write_text((CONFIGS / "pools.yaml").read_text())
+    (tmp_path / "routing.yaml").write_text((CONFIGS / "routing.yaml").read_text())
     for name, text in policy_files.items():
         (policies / name).write_text(text)
     review = ReviewSettings(reviewers_file=tmp_path / "reviewers.yaml", sla_check_interval_s=0.2)

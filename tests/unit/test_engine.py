@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from hitl_gateway.models import InputRecord, Route
 from hitl_gateway.policy.budget import MemoryLedger
-from hitl_gateway.policy.engine import UNASSIGNED, Decision, decide, unit_hash
+from hitl_gateway.policy.engine import Decision, decide, unit_hash
 from hitl_gateway.policy.loader import PolicySet, load_policy_set
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "policies"
@@ -190,12 +190,14 @@ def test_deferred_review_delivers_and_queues_a_sample() -> None:
         ("de", "native-de", Route.DELIVER_AND_REVIEW),
         ("de-AT", "native-de", Route.DELIVER_AND_REVIEW),
         ("en", "general-graders", Route.DELIVER_AND_REVIEW),
-        ("pt-BR", UNASSIGNED, Route.HOLD),  # nobody speaks it: held, not sent to English
+        # Nobody speaks it: held for the fallback pool, never sent to an English pool.
+        ("pt-BR", "language-desk", Route.HOLD),
     ],
 )
 def test_language_routing(language: str, pool: str, route_: Route) -> None:
     d = route(rec("translations", confidence=0.1, language=language))
     assert (d.pool, d.route) == (pool, route_)
+    assert d.fallback is (pool == "language-desk")
 
 
 def test_audit_level_reviews_skips_plain_passes() -> None:
@@ -257,6 +259,10 @@ def _policy_set(tmp_path: Path, body: str) -> PolicySet:
         )
     )
     (tmp_path / "policies" / "x.yaml").write_text("domain: x\n" + body)
+    # Every holding rule needs a way out: an escalation chain, inherited here.
+    (tmp_path / "routing.yaml").write_text(
+        "review_defaults: {escalation: [{after: 1h, pool: p-adj}]}\n"
+    )
     return load_policy_set(tmp_path / "policies")
 
 

@@ -21,13 +21,14 @@ def configs(tmp_path: Path) -> Path:
     shutil.copytree(CONFIGS / "policies", tmp_path / "policies")
     shutil.copy(CONFIGS / "pools.yaml", tmp_path / "pools.yaml")
     shutil.copy(CONFIGS / "routing.yaml", tmp_path / "routing.yaml")
+    shutil.copy(CONFIGS / "routing.yaml", tmp_path / "routing.yaml")
     return tmp_path
 
 
 def test_check_passes_the_shipped_policies(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["policy", "check", str(CONFIGS / "policies")]) == 0
     out = capsys.readouterr().out
-    assert "ok: 10 policies, 15 pools" in out
+    assert "ok: 10 policies, 17 pools" in out
     assert "200 is the minimum" in out  # the 50-a-week calibration quota is flagged
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from hitl_gateway.models import HoldMeta
-from hitl_gateway.policy.schema import Escalation
+from hitl_gateway.policy.rules import Escalation
 from hitl_gateway.review.sla import next_step
 
 CHAIN = (Escalation(after=3_600, pool="senior"), Escalation(after=60, pool="lead"))
@@ -47,3 +47,20 @@ def test_without_a_chain_only_the_breach_is_recorded() -> None:
     step = next_step(_held(sla_deadline_ms=DEADLINE), (), DEADLINE + 5)
     assert step is not None
     assert (step.breach, step.escalation, step.next_check_ms) == (True, None, 0)
+
+
+def test_a_warning_at_its_share_of_the_sla_once_then_the_deadline() -> None:
+    meta = _held(sla_deadline_ms=DEADLINE)
+    assert next_step(meta, CHAIN, DEADLINE * 3 // 4 - 1, warn_share=0.75) is None
+    warning = next_step(meta, CHAIN, DEADLINE * 3 // 4, warn_share=0.75)
+    assert warning is not None
+    assert (warning.warning, warning.breach, warning.escalation) == (True, False, None)
+    assert warning.next_check_ms == DEADLINE
+    meta.sla_warned = True
+    assert next_step(meta, CHAIN, DEADLINE - 1, warn_share=0.75) is None
+    assert next_step(meta, CHAIN, DEADLINE, warn_share=0.75) is not None  # then the breach
+    # Warnings off (share 0), or a hold first seen past its deadline: no warning.
+    assert next_step(_held(sla_deadline_ms=DEADLINE), CHAIN, DEADLINE - 1) is None
+    late = next_step(_held(sla_deadline_ms=DEADLINE), CHAIN, DEADLINE, warn_share=0.75)
+    assert late is not None
+    assert (late.warning, late.breach) == (False, True)

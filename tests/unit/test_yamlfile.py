@@ -30,6 +30,7 @@ mandatory_review:
   sla: 4h
   rubric: clinical-accuracy
   sla: 400h
+  escalation: [{after: 2h, pool: clinicians}]
 """
 
 

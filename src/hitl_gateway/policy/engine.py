@@ -16,17 +16,20 @@ from typing import NamedTuple
 
 from hitl_gateway.models import InputRecord, Route
 from hitl_gateway.policy.budget import BudgetView, Claim
-from hitl_gateway.policy.loader import LoadedPolicy, PolicySet, speaks
-from hitl_gateway.policy.schema import (
+from hitl_gateway.policy.loader import LoadedPolicy, PolicySet
+from hitl_gateway.policy.pools import choose
+from hitl_gateway.policy.rules import (
     ActiveLearning,
     ConfidenceCascade,
-    DomainPolicy,
     FullReviewSample,
-    GoldItem,
     ReviewAction,
+    Reviewed,
     Sampling,
 )
+from hitl_gateway.policy.schema import GoldItem
 
+# The pool of holds routed by earlier versions when no pool spoke the language: the
+# re-router moves them to the pool the current policy chooses.
 UNASSIGNED = "unassigned"
 _TTL_GRACE_S = 86_400
 
@@ -54,6 +57,8 @@ class Decision(NamedTuple):
     claims: tuple[Claim, ...] = ()
     stratum: str = ""  # the sampling stratum, when the sampling rule stratifies
     gold: GoldItem | None = None  # a known-answer item to slip into the same pool's queue
+    language: str | None = None  # the record's, for re-routing and reassignment by language
+    fallback: bool = False  # no pool speaks the language: the fallback pool took it
 
     @property
     def rule(self) -> str:
@@ -65,11 +70,7 @@ class _Fired:  # internal to decide(): the rule that fired
     rule: str
     detail: str
     action: ReviewAction
-    pool: str
-    sla_s: float
-    rubric: str | None = None
-    reviewers: int = 1
-    adjudicator_pool: str | None = None
+    spec: Reviewed  # the rule as declared: pool, SLA, rubric, reviewers, adjudicator pool
     blind: bool = False
     claims: tuple[Claim, ...] = ()
     stratum: str = ""
@@ -105,28 +106,38 @@ def decide(
             policy_version=loaded.version,
             audit=audit_all,
         )
-    pool, language_reason = _pool_for(record, policy, policies, fired.pool)
+    choice = choose(
+        record.language,
+        fired.rule,
+        rule_pool=fired.spec.pool,
+        policy=policy,
+        pools=policies.pools,
+        default_fallback=policies.routing.review_defaults.fallback_pool,
+    )
+    pool = choice.pool
     reasons = [Reason(fired.rule, fired.detail)]
     route = Route.HOLD if fired.action is ReviewAction.HOLD else Route.DELIVER_AND_REVIEW
-    if language_reason is not None:
-        reasons.append(language_reason)
-        if pool == UNASSIGNED:
-            route = Route.HOLD  # fail closed: nobody qualified has seen it
+    if choice.detail is not None:
+        reasons.append(Reason("language", choice.detail))
+    if choice.fallback:
+        route = Route.HOLD  # fail closed: nobody who speaks the language has seen it
     return Decision(
         domain=record.domain,
         route=route,
         reasons=tuple(reasons),
         policy_version=loaded.version,
         pool=pool,
-        reviewers=fired.reviewers,
-        adjudicator_pool=fired.adjudicator_pool,
-        sla_deadline_ms=timestamp_ms + int(fired.sla_s * 1000),
+        reviewers=fired.spec.reviewers,
+        adjudicator_pool=fired.spec.adjudicator_pool,
+        sla_deadline_ms=timestamp_ms + int(fired.spec.sla * 1000),
         blind=fired.blind,
-        rubric=fired.rubric,
+        rubric=fired.spec.rubric,
         audit=True,
         claims=fired.claims,
         stratum=fired.stratum,
         gold=_gold_pick(loaded, record.id),
+        language=record.language,
+        fallback=choice.fallback,
     )
 
 
@@ -175,11 +186,7 @@ def _first_rule(
             "mandatory_review",
             f"every '{p.domain}' output is reviewed by {m.reviewers} reviewer(s)",
             ReviewAction.HOLD,
-            m.pool,
-            m.sla,
-            m.rubric,
-            reviewers=m.reviewers,
-            adjudicator_pool=m.adjudicator_pool,
+            m,
         )
     for name, rule in (("red_team", p.red_team), ("pre_launch", p.pre_launch)):
         if rule is not None:
@@ -206,8 +213,7 @@ def _first_rule(
                 "deferred_review",
                 f"sampled for later review (draw {draw:.4f} < rate {d.rate})",
                 ReviewAction.DELIVER_AND_REVIEW,
-                d.pool,
-                d.sla,
+                d,
             )
     return None
 
@@ -233,7 +239,7 @@ def _full_review(
             detail += f"; record {used + 1} of the first {rule.first}"
         else:
             detail += f"; one of the first {rule.first}"
-    return _Fired(name, detail, rule.action, rule.pool, rule.sla, rule.rubric, claims=claims)
+    return _Fired(name, detail, rule.action, rule, claims=claims)
 
 
 def _cascade(rule: ConfidenceCascade, record: InputRecord) -> _Fired | None:
@@ -252,9 +258,7 @@ def _cascade(rule: ConfidenceCascade, record: InputRecord) -> _Fired | None:
         why.append(f"judge grade {judge.grade} in {list(rule.judge_grades)}")
     if not why:
         return None
-    return _Fired(
-        "confidence_cascade", "; ".join(why), rule.action, rule.pool, rule.sla, rule.rubric
-    )
+    return _Fired("confidence_cascade", "; ".join(why), rule.action, rule)
 
 
 def _active_learning(
@@ -285,8 +289,7 @@ def _active_learning(
     else:
         claims = ()
         detail = f"confidence {c:.4g} in band [{low}, {high}]; budget slot already held"
-    return _Fired("active_learning", detail, ReviewAction.DELIVER_AND_REVIEW, rule.pool,
-                  rule.sla, rule.rubric, claims=claims)  # fmt: skip
+    return _Fired("active_learning", detail, ReviewAction.DELIVER_AND_REVIEW, rule, claims=claims)
 
 
 def _sampling(
@@ -301,8 +304,7 @@ def _sampling(
         if draw >= rule.rate:
             return None
         detail = f"sampled (draw {draw:.4f} < rate {rule.rate})"
-        return _Fired("sampling", detail, ReviewAction.DELIVER_AND_REVIEW, rule.pool, rule.sla,
-                      rule.rubric, blind=rule.blind)  # fmt: skip
+        return _Fired("sampling", detail, ReviewAction.DELIVER_AND_REVIEW, rule, blind=rule.blind)
     assert rule.quota is not None  # schema: exactly one of rate or quota
     quota = rule.quota
     # Spread the quota over the window when the volume is known, rather than first-come.
@@ -329,33 +331,11 @@ def _sampling(
     detail = f"quota sample {slot}/{quota.count} this window"
     if stratum:
         detail += f", stratum {stratum}"
-    return _Fired("sampling", detail, ReviewAction.DELIVER_AND_REVIEW, rule.pool, rule.sla,
-                  rule.rubric, blind=rule.blind, claims=claims, stratum=stratum)  # fmt: skip
+    return _Fired("sampling", detail, ReviewAction.DELIVER_AND_REVIEW, rule, blind=rule.blind,
+                  claims=claims, stratum=stratum)  # fmt: skip
 
 
 # -- helpers ----------------------------------------------------------------------------------
-
-
-def _pool_for(
-    record: InputRecord, policy: DomainPolicy, policies: PolicySet, rule_pool: str
-) -> tuple[str, Reason | None]:
-    """Route to native speakers; never silently to a pool that does not speak the language."""
-    language = record.language
-    if language is None:
-        return rule_pool, None
-    routes = policy.languages.pools
-    match = routes.get(language) or routes.get(language.split("-")[0])
-    if match is not None:
-        return match, Reason("language", f"'{language}' reviewed by native-speaker pool {match}")
-    pool = policies.pools.get(rule_pool)
-    # A pool that declares no languages serves any, unless the domain routes by language.
-    agnostic = pool is not None and not pool.languages and not routes
-    if agnostic or (pool is not None and speaks(pool, language)):
-        return rule_pool, None
-    fallback = policy.languages.fallback
-    if fallback == "hold_unassigned":
-        return UNASSIGNED, Reason("language", f"no pool speaks '{language}': held unassigned")
-    return fallback, Reason("language", f"no pool for '{language}': fallback pool {fallback}")
 
 
 def _selects(rule: FullReviewSample, record: InputRecord) -> bool:

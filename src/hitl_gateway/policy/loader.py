@@ -19,6 +19,8 @@ from pydantic import BaseModel, ValidationError
 from hitl_gateway import yamlfile
 from hitl_gateway.errors import ConfigError
 from hitl_gateway.models import InputRecord
+from hitl_gateway.policy.pools import ANY_LANGUAGE, speaks
+from hitl_gateway.policy.rules import Escalation, ReviewAction, Reviewed
 from hitl_gateway.policy.schema import DomainPolicy, GoldItem, Pool, PoolFile, RoutingFile
 
 
@@ -56,6 +58,23 @@ class PolicySet:
     pools: Mapping[str, Pool]
     policies: Mapping[str, LoadedPolicy]
     routing: RoutingFile
+
+    def escalation(
+        self, domain: str, rule: str | None, *, blocking: bool
+    ) -> tuple[Escalation, ...]:
+        """A hold's escalation chain: its rule's own, else (for holds that block delivery)
+        routing.yaml's ``review_defaults.escalation``."""
+        loaded = self.policies.get(domain)
+        spec = loaded.policy.rule(rule) if loaded is not None else None
+        if spec is not None and spec.escalation is not None:
+            return spec.escalation
+        return self.routing.review_defaults.escalation if blocking else ()
+
+    def fallback_pool(self, domain: str) -> str | None:
+        """Where a ``domain`` item goes when no pool speaks its language."""
+        loaded = self.policies.get(domain)
+        own = loaded.policy.languages.fallback if loaded is not None else None
+        return own or self.routing.review_defaults.fallback_pool
 
     def policy_for(self, domain: str) -> LoadedPolicy | None:
         found = self.policies.get(domain)
@@ -142,7 +161,8 @@ def load_policy_set(
     if not files:
         problems.append(Problem(str(policies_dir), "", None, "no policy files (*.yaml)"))
     loaded: dict[str, LoadedPolicy] = {}
-    everything = [pools_bytes, routing_file.read_bytes() if routing_file.is_file() else b""]
+    routing_bytes = routing_file.read_bytes() if routing_file.is_file() else b""
+    everything = [pools_bytes, routing_bytes]
     for path in files:
         raw = path.read_bytes()
         everything += [path.name.encode(), raw]
@@ -156,21 +176,23 @@ def load_policy_set(
             problems.append(Problem(str(path), "domain", line, msg))
         if policy.domain in loaded:
             problems.append(Problem(str(path), "domain", None, f"'{policy.domain}' defined twice"))
-        if pool_file is not None:
-            problems += _check_pools(path, text, policy, pools)
+        problems += _cross_check(path, text, policy, pools if pool_file else None, routing)
         gold: tuple[GoldItem, ...] = ()
         gold_bytes = b""
         if policy.calibration.gold is not None:
             gold_path = policies_dir / policy.calibration.gold.file
             gold, gold_bytes = _load_gold(gold_path, policy.domain, problems)
             everything += [gold_bytes]
-        version = _digest(raw, pools_bytes, gold_bytes)
+        # routing.yaml's review defaults are part of every policy's behaviour.
+        version = _digest(raw, pools_bytes, routing_bytes, gold_bytes)
         loaded[policy.domain] = LoadedPolicy(policy, version, str(path), gold)
 
     fallback_policy = routing.unknown_domains.policy if routing is not None else None
     if fallback_policy is not None and fallback_policy not in loaded:
         msg = f"names policy '{fallback_policy}', which does not exist"
         problems.append(Problem(str(routing_file), "unknown_domains.policy", None, msg))
+    if routing is not None and pool_file is not None:
+        problems += _check_defaults(routing_file, routing, pools)
     if problems or routing is None:
         raise PolicyError(problems)
     return PolicySet(
@@ -222,6 +244,22 @@ def _first_problem(path: Path, line: int, exc: ValidationError, *parent: str) ->
     return Problem(str(path), dotted, line, err["msg"])
 
 
+def _cross_check(
+    path: Path,
+    text: str,
+    policy: DomainPolicy,
+    pools: Mapping[str, Pool] | None,
+    routing: RoutingFile | None,
+) -> list[Problem]:
+    """A policy against the pools and routing files (when they loaded)."""
+    if pools is None:
+        return []
+    problems = _check_pools(path, text, policy, pools)
+    if routing is not None:
+        problems += _check_ways_out(path, text, policy, routing, pools)
+    return problems
+
+
 def _check_pools(
     path: Path, text: str, policy: DomainPolicy, pools: Mapping[str, Pool]
 ) -> list[Problem]:
@@ -229,6 +267,11 @@ def _check_pools(
         Problem(str(path), "", None, f"pool '{name}' is not defined in pools.yaml")
         for name in sorted(policy.pool_names() - set(pools))
     ]
+    fallback = pools.get(policy.languages.fallback or "")
+    if fallback is not None and ANY_LANGUAGE not in fallback.languages:
+        line = _line_of(text, ["languages", "fallback"])
+        msg = f"fallback pool '{fallback.name}' must serve every language (languages: ['*'])"
+        problems.append(Problem(str(path), "languages.fallback", line, msg))
     for language, pool_name in policy.languages.pools.items():
         pool = pools.get(pool_name)
         if pool is not None and not speaks(pool, language):
@@ -238,8 +281,70 @@ def _check_pools(
     return problems
 
 
-def speaks(pool: Pool, language: str) -> bool:
-    """Whether ``pool`` serves ``language``: ``de`` serves ``de-AT``; ``pt-BR`` alone not ``pt``."""
-    primary = language.split("-", maxsplit=1)[0].lower()
-    spoken = {lang.lower() for lang in pool.languages}
-    return language.lower() in spoken or primary in spoken
+def _holds(name: str, rule: Reviewed) -> bool:
+    """Whether a rule can keep an output from users until a reviewer decides."""
+    return name == "mandatory_review" or getattr(rule, "action", None) is ReviewAction.HOLD
+
+
+def _serves_all(pool: Pool | None, policy: DomainPolicy) -> bool:
+    if pool is None:
+        return True  # reported as an undefined pool already
+    return ANY_LANGUAGE in pool.languages or (not pool.languages and not policy.languages.pools)
+
+
+def _check_ways_out(
+    path: Path, text: str, policy: DomainPolicy, routing: RoutingFile, pools: Mapping[str, Pool]
+) -> list[Problem]:
+    """Every hold has a way out: a fallback pool for languages no pool speaks, and an
+    escalation chain (its own or routing.yaml's) for each rule that holds."""
+    problems: list[Problem] = []
+    holding = [(name, rule) for name, rule in policy.rules() if _holds(name, rule)]
+    for name, rule in holding:
+        chain = (
+            rule.escalation if rule.escalation is not None else routing.review_defaults.escalation
+        )
+        if not chain:
+            msg = (
+                "holds items but has no escalation chain: declare escalation, or"
+                " review_defaults.escalation in routing.yaml"
+            )
+            problems.append(Problem(str(path), name, _line_of(text, [name]), msg))
+    # A language-first rule that holds, whose pool does not serve every language, needs
+    # somewhere to send a language no pool speaks (skill-first rules keep their pool).
+    open_ended = [
+        name for name, rule in holding
+        if name not in policy.languages.skill_first
+        and not _serves_all(pools.get(rule.pool), policy)
+    ]  # fmt: skip
+    if (
+        open_ended
+        and policy.languages.fallback is None
+        and routing.review_defaults.fallback_pool is None
+    ):
+        msg = (
+            f"no fallback pool for languages no pool speaks ({', '.join(open_ended)} would hold"
+            " them with nobody to review): set languages.fallback, or"
+            " review_defaults.fallback_pool in routing.yaml"
+        )
+        problems.append(
+            Problem(str(path), "languages.fallback", _line_of(text, ["languages"]), msg)
+        )
+    return problems
+
+
+def _check_defaults(path: Path, routing: RoutingFile, pools: Mapping[str, Pool]) -> list[Problem]:
+    problems: list[Problem] = []
+    defaults = routing.review_defaults
+    named = [("review_defaults.fallback_pool", defaults.fallback_pool)] + [
+        (f"review_defaults.escalation.{n}.pool", e.pool) for n, e in enumerate(defaults.escalation)
+    ]
+    for field, name in named:
+        if name is not None and name not in pools:
+            problems.append(
+                Problem(str(path), field, None, f"pool '{name}' is not defined in pools.yaml")
+            )
+    fallback = pools.get(defaults.fallback_pool or "")
+    if fallback is not None and ANY_LANGUAGE not in fallback.languages:
+        msg = f"fallback pool '{fallback.name}' must serve every language (languages: ['*'])"
+        problems.append(Problem(str(path), "review_defaults.fallback_pool", None, msg))
+    return problems

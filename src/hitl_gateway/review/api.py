@@ -15,7 +15,7 @@ nesting, here), and parsed by orjson: no request can hold the event loop the str
 
 import asyncio
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, TypeVar
 
 import orjson
@@ -103,10 +103,8 @@ def _view(meta: HoldMeta, value: bytes | None = None) -> ItemView:
     )
 
 
-def review_router(
-    settings: Settings, index: HoldIndex, reviewers: Reviewers, publisher: Publisher
-) -> APIRouter:
-    router = APIRouter(prefix="/v1", tags=["review"])
+def authenticator(reviewers: Reviewers) -> Callable[..., Reviewer]:
+    """The dependency that turns a bearer token into its reviewer (401 otherwise)."""
 
     def reviewer(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
@@ -117,6 +115,15 @@ def review_router(
                 401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"}
             )
         return found
+
+    return reviewer
+
+
+def review_router(
+    settings: Settings, index: HoldIndex, reviewers: Reviewers, publisher: Publisher
+) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["review"])
+    reviewer = authenticator(reviewers)
 
     Who = Annotated[Reviewer, Depends(reviewer)]
 
@@ -134,13 +141,13 @@ def review_router(
         # A reviewer granted some domains only pages and counts among those domains' items.
         domains = None if ANY in who.domains else who.domains
         page = index.queue(pool, order=order, offset=offset, limit=limit, domains=domains)
-        total, metas = await _guard(page)
+        total, metas = await guard(page)
         return QueuePage(pool=pool, total=total, offset=offset, items=[_view(m) for m in metas])
 
     @router.get("/items/{item_id}", response_model=ItemView)
     async def show_item(item_id: ItemId, who: Who) -> ItemView:
         """One held item with the record under review and the content hash to decide on."""
-        held = await _guard(index.get(item_id))
+        held = await guard(index.get(item_id))
         if held is None:
             raise HTTPException(404, f"no held item {item_id}")
         if not who.may_review(held.meta.pool, held.meta.domain):
@@ -158,9 +165,9 @@ def review_router(
     async def decide(item_id: ItemId, who: Who, request: Request) -> JSONResponse:
         """Approve, edit or reject a held item. Idempotent per (item, reviewer, decision_id)."""
         body = _decision_body(await request.body())
-        previous = await _guard(index.result(item_id, who.id, body.decision_id))
+        previous = await guard(index.result(item_id, who.id, body.decision_id))
         if previous is None:
-            held = await _guard(index.get(item_id))
+            held = await guard(index.get(item_id))
             if held is not None and body.verdict is Verdict.EDIT:
                 size = len(edited_value(held.value, body.edited_output))
                 limit = settings.limits.max_record_bytes
@@ -173,7 +180,7 @@ def review_router(
             if len(record) > publisher.max_request_size - 1024:  # room for the batch framing
                 limit = publisher.max_request_size - 1024
                 raise HTTPException(413, f"the decision is {len(record)} bytes, limit {limit}")
-            await _guard(
+            await guard(
                 publisher.publish(
                     settings.topics.review_decisions,
                     record,
@@ -206,7 +213,7 @@ def review_router(
         reviewer = reviewer or who.id
         if reviewer != who.id and not who.operator:
             raise HTTPException(403, f"{who.id} may read its own decisions only")
-        found = await _guard(index.result(item_id, reviewer, decision_id))
+        found = await guard(index.result(item_id, reviewer, decision_id))
         if found is None:
             raise HTTPException(
                 404, f"no result for decision {decision_id} of {reviewer} on {item_id} (yet)"
@@ -249,7 +256,7 @@ async def _wait_for(
     deadline = time.monotonic() + timeout_s
     delay = 0.005
     while time.monotonic() < deadline:
-        found = await _guard(index.result(*key))
+        found = await guard(index.result(*key))
         if found is not None:
             return found
         await asyncio.sleep(delay)
@@ -257,7 +264,7 @@ async def _wait_for(
     return None
 
 
-async def _guard(awaitable: Awaitable[T]) -> T:
+async def guard(awaitable: Awaitable[T]) -> T:
     """Redis or Kafka unavailable: 503 with a retry hint, never a 500."""
     try:
         return await awaitable

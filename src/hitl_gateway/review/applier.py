@@ -48,6 +48,7 @@ from hitl_gateway.review.events import (
     result_of,
 )
 from hitl_gateway.review.learning import Learning
+from hitl_gateway.review.reassign import Reassigner, is_command
 from hitl_gateway.review.state import (
     ClosedBy,
     DecisionRequest,
@@ -77,6 +78,7 @@ class DecisionApplier:
         calibration: CalibrationStore,
         *,
         max_record_bytes: int,
+        reassign_chunk: int = 200,
     ) -> None:
         self._max_bytes = max_record_bytes
         self._topics = topics
@@ -84,6 +86,7 @@ class DecisionApplier:
         self._reviewers = reviewers
         self._policies = policies
         self._learning = Learning(topics, policies, calibration, max_record_bytes)
+        self._reassigner = Reassigner(topics, index, reviewers, policies, reassign_chunk)
         self._version = __version__.encode()
 
     async def apply(self, records: list[Any], partition: int, chain: AuditChain) -> Applied:
@@ -93,12 +96,7 @@ class DecisionApplier:
         overlay: dict[str, IndexedHold | ClosedBy] = {}
         for record in records:
             b.record = record
-            # A header name that is not UTF-8 (it could not even be forwarded), or an
-            # unreadable batch's stand-in (poison.py): refused like any malformed decision.
-            fault = poisoned(record)
-            if fault is not None:
-                outcome = refuse(Refusal.MALFORMED, fault.message)
-                self._refused(b, None, malformed_key(record.value), outcome)
+            if await self._not_a_decision(b, overlay):  # poison, or an operator's command
                 continue
             try:
                 request = parse_decision(record.value)
@@ -147,6 +145,22 @@ class DecisionApplier:
                 overlay[request.item_id] = updated
                 self._progress(b, updated, request, outcome)
         return out
+
+    async def _not_a_decision(self, b: Batch, overlay: dict[str, IndexedHold | ClosedBy]) -> bool:
+        """Handle a record that is no reviewer's decision; False for one that may be.
+
+        A header name that is not UTF-8 (it could not even be forwarded), or an unreadable
+        batch's stand-in (poison.py), is refused like any malformed decision; an operator's
+        command (reassign.py) is applied as one."""
+        fault = poisoned(b.record)
+        if fault is not None:
+            outcome = refuse(Refusal.MALFORMED, fault.message)
+            self._refused(b, None, malformed_key(b.record.value), outcome)
+            return True
+        if is_command(b.record):
+            await self._reassigner.apply(b, overlay)
+            return True
+        return False
 
     def _fits(self, held: IndexedHold, request: DecisionRequest) -> Outcome | None:
         """An edit whose release would exceed the record limit can never be written: refused

@@ -18,6 +18,7 @@ class Applied:
     latencies_s: list[tuple[str, str, float]] = field(default_factory=list)  # pool, verdict, s
     refusals: list[str] = field(default_factory=list)
     calibration_events: list[str] = field(default_factory=list)  # event types
+    moves: list[tuple[str, str]] = field(default_factory=list)  # (kind, pool): reassignments
 
 
 @dataclass(slots=True)

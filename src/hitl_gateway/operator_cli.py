@@ -1,0 +1,86 @@
+"""``hitl-gateway holds reassign``: an operator moves held work from the command line.
+
+The same command records as the API's ``POST /v1/reassignments`` (reassign.py), published
+straight to the decisions topic; the operator id must be an operator in the reviewers file
+(the applier checks it again). Waits for every partition's result and prints the summary.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+from typing import Any
+
+import orjson
+from pydantic import ValidationError
+
+from hitl_gateway.errors import ConfigError
+from hitl_gateway.holds import HoldIndex
+from hitl_gateway.review.auth import Reviewers
+from hitl_gateway.review.reassign import Reassign, progress, submit
+from hitl_gateway.review.state import first_error
+from hitl_gateway.settings import Settings
+from hitl_gateway.sink import Publisher
+
+
+def add_parser(sub: Any) -> None:
+    holds = sub.add_parser("holds", help="operate on held items")
+    holds_sub = holds.add_subparsers(dest="holds_command", required=True)
+    move = holds_sub.add_parser(
+        "reassign", help="move one held item, or all of a pool or language, to another pool"
+    )
+    which = move.add_mutually_exclusive_group(required=True)
+    which.add_argument("--item", dest="item_id", help="one held item's id")
+    which.add_argument("--pool", help="every held item waiting in this pool")
+    which.add_argument("--language", help="every held item in this language (pt: all pt-*)")
+    move.add_argument("--to", dest="to_pool", required=True, help="the pool to move them to")
+    move.add_argument("--reason", required=True, help="why (kept in the audit trail)")
+    move.add_argument("--operator", required=True, help="your id (an operator in reviewers.yaml)")
+    move.add_argument("--request-id", default=None, help="idempotency key (default: new)")
+    move.add_argument("--wait", type=float, default=60.0, help="seconds to wait for the result")
+
+
+async def reassign(settings: Settings, args: argparse.Namespace) -> int:
+    who = Reviewers.load(settings.review.reviewers_file).get(args.operator)
+    if who is None or not who.operator:
+        raise ConfigError(f"{args.operator} is not an operator in {settings.review.reviewers_file}")
+    try:
+        wanted = Reassign(
+            request_id=args.request_id or uuid.uuid4().hex,
+            operator=args.operator,
+            to_pool=args.to_pool,
+            reason=args.reason,
+            item_id=args.item_id,
+            pool=args.pool,
+            language=args.language,
+        )
+    except ValidationError as exc:
+        raise ConfigError(f"invalid reassignment: {first_error(exc)}") from exc
+    index = HoldIndex(settings.redis)
+    publisher = Publisher(settings.kafka, settings.limits.max_record_bytes)
+    await publisher.start()
+    try:
+        covered = await submit(
+            wanted, index, publisher.publish, topics=settings.topics,
+            partitions=settings.topics.partitions,
+        )  # fmt: skip
+        if not covered:
+            print(f"no held item {wanted.item_id}")
+            return 1
+        deadline = time.monotonic() + args.wait
+        while True:
+            found = await progress(index, wanted.request_id, wanted.operator, covered)
+            if found["done"] or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.2)
+    finally:
+        await publisher.stop()
+        await index.stop()
+    print(orjson.dumps(found, option=orjson.OPT_INDENT_2).decode())
+    if not found["done"]:
+        print(f"not done after {args.wait:g}s: the gateway goes on; poll GET /v1/reassignments/"
+              f"{wanted.request_id}")  # fmt: skip
+        return 2
+    return 1 if found["errors"] else 0

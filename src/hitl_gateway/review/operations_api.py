@@ -1,0 +1,116 @@
+"""Operators' part of the review API: moving held work between pools (reassign.py).
+
+``POST /v1/reassignments`` takes one held item, or every held item of a pool or a language,
+to another pool; ``GET /v1/reassignments/{request_id}`` reports how far it got. Operators
+only (``operator: true`` in the reviewers file); every move is audited with their id.
+"""
+
+# FastAPI resolves the dependency annotations below at import: no postponed annotations here.
+
+import asyncio
+import time
+import uuid
+from typing import Annotated, Any
+
+import orjson
+from fastapi import APIRouter, Depends, HTTPException, Path, Request
+from fastapi.responses import JSONResponse
+from pydantic import ValidationError
+
+from hitl_gateway.holds import HoldIndex
+from hitl_gateway.policy.pools import refusal
+from hitl_gateway.policy.store import PolicyStore
+from hitl_gateway.review.api import authenticator, guard
+from hitl_gateway.review.auth import Reviewer, Reviewers
+from hitl_gateway.review.reassign import Reassign, progress, submit
+from hitl_gateway.review.reroute import language_of
+from hitl_gateway.review.state import first_error
+from hitl_gateway.settings import Settings
+from hitl_gateway.sink import Publisher
+
+
+def operations_router(
+    settings: Settings,
+    index: HoldIndex,
+    policies: PolicyStore,
+    publisher: Publisher,
+    *,
+    reviewers: Reviewers,
+) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["operations"])
+    Who = Annotated[Reviewer, Depends(authenticator(reviewers))]
+    partitions = settings.topics.partitions
+
+    def operator(found: Reviewer) -> Reviewer:
+        if not found.operator:
+            raise HTTPException(403, f"{found.id} is not an operator")
+        return found
+
+    @router.post("/reassignments", status_code=202)
+    async def reassign(caller: Who, request: Request) -> JSONResponse:
+        """Move one held item (``item_id``), or every held item of a ``pool`` or a
+        ``language``, to ``to_pool``, with a ``reason``. 200 when done within the wait, 202
+        with the request id to poll otherwise; 409 when the one item cannot go there."""
+        operator(caller)
+        try:
+            body = orjson.loads(await request.body())
+        except orjson.JSONDecodeError as exc:
+            raise HTTPException(422, f"the body is not strict JSON: {exc}") from exc
+        if not isinstance(body, dict) or len(body) > 8:
+            raise HTTPException(422, "the body must be a JSON object of at most 8 fields")
+        body.setdefault("request_id", uuid.uuid4().hex)
+        try:
+            wanted = Reassign.model_validate({**body, "operator": caller.id})
+        except ValidationError as exc:
+            raise HTTPException(422, first_error(exc)) from exc
+        current = policies.current
+        if wanted.to_pool not in current.pools:
+            raise HTTPException(422, f"pool '{wanted.to_pool}' is not defined in pools.yaml")
+        if wanted.item_id is not None:
+            held = await guard(index.get(wanted.item_id))
+            if held is None:
+                raise HTTPException(404, f"no held item {wanted.item_id}")
+            loaded = current.policies.get(held.meta.domain)
+            spec = loaded.policy.rule(held.meta.rule) if loaded else None
+            why = (
+                refusal(wanted.to_pool, language=language_of(held),
+                        rule_pool=spec.pool if spec else None, policy=loaded.policy,
+                        pools=current.pools)
+                if loaded else f"domain '{held.meta.domain}' has no policy"
+            )  # fmt: skip
+            if why is not None:
+                raise HTTPException(409, why)
+        covered = await guard(
+            submit(wanted, index, publisher.publish, topics=settings.topics,
+                   partitions=partitions)
+        )  # fmt: skip
+        found = await _wait_done(index, wanted, covered, settings.review.decision_wait_s)
+        return JSONResponse(found, status_code=200 if found["done"] else 202)
+
+    @router.get("/reassignments/{request_id}")
+    async def reassignment(
+        request_id: Annotated[str, Path(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")], caller: Who
+    ) -> dict[str, Any]:
+        """How far a reassignment got (the caller's own request id)."""
+        operator(caller)
+        found: dict[str, Any] = await guard(
+            progress(index, request_id, caller.id, list(range(partitions)))
+        )
+        return found
+
+    return router
+
+
+async def _wait_done(
+    index: HoldIndex, wanted: Reassign, covered: list[int], timeout_s: float
+) -> dict[str, Any]:
+    deadline = time.monotonic() + timeout_s
+    delay = 0.01
+    while True:
+        found: dict[str, Any] = await guard(
+            progress(index, wanted.request_id, wanted.operator, covered)
+        )
+        if found["done"] or time.monotonic() >= deadline:
+            return found
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.2)
