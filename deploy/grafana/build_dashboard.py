@@ -201,12 +201,18 @@ def dashboard() -> dict[str, Any]:
             (0, 69),
         ),
         panel(
-            "Reviewer agreement (Krippendorff's alpha), by pool and dimension",
+            "Reviewer agreement (Krippendorff's alpha), by pool and dimension, and pool targets",
             [
                 (
                     "max by (pool, rubric, dimension) (hitl_reviewer_alpha)",
                     "{{pool}} {{rubric}} {{dimension}}",
-                )
+                ),
+                # Only the pools with an alpha: every pool in pools.yaml has a target.
+                (
+                    "max by (pool) (hitl_reviewer_alpha_target)"
+                    " and on (pool) max by (pool) (hitl_reviewer_alpha)",
+                    "{{pool}} target",
+                ),
             ],
             "short",
             (12, 69),

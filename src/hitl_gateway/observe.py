@@ -65,6 +65,8 @@ class Observer:
             m.pool_capacity_seconds.labels(pool=name).set(pool.hours_per_week * 3_600)
             m.pool_cases_per_hour.labels(pool=name).set(pool.cases_per_hour)
             m.pool_cost_per_hour.labels(pool=name).set(pool.cost_per_hour_usd)
+            m.reviewer_alpha_target.labels(pool=name).set(pool.agreement_target)
+            m.reviewer_alpha_min_items.labels(pool=name).set(pool.agreement_min_items)
         try:
             # Pools the policies define, and any the index holds items for (``unassigned``:
             # a language no pool speaks) so that backlog is visible too.
@@ -119,8 +121,12 @@ def _set_calibration(m: GatewayMetrics, summary: Summary) -> None:
             m.judge_agreement_low.labels(**labels).set(float(f["low"]))
             m.judge_agreement_high.labels(**labels).set(float(f["high"]))
     elif summary.kind == "alpha":
-        m.reviewer_alpha.labels(**labels).set(float(f["alpha"]))
         m.reviewer_alpha_items.labels(**labels).set(float(f["items"]))
+        m.reviewer_alpha_excluded.labels(**labels).set(float(f.get("excluded", 0)))
+        if f.get("alpha"):
+            m.reviewer_alpha.labels(**labels).set(float(f["alpha"]))
+        else:  # every rating left out (ordinal rubric): no figure rather than a stale one
+            m.reviewer_alpha.remove(labels["pool"], labels["rubric"], labels["dimension"])
     elif summary.kind == "consensus":
         m.reviewer_consensus.labels(**labels).set(float(f["agreement"]))
         m.reviewer_flagged.labels(**labels).set(1 if f.get("status") == "flagged" else 0)

@@ -113,6 +113,24 @@ async def test_calibration_summaries_become_gauges_and_insufficient_data_has_no_
     assert value("hitl_reviewer_gold_accuracy_ratio", {"pool": "p", "reviewer": "r1"}) == 0.9
 
 
+async def test_pool_agreement_targets_and_an_alpha_with_every_rating_left_out() -> None:
+    grade = {"pool": "p", "rubric": "helpfulness", "dimension": "grade"}
+    summaries = [Summary("alpha", grade, {"alpha": "0.7", "items": "60", "excluded": "3"})]
+    observer, metrics = _observer(FakePipeline(lag=0, since_commit_s=0), summaries)
+    await observer.sample()
+    value = metrics.registry.get_sample_value
+    assert value("hitl_reviewer_alpha_target", {"pool": "clinicians"}) == 0.8
+    assert value("hitl_reviewer_alpha_min_items", {"pool": "clinicians"}) == 50
+    assert value("hitl_reviewer_alpha", grade) == 0.7
+    assert value("hitl_reviewer_alpha_excluded_ratings", grade) == 3
+    # Later every rating in the window is outside the rubric's grades: no stale figure.
+    summaries[:] = [Summary("alpha", grade, {"alpha": "", "items": "0", "excluded": "9"})]
+    await observer.sample()
+    assert value("hitl_reviewer_alpha", grade) is None
+    assert value("hitl_reviewer_alpha_items", grade) == 0
+    assert value("hitl_reviewer_alpha_excluded_ratings", grade) == 9
+
+
 async def test_waiting_records_and_no_commit_for_long_is_a_stall() -> None:
     observer, metrics = _observer(FakePipeline(lag=500, since_commit_s=120))
     await observer.sample()

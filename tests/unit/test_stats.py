@@ -10,6 +10,7 @@ from hitl_gateway.calibration.stats import (
     cohen_kappa,
     krippendorff_alpha_interval,
     krippendorff_alpha_nominal,
+    krippendorff_alpha_ordinal,
     percent_agreement,
     wilson_interval,
 )
@@ -40,8 +41,35 @@ def test_krippendorff_alpha_textbook_example() -> None:
     d = [1, 2, 3, 3, 2, 4, 4, 1, 2, 5, 1, None]
     units = list(zip(a, b, c, d, strict=True))
     assert krippendorff_alpha_nominal(units) == pytest.approx(0.743, abs=1e-3)
-    # The same data as interval values: 0.849 in the same paper.
+    # The same data as ordinal values: 0.815; as interval values: 0.849 (same paper).
+    assert krippendorff_alpha_ordinal(units, [1, 2, 3, 4, 5]) == pytest.approx(0.815, abs=1e-3)
     assert krippendorff_alpha_interval(units) == pytest.approx(0.849, abs=1e-3)
+    # Only the ranks matter: best first or worst first, and letters instead of numbers.
+    letters = [[None if v is None else "EDCBA"[v - 1] for v in unit] for unit in units]
+    assert krippendorff_alpha_ordinal(letters, "ABCDE") == pytest.approx(0.815, abs=1e-3)
+
+
+def test_ordinal_alpha_counts_adjacent_grades_as_small_disagreements() -> None:
+    # Every disagreement is between neighbouring grades: nominal alpha sees as much
+    # disagreement as if they were A against D; the ordinal metric sees near-agreement.
+    units = [("A", "A"), ("A", "B"), ("B", "B"), ("B", "C"), ("C", "C"), ("C", "D"), ("D", "D")]
+    units += [("A", "A"), ("D", "D"), ("B", "B"), ("C", "C")]
+    nominal = krippendorff_alpha_nominal(units)
+    ordinal = krippendorff_alpha_ordinal(units, "ABCD")
+    assert ordinal > nominal + 0.2
+    # The same number of disagreements, all between the extremes: worse than nominal.
+    far = [("A", "D") if a != b else (a, b) for a, b in units]
+    assert krippendorff_alpha_ordinal(far, "ABCD") < krippendorff_alpha_nominal(far)
+
+
+def test_ordinal_alpha_edge_cases() -> None:
+    assert krippendorff_alpha_ordinal([("B", "B", None), ("B", "B")], "ABC") == 1.0
+    with pytest.raises(ValueError, match="two ratings"):
+        krippendorff_alpha_ordinal([("A", None), ("B",)], "AB")
+    with pytest.raises(ValueError, match="not in the order"):
+        krippendorff_alpha_ordinal([("A", "E")], "ABCD")
+    with pytest.raises(ValueError, match="repeats"):
+        krippendorff_alpha_ordinal([("A", "B")], "ABA")
 
 
 def test_invalid_input_is_a_clear_error() -> None:
@@ -84,3 +112,20 @@ def test_alpha_is_at_most_one(units: list[list[str | None]]) -> None:
     if sum(1 for u in units if sum(v is not None for v in u) >= 2) == 0:
         return
     assert krippendorff_alpha_nominal(units) <= 1.0 + 1e-9
+
+
+@given(st.lists(st.lists(grades | st.none(), min_size=2, max_size=4), min_size=2, max_size=30))
+def test_ordinal_alpha_is_bounded_and_ignores_the_direction(units: list[list[str | None]]) -> None:
+    if sum(1 for u in units if sum(v is not None for v in u) >= 2) == 0:
+        return
+    alpha = krippendorff_alpha_ordinal(units, "ABCD")
+    assert alpha <= 1.0 + 1e-9
+    assert alpha == pytest.approx(krippendorff_alpha_ordinal(units, "DCBA"))
+
+
+@given(st.lists(st.lists(st.sampled_from("AB"), min_size=2, max_size=4), min_size=1, max_size=30))
+def test_ordinal_alpha_on_two_grades_is_nominal_alpha(units: list[list[str]]) -> None:
+    # With two grades there is only one distance: order carries no information.
+    assert krippendorff_alpha_ordinal(units, "AB") == pytest.approx(
+        krippendorff_alpha_nominal(units)
+    )

@@ -2,10 +2,10 @@
 
 - percent agreement and Cohen's kappa for two raters (human vs judge) on nominal grades;
 - the Wilson score interval for a proportion (small samples, rates near 0 or 1);
-- Krippendorff's alpha (nominal; interval for numeric scores) for several reviewers per item
-  with missing ratings. Alpha is chosen over Fleiss' kappa because review pools rarely give
-  every item the same number of reviewers, and alpha handles any number of raters per item
-  and missing data.
+- Krippendorff's alpha (nominal; ordinal for ranked grades; interval for numeric scores) for
+  several reviewers per item with missing ratings. Alpha is chosen over Fleiss' kappa because
+  review pools rarely give every item the same number of reviewers, and alpha handles any
+  number of raters per item and missing data.
 """
 
 from __future__ import annotations
@@ -65,8 +65,43 @@ def krippendorff_alpha_interval(units: Sequence[Sequence[float | None]]) -> floa
     return krippendorff_alpha(units, lambda a, b: (float(a) - float(b)) ** 2)
 
 
+def krippendorff_alpha_ordinal(
+    units: Sequence[Sequence[Hashable | None]], order: Sequence[Hashable]
+) -> float:
+    """Krippendorff's alpha for ordinal data: grades ranked by ``order`` (best first or worst
+    first, alpha is the same). The distance between two grades grows with how many pairable
+    ratings lie between them, so A against B counts less than A against D, without
+    pretending the steps are equal. Every rating must be in ``order``."""
+    rank = {value: i for i, value in enumerate(order)}
+    if len(rank) != len(order):
+        raise ValueError(f"order repeats a value: {list(order)}")
+    unknown = {v for unit in units for v in unit if v is not None and v not in rank}
+    if unknown:
+        raise ValueError(f"ratings not in the order: {sorted(map(repr, unknown))}")
+    coincidences, totals = _coincidences(units)
+    # cumulative[i]: pairable ratings ranked before position i (marginals n_g of the matrix).
+    cumulative = [0.0]
+    for value in order:
+        cumulative.append(cumulative[-1] + totals.get(value, 0.0))
+
+    def delta(a: Hashable, b: Hashable) -> float:
+        low, high = sorted((rank[a], rank[b]))
+        between = cumulative[high + 1] - cumulative[low]
+        return (between - (totals[a] + totals[b]) / 2) ** 2
+
+    return _alpha(coincidences, totals, delta)
+
+
 def krippendorff_alpha(units: Sequence[Sequence[Any]], delta: Callable[[Any, Any], float]) -> float:
-    """Krippendorff's alpha with the difference function ``delta`` (see the two above)."""
+    """Krippendorff's alpha with the difference function ``delta`` (see the ones above)."""
+    coincidences, totals = _coincidences(units)
+    return _alpha(coincidences, totals, delta)
+
+
+def _coincidences(
+    units: Sequence[Sequence[Any]],
+) -> tuple[dict[tuple[Hashable, Hashable], float], dict[Hashable, float]]:
+    """The coincidence matrix of the pairable ratings and its marginals."""
     coincidences: defaultdict[tuple[Hashable, Hashable], float] = defaultdict(float)
     for unit in units:
         values = [v for v in unit if v is not None]
@@ -75,12 +110,20 @@ def krippendorff_alpha(units: Sequence[Sequence[Any]], delta: Callable[[Any, Any
             continue
         for a, b in permutations(values, 2):
             coincidences[(a, b)] += 1 / (m - 1)
-    n = sum(coincidences.values())
-    if n == 0:
+    if not coincidences:
         raise ValueError("no item has two ratings")
     totals: defaultdict[Hashable, float] = defaultdict(float)
     for (a, _), weight in coincidences.items():
         totals[a] += weight
+    return dict(coincidences), dict(totals)
+
+
+def _alpha(
+    coincidences: dict[tuple[Hashable, Hashable], float],
+    totals: dict[Hashable, float],
+    delta: Callable[[Any, Any], float],
+) -> float:
+    n = sum(totals.values())
     disagree_observed = sum(w * delta(a, b) for (a, b), w in coincidences.items() if a != b)
     disagree_expected = sum(
         totals[a] * totals[b] * delta(a, b) for a in totals for b in totals if a != b

@@ -17,22 +17,18 @@ empty ("insufficient data" until refilled). The full history stays on ``hitl.tra
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from numbers import Real
 from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
 
+from hitl_gateway.calibration.agreement import reviewer_agreement
 from hitl_gateway.calibration.evidence import Evidence
 from hitl_gateway.calibration.judge import Status, assess
-from hitl_gateway.calibration.stats import (
-    krippendorff_alpha_interval,
-    krippendorff_alpha_nominal,
-)
 from hitl_gateway.errors import redis_errors
-from hitl_gateway.policy.schema import Calibration
+from hitl_gateway.policy.schema import Calibration, Rubric
 from hitl_gateway.redis_client import RedisWrapper
 from hitl_gateway.settings import RedisSettings
 
@@ -100,7 +96,14 @@ class CalibrationStore(RedisWrapper):
         self._push = self._r.register_script(_PUSH)
         self._summary = self._r.register_script(_SUMMARY)
 
-    async def record(self, decision_id: str, ev: Evidence, cal: Calibration) -> list[Change]:
+    async def record(
+        self,
+        decision_id: str,
+        ev: Evidence,
+        cal: Calibration,
+        rubrics: Mapping[str, Rubric] | None = None,
+    ) -> list[Change]:
+        """``rubrics``: routing.yaml's declarations, which decide how alpha is measured."""
         pushes = _pushes(ev, cal)
         if not pushes:
             return []
@@ -117,7 +120,7 @@ class CalibrationStore(RedisWrapper):
                 contents = await pipe.execute()
             changes: list[Change] = []
             for (kind, subject), raw in zip(windows, contents, strict=True):
-                status, fields = _summarise(kind, [bytes(x) for x in raw], cal)
+                status, fields = _summarise(kind, subject, [bytes(x) for x in raw], cal, rubrics)
                 key = f"{self._p}sum:{kind}:{subject}"
                 changed, previous = await self._summary(
                     keys=[key, self._p + "summaries"],
@@ -172,7 +175,13 @@ def _pushes(ev: Evidence, cal: Calibration) -> list[tuple[str, str, bytes, int]]
     return out
 
 
-def _summarise(kind: str, raw: Sequence[bytes], cal: Calibration) -> tuple[str, dict[str, str]]:
+def _summarise(
+    kind: str,
+    subject: str,
+    raw: Sequence[bytes],
+    cal: Calibration,
+    rubrics: Mapping[str, Rubric] | None,
+) -> tuple[str, dict[str, str]]:
     """(status, string fields) for one window; newest first in ``raw``."""
     if kind == "judge":
         pairs = [tuple(orjson.loads(x)) for x in raw]
@@ -187,13 +196,15 @@ def _summarise(kind: str, raw: Sequence[bytes], cal: Calibration) -> tuple[str, 
             }
         return report.status.value, fields
     if kind == "alpha":
+        _, rubric, dimension = subject.split("|")
         units = [orjson.loads(x) for x in raw]
-        numeric = all(isinstance(v, Real) and not isinstance(v, bool) for u in units for v in u)
-        alpha = (krippendorff_alpha_interval if numeric else krippendorff_alpha_nominal)(units)
+        found = reviewer_agreement(units, dimension, (rubrics or {}).get(rubric))
         return "measured", {
-            "alpha": repr(alpha),
-            "items": str(len(units)),
-            "metric": "interval" if numeric else "nominal",
+            # Fields are overwritten, never deleted: "" says there is no alpha (yet).
+            "alpha": "" if found.alpha is None else repr(found.alpha),
+            "items": str(found.items),
+            "metric": found.metric,
+            "excluded": str(found.excluded),
         }
     hits = [x == b"1" for x in raw]
     share = sum(hits) / len(hits)

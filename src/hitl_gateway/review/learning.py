@@ -51,7 +51,8 @@ class Learning:
         found = evidence(meta, (*hold.votes, outcome.final_vote), outcome.terminal)
         loaded = self._policies.current.policy_for(meta.domain)
         settings = loaded.policy.calibration if loaded else Calibration()
-        changes = await self._calibration.record(request.decision_id, found, settings)
+        rubrics = self._policies.current.routing.rubrics
+        changes = await self._calibration.record(request.decision_id, found, settings, rubrics)
         pair = found.judge
         if pair is not None and not pair.agree:
             example = {
