@@ -25,6 +25,7 @@ from hitl_gateway.settings import Settings, load_settings
 if TYPE_CHECKING:
     from hitl_gateway.admin import TopicChanges
     from hitl_gateway.audit import Verification
+    from hitl_gateway.policy.loader import PolicySet
 
 log = structlog.get_logger(__name__)
 
@@ -64,6 +65,12 @@ def _parser() -> argparse.ArgumentParser:
     check = policy_sub.add_parser("check", help="validate every file; non-zero exit on errors")
     check.add_argument("dir", nargs="?", type=Path, default=DEFAULT_POLICY_DIR)
     check.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    check.add_argument(
+        "--reviewers", type=Path, help="also warn on pools no reviewer in this file may decide"
+    )
+    check.add_argument(
+        "--traffic", type=Path, help="also warn on this profile's languages no pool speaks"
+    )
     sim = policy_sub.add_parser("simulate", help="replay recorded records through the engine")
     sim.add_argument("--input", type=Path, required=True, help="JSON lines, one record each")
     sim.add_argument("--policies", type=Path, default=DEFAULT_POLICY_DIR)
@@ -156,6 +163,23 @@ def _with_settings(settings: Settings, args: argparse.Namespace) -> int:
     raise AssertionError(f"unhandled command {args.command}")
 
 
+def _check_extras(policies: PolicySet, reviewers: Path | None, traffic: Path | None) -> list[str]:
+    """``policy check --reviewers / --traffic``: pools nobody staffs, languages nobody speaks."""
+    from hitl_gateway.planner import load_traffic, plan  # noqa: PLC0415
+    from hitl_gateway.policy import tools  # noqa: PLC0415
+    from hitl_gateway.review.auth import Reviewers  # noqa: PLC0415
+
+    found: list[str] = []
+    if reviewers is not None:
+        staff = Reviewers.load(reviewers)
+        found += [str(w) for w in tools.unstaffed(policies, staff, str(reviewers))]
+    if traffic is not None:
+        result = plan(load_traffic(traffic), policies)
+        flags = [*result.warnings, *(w for p in result.pools.values() for w in p.warnings)]
+        found += [f"{traffic}: warning: {flag}" for flag in flags]
+    return found
+
+
 def _policy_command(args: argparse.Namespace) -> int:
     from hitl_gateway.policy import tools  # noqa: PLC0415 - keeps `version` fast
     from hitl_gateway.policy.loader import PolicyError, load_policy_set  # noqa: PLC0415
@@ -169,7 +193,8 @@ def _policy_command(args: argparse.Namespace) -> int:
     try:
         if args.policy_command == "check":
             policies = load_policy_set(args.dir)
-            warnings = tools.lint(policies)
+            warnings = [str(w) for w in tools.lint(policies)]
+            warnings += _check_extras(policies, args.reviewers, args.traffic)
             for warning in warnings:
                 print(warning)
             print(

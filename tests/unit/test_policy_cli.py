@@ -21,7 +21,6 @@ def configs(tmp_path: Path) -> Path:
     shutil.copytree(CONFIGS / "policies", tmp_path / "policies")
     shutil.copy(CONFIGS / "pools.yaml", tmp_path / "pools.yaml")
     shutil.copy(CONFIGS / "routing.yaml", tmp_path / "routing.yaml")
-    shutil.copy(CONFIGS / "routing.yaml", tmp_path / "routing.yaml")
     return tmp_path
 
 
@@ -30,6 +29,33 @@ def test_check_passes_the_shipped_policies(capsys: pytest.CaptureFixture[str]) -
     out = capsys.readouterr().out
     assert "ok: 10 policies, 17 pools" in out
     assert "200 is the minimum" in out  # the 50-a-week calibration quota is flagged
+
+
+def test_check_warns_on_unstaffed_pools_and_unspoken_languages(
+    configs: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    reviewers = configs / "reviewers.yaml"
+    reviewers.write_text(
+        "reviewers:\n  - {id: ana, token_sha256: '" + "0" * 64 + "', pools: ['*']}\n"
+    )
+    args = ["policy", "check", str(configs / "policies"), "--reviewers", str(reviewers)]
+    assert main(args) == 0
+    assert "no reviewer in" not in capsys.readouterr().out  # one reviewer who may do all
+    reviewers.write_text(
+        "reviewers:\n"
+        "  - {id: ana, token_sha256: '" + "0" * 64 + "', pools: [clinicians, senior-clinicians,"
+        " review-leads, language-desk]}\n"
+    )
+    traffic = CONFIGS / "traffic" / "multilingual.yaml"
+    assert main([*args, "--traffic", str(traffic)]) == 0
+    out = capsys.readouterr().out
+    assert (
+        "domain 'legal-drafts' sends items to pool 'lawyers', which no reviewer in"
+        f" {reviewers} may decide" in out
+    )
+    assert "pool 'clinicians'" not in out
+    assert "support-chat: no pool speaks pt-BR: 14.9 reviews/day go to the fallback pool" in out
+    assert main([*args, "--traffic", str(traffic), "--strict"]) == 2
 
 
 def test_check_strict_fails_on_warnings(capsys: pytest.CaptureFixture[str]) -> None:

@@ -22,6 +22,7 @@ from hitl_gateway.policy.budget import MemoryLedger
 from hitl_gateway.policy.engine import UNASSIGNED, Decision, decide
 from hitl_gateway.policy.loader import PolicySet, Problem
 from hitl_gateway.policy.schema import DomainPolicy, PoolFile, RoutingFile
+from hitl_gateway.review.auth import Reviewers
 
 MIN_RELIABLE_SAMPLE = 200  # the guide: minimum cases for production-grade evaluation
 WEEK_S = 7 * 86_400
@@ -51,6 +52,25 @@ def weekly_review_load(policy: DomainPolicy) -> dict[str, float]:
     return {pool: n for pool, n in load.items() if n != float("inf")}
 
 
+def unstaffed(policies: PolicySet, reviewers: Reviewers, source: str) -> list[Problem]:
+    """Pools a policy sends items to (its rules', adjudicators', escalation steps', fallback
+    pools) that no reviewer in the reviewers file may decide for that domain."""
+    warnings: list[Problem] = []
+    defaults = policies.routing.review_defaults
+    for domain, loaded in sorted(policies.policies.items()):
+        used = loaded.policy.pool_names() | {e.pool for e in defaults.escalation}
+        fallback = policies.fallback_pool(domain)
+        used |= {fallback} if fallback else set()
+        for pool in sorted(used):
+            if not any(r.may_review(pool, domain) for r in reviewers):
+                msg = (
+                    f"domain '{domain}' sends items to pool '{pool}', which no reviewer in"
+                    f" {source} may decide: they wait until an operator reassigns them"
+                )
+                warnings.append(Problem(loaded.source, "", None, msg, severity="warning"))
+    return warnings
+
+
 def lint(policies: PolicySet) -> list[Problem]:
     warnings: list[Problem] = []
     per_pool: dict[str, float] = defaultdict(float)
@@ -70,12 +90,12 @@ def lint(policies: PolicySet) -> list[Problem]:
                     f"{MIN_RELIABLE_SAMPLE} is the minimum for a production-grade estimate "
                     "(fine for a weekly calibration check, not for a quality figure)",
                 )
-        if p.mandatory_review is not None:
-            pool = policies.pools.get(p.mandatory_review.pool)
-            if pool is not None and pool.reviewers < p.mandatory_review.reviewers:
+        for name, rule in p.rules():
+            pool = policies.pools.get(rule.pool)
+            if pool is not None and pool.reviewers < rule.reviewers:
                 warn(
-                    "mandatory_review.reviewers",
-                    f"{p.mandatory_review.reviewers} distinct reviewers needed but pool "
+                    f"{name}.reviewers",
+                    f"{rule.reviewers} distinct reviewers needed but pool "
                     f"'{pool.name}' has {pool.reviewers}: consensus can never be reached",
                 )
         if p.expected_daily_volume is None and (

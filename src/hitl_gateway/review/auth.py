@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 import secrets
+from collections.abc import Iterator
 from pathlib import Path
 
 import yaml
@@ -61,6 +62,9 @@ class Reviewers:
             raise ConfigError(f"{path}: invalid reviewers file: {yamlfile.describe(exc)}") from exc
         except ValidationError as exc:
             raise ConfigError(f"{path}: invalid reviewers file: {exc}") from exc
+
+    def __iter__(self) -> Iterator[Reviewer]:
+        return iter(self._by_id.values())
 
     def get(self, reviewer_id: str) -> Reviewer | None:
         return self._by_id.get(reviewer_id)
