@@ -165,9 +165,10 @@ def _with_settings(settings: Settings, args: argparse.Namespace) -> int:
 
 def _check_extras(policies: PolicySet, reviewers: Path | None, traffic: Path | None) -> list[str]:
     """``policy check --reviewers / --traffic``: pools nobody staffs, languages nobody speaks."""
-    from hitl_gateway.planner import load_traffic, plan  # noqa: PLC0415
+    from hitl_gateway.planner import plan  # noqa: PLC0415
     from hitl_gateway.policy import tools  # noqa: PLC0415
     from hitl_gateway.review.auth import Reviewers  # noqa: PLC0415
+    from hitl_gateway.traffic import load_traffic  # noqa: PLC0415
 
     found: list[str] = []
     if reviewers is not None:
@@ -182,7 +183,8 @@ def _check_extras(policies: PolicySet, reviewers: Path | None, traffic: Path | N
 
 def _policy_command(args: argparse.Namespace) -> int:
     from hitl_gateway.policy import tools  # noqa: PLC0415 - keeps `version` fast
-    from hitl_gateway.policy.loader import PolicyError, load_policy_set  # noqa: PLC0415
+    from hitl_gateway.policy.loader import load_policy_set  # noqa: PLC0415
+    from hitl_gateway.policy.problems import PolicyError  # noqa: PLC0415
 
     if args.policy_command == "schema":
         args.out.mkdir(parents=True, exist_ok=True)
@@ -223,8 +225,9 @@ def _policy_command(args: argparse.Namespace) -> int:
 
 
 def _plan(traffic_path: Path, policies_dir: Path) -> int:
-    from hitl_gateway.planner import load_traffic, plan, render  # noqa: PLC0415
+    from hitl_gateway.planner import plan, render  # noqa: PLC0415
     from hitl_gateway.policy.loader import load_policy_set  # noqa: PLC0415
+    from hitl_gateway.traffic import load_traffic  # noqa: PLC0415
 
     try:
         result = plan(load_traffic(traffic_path), load_policy_set(policies_dir))

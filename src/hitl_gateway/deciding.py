@@ -13,8 +13,9 @@ from hitl_gateway.ids import Claimed, HeldIds, claim_source
 from hitl_gateway.models import InputRecord, Invalid, Route
 from hitl_gateway.outputs import content_hash_of
 from hitl_gateway.policy.budget import MemoryLedger
-from hitl_gateway.policy.engine import Decision, candidate_claim_keys, decide
+from hitl_gateway.policy.engine import Decision, decide
 from hitl_gateway.policy.loader import PolicySet
+from hitl_gateway.policy.selection import candidate_claim_keys
 
 
 async def decide_all(

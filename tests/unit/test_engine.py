@@ -13,8 +13,9 @@ from hypothesis import strategies as st
 
 from hitl_gateway.models import InputRecord, Route
 from hitl_gateway.policy.budget import MemoryLedger
-from hitl_gateway.policy.engine import Decision, decide, unit_hash
+from hitl_gateway.policy.engine import Decision, decide
 from hitl_gateway.policy.loader import PolicySet, load_policy_set
+from hitl_gateway.policy.selection import unit_hash
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "policies"
 POLICIES = load_policy_set(CONFIGS)

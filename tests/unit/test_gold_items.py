@@ -10,7 +10,8 @@ import pytest
 from hitl_gateway.models import InputRecord
 from hitl_gateway.policy.budget import MemoryLedger
 from hitl_gateway.policy.engine import decide
-from hitl_gateway.policy.loader import PolicyError, load_policy_set
+from hitl_gateway.policy.loader import load_policy_set
+from hitl_gateway.policy.problems import PolicyError
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 

@@ -9,8 +9,9 @@ import pytest
 
 from hitl_gateway.cli import main
 from hitl_gateway.errors import ConfigError
-from hitl_gateway.planner import Line, Plan, TrafficProfile, load_traffic, plan, render
+from hitl_gateway.planner import Line, Plan, plan, render
 from hitl_gateway.policy.loader import load_policy_set
+from hitl_gateway.traffic import TrafficProfile, load_traffic
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 POLICIES = load_policy_set(CONFIGS / "policies")

@@ -11,8 +11,9 @@ import pytest
 from hitl_gateway.models import InputRecord, Route
 from hitl_gateway.policy.budget import MemoryLedger
 from hitl_gateway.policy.engine import decide
-from hitl_gateway.policy.loader import PolicyError, PolicySet, load_policy_set
+from hitl_gateway.policy.loader import PolicySet, load_policy_set
 from hitl_gateway.policy.pools import Choice, choose, refusal, speaks
+from hitl_gateway.policy.problems import PolicyError
 from hitl_gateway.policy.schema import Pool
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"

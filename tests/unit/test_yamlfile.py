@@ -9,9 +9,10 @@ import yaml
 
 from hitl_gateway import yamlfile
 from hitl_gateway.errors import ConfigError
-from hitl_gateway.planner import load_traffic
-from hitl_gateway.policy.loader import PolicyError, load_policy_set
+from hitl_gateway.policy.loader import load_policy_set
+from hitl_gateway.policy.problems import PolicyError
 from hitl_gateway.review.auth import Reviewers
+from hitl_gateway.traffic import load_traffic
 
 POOLS = """\
 pools:

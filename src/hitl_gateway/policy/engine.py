@@ -9,7 +9,6 @@ slots a decision takes are returned as claims, so the same record routes the sam
 
 from __future__ import annotations
 
-import hashlib
 import math
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -27,11 +26,19 @@ from hitl_gateway.policy.rules import (
     Sampling,
 )
 from hitl_gateway.policy.schema import GoldItem
+from hitl_gateway.policy.selection import (
+    first_n_key,
+    selector_text,
+    selects,
+    stratum_of,
+    ttl,
+    unit_hash,
+    window_key,
+)
 
 # The pool of holds routed by earlier versions when no pool spoke the language: the
 # re-router moves them to the pool the current policy chooses.
 UNASSIGNED = "unassigned"
-_TTL_GRACE_S = 86_400
 
 
 # Reason and Decision are named tuples: immutable like a frozen dataclass, built in a
@@ -74,14 +81,6 @@ class _Fired:  # internal to decide(): the rule that fired
     blind: bool = False
     claims: tuple[Claim, ...] = ()
     stratum: str = ""
-
-
-def unit_hash(version: str, seed: str, rule: str, item_id: str) -> float:
-    """A uniform draw in [0, 1) that is a pure function of its arguments."""
-    digest = hashlib.blake2b(
-        item_id.encode(), key=f"{version}|{seed}|{rule}".encode()[:64], digest_size=8
-    ).digest()
-    return int.from_bytes(digest, "big") / 2**64
 
 
 def decide(
@@ -152,27 +151,6 @@ def _gold_pick(loaded: LoadedPolicy, item_id: str) -> GoldItem | None:
     return loaded.gold[int(draw * len(loaded.gold))]
 
 
-def candidate_claim_keys(record: InputRecord, policies: PolicySet, timestamp_ms: int) -> list[str]:
-    """Every budget key ``decide`` might read for this record (to prefetch in one round)."""
-    loaded = policies.policy_for(record.domain)
-    if loaded is None:
-        return []
-    p = loaded.policy
-    keys: list[str] = []
-    for name, rule in (("red_team", p.red_team), ("pre_launch", p.pre_launch)):
-        if rule is not None and rule.first is not None and _selects(rule, record):
-            keys.append(_first_n_key(loaded, name, record))
-    if p.active_learning is not None:
-        keys.append(_window_key(loaded, "active_learning", p.active_learning.budget.window,
-                                timestamp_ms))  # fmt: skip
-    if p.sampling is not None and p.sampling.quota is not None:
-        base = _window_key(loaded, "sampling", p.sampling.quota.window, timestamp_ms)
-        keys.append(base)
-        if p.sampling.stratify_by:
-            keys.append(f"{base}|{_stratum(record, p.sampling)}")
-    return keys
-
-
 # -- rules, in precedence order ---------------------------------------------------------------
 
 
@@ -225,12 +203,12 @@ def _full_review(
     loaded: LoadedPolicy,
     budgets: BudgetView,
 ) -> _Fired | None:
-    if not _selects(rule, record):
+    if not selects(rule, record):
         return None
     claims: tuple[Claim, ...] = ()
-    detail = f"selected by {_selector_text(rule, record)}"
+    detail = f"selected by {selector_text(rule, record)}"
     if rule.first is not None:
-        key = _first_n_key(loaded, name, record)
+        key = first_n_key(loaded, name, record)
         if not budgets.claimed(key, record.id):
             used = budgets.used(key)
             if used >= rule.first:
@@ -274,14 +252,14 @@ def _active_learning(
         return None
     # 1 at the bottom of the band (least confident: most worth labelling), 0 at its top.
     uncertainty = (high - c) / (high - low)
-    key = _window_key(loaded, "active_learning", rule.budget.window, timestamp_ms)
+    key = window_key(loaded, "active_learning", rule.budget.window, timestamp_ms)
     cap = rule.budget.count
     if not budgets.claimed(key, record.id):
         used = budgets.used(key)
         # As the budget fills, only ever more uncertain cases are admitted.
         if used >= cap or uncertainty < used / cap:
             return None
-        claims: tuple[Claim, ...] = (Claim(key, cap, _ttl(rule.budget.window)),)
+        claims: tuple[Claim, ...] = (Claim(key, cap, ttl(rule.budget.window)),)
         detail = (
             f"confidence {c:.4g} in band [{low}, {high}] (uncertainty {uncertainty:.2f}); "
             f"budget {used + 1}/{cap} this window"
@@ -314,13 +292,13 @@ def _sampling(
         gate = min(1.0, 2 * quota.count / expected) if expected else 1.0
         if draw >= gate:
             return None
-    key = _window_key(loaded, "sampling", quota.window, timestamp_ms)
-    keyed = [Claim(key, quota.count, _ttl(quota.window))]
+    key = window_key(loaded, "sampling", quota.window, timestamp_ms)
+    keyed = [Claim(key, quota.count, ttl(quota.window))]
     stratum = ""
     if rule.stratify_by:
-        stratum = _stratum(record, rule)
+        stratum = stratum_of(record, rule)
         keyed.append(Claim(f"{key}|{stratum}", math.ceil(quota.count / rule.strata),
-                           _ttl(quota.window)))  # fmt: skip
+                           ttl(quota.window)))  # fmt: skip
     if all(budgets.claimed(c.key, record.id) for c in keyed):
         claims: tuple[Claim, ...] = ()
     elif all(budgets.used(c.key) < c.cap for c in keyed):
@@ -333,45 +311,3 @@ def _sampling(
         detail += f", stratum {stratum}"
     return _Fired("sampling", detail, ReviewAction.DELIVER_AND_REVIEW, rule, blind=rule.blind,
                   claims=claims, stratum=stratum)  # fmt: skip
-
-
-# -- helpers ----------------------------------------------------------------------------------
-
-
-def _selects(rule: FullReviewSample, record: InputRecord) -> bool:
-    if rule.models and record.model in rule.models:
-        return True
-    meta = record.metadata or {}
-    return bool(rule.metadata) and all(meta.get(k) == v for k, v in rule.metadata.items())
-
-
-def _selector_text(rule: FullReviewSample, record: InputRecord) -> str:
-    if rule.models and record.model in rule.models:
-        return f"model {record.model}"
-    return "tags " + ", ".join(f"{k}={v}" for k, v in sorted(rule.metadata.items()))
-
-
-def _stratum(record: InputRecord, rule: Sampling) -> str:
-    values = []
-    for path in rule.stratify_by:
-        if path == "judge.grade":
-            value = record.judge.grade if record.judge else None
-        elif path.startswith("metadata."):
-            value = (record.metadata or {}).get(path.removeprefix("metadata."))
-        else:
-            value = getattr(record, path)
-        values.append(f"{path}={value if value is not None else '-'}")
-    return ",".join(values)
-
-
-def _window_key(loaded: LoadedPolicy, rule: str, window_s: float, timestamp_ms: int) -> str:
-    window_id = int(timestamp_ms // (window_s * 1000))
-    return f"{loaded.policy.domain}|{rule}|{int(window_s)}s|{window_id}"
-
-
-def _first_n_key(loaded: LoadedPolicy, rule: str, record: InputRecord) -> str:
-    return f"{loaded.policy.domain}|{rule}|{record.model or '-'}"
-
-
-def _ttl(window_s: float) -> int:
-    return int(window_s * 2) + _TTL_GRACE_S

@@ -7,7 +7,7 @@ are in ``DIR/../pools.yaml`` and the unknown-domain rule in ``DIR/../routing.yam
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -17,37 +17,17 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from hitl_gateway import yamlfile
-from hitl_gateway.errors import ConfigError
 from hitl_gateway.models import InputRecord
-from hitl_gateway.policy.pools import ANY_LANGUAGE, speaks
-from hitl_gateway.policy.rules import Escalation, ReviewAction, Reviewed
+from hitl_gateway.policy.checks import check_defaults, cross_check
+from hitl_gateway.policy.problems import PolicyError, Problem, line_of
+from hitl_gateway.policy.rules import Escalation
 from hitl_gateway.policy.schema import DomainPolicy, GoldItem, Pool, PoolFile, RoutingFile
-
-
-@dataclass(frozen=True, slots=True)
-class Problem:
-    file: str
-    path: str
-    line: int | None
-    message: str
-    severity: str = "error"
-
-    def __str__(self) -> str:
-        where = f"{self.file}:{self.line}" if self.line else self.file
-        field_part = f" {self.path}:" if self.path else ""
-        return f"{where}: {self.severity}:{field_part} {self.message}"
-
-
-class PolicyError(ConfigError):
-    def __init__(self, problems: Sequence[Problem]) -> None:
-        self.problems = list(problems)
-        super().__init__("\n".join(str(p) for p in self.problems))
 
 
 @dataclass(frozen=True, slots=True)
 class LoadedPolicy:
     policy: DomainPolicy
-    version: str  # content hash of the domain's file, its gold file and the pools file
+    version: str  # content hash of the domain's file, its gold file, the pools and routing files
     source: str
     gold: tuple[GoldItem, ...] = ()
 
@@ -91,27 +71,6 @@ def _digest(*parts: bytes) -> str:
     return h.hexdigest()[:12]
 
 
-def _line_of(text: str, loc: Sequence[int | str]) -> int | None:
-    """1-based line of the YAML node at ``loc`` (or of its closest existing parent)."""
-    try:
-        node: Any = yaml.compose(text)
-    except yaml.YAMLError:
-        return None
-    line = node.start_mark.line + 1 if node is not None else None
-    for part in loc:
-        if isinstance(node, yaml.MappingNode):
-            match = next((v for k, v in node.value if k.value == str(part)), None)
-        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int):
-            match = node.value[part] if part < len(node.value) else None
-        else:
-            match = None
-        if match is None:
-            break
-        node = match
-        line = node.start_mark.line + 1
-    return line
-
-
 def _parse(path: Path, model: type[BaseModel], problems: list[Problem]) -> Any:
     text = path.read_text(encoding="utf-8")
     try:
@@ -133,7 +92,7 @@ def _parse(path: Path, model: type[BaseModel], problems: list[Problem]) -> Any:
         for err in exc.errors(include_url=False):
             loc = [p for p in err["loc"] if not isinstance(p, str) or not p.startswith("function")]
             dotted = ".".join(str(p) for p in loc)
-            problems.append(Problem(str(path), dotted, _line_of(text, loc), err["msg"]))
+            problems.append(Problem(str(path), dotted, line_of(text, loc), err["msg"]))
         return None
 
 
@@ -171,12 +130,12 @@ def load_policy_set(
             continue
         text = raw.decode("utf-8")
         if policy.domain != path.stem:
-            line = _line_of(text, ["domain"])
+            line = line_of(text, ["domain"])
             msg = f"domain '{policy.domain}' must match the file name '{path.stem}'"
             problems.append(Problem(str(path), "domain", line, msg))
         if policy.domain in loaded:
             problems.append(Problem(str(path), "domain", None, f"'{policy.domain}' defined twice"))
-        problems += _cross_check(path, text, policy, pools if pool_file else None, routing)
+        problems += cross_check(path, text, policy, pools if pool_file else None, routing)
         gold: tuple[GoldItem, ...] = ()
         gold_bytes = b""
         if policy.calibration.gold is not None:
@@ -192,7 +151,7 @@ def load_policy_set(
         msg = f"names policy '{fallback_policy}', which does not exist"
         problems.append(Problem(str(routing_file), "unknown_domains.policy", None, msg))
     if routing is not None and pool_file is not None:
-        problems += _check_defaults(routing_file, routing, pools)
+        problems += check_defaults(routing_file, routing, pools)
     if problems or routing is None:
         raise PolicyError(problems)
     return PolicySet(
@@ -242,109 +201,3 @@ def _first_problem(path: Path, line: int, exc: ValidationError, *parent: str) ->
     err = exc.errors(include_url=False)[0]
     dotted = ".".join(str(p) for p in (*parent, *err["loc"]))
     return Problem(str(path), dotted, line, err["msg"])
-
-
-def _cross_check(
-    path: Path,
-    text: str,
-    policy: DomainPolicy,
-    pools: Mapping[str, Pool] | None,
-    routing: RoutingFile | None,
-) -> list[Problem]:
-    """A policy against the pools and routing files (when they loaded)."""
-    if pools is None:
-        return []
-    problems = _check_pools(path, text, policy, pools)
-    if routing is not None:
-        problems += _check_ways_out(path, text, policy, routing, pools)
-    return problems
-
-
-def _check_pools(
-    path: Path, text: str, policy: DomainPolicy, pools: Mapping[str, Pool]
-) -> list[Problem]:
-    problems = [
-        Problem(str(path), "", None, f"pool '{name}' is not defined in pools.yaml")
-        for name in sorted(policy.pool_names() - set(pools))
-    ]
-    fallback = pools.get(policy.languages.fallback or "")
-    if fallback is not None and ANY_LANGUAGE not in fallback.languages:
-        line = _line_of(text, ["languages", "fallback"])
-        msg = f"fallback pool '{fallback.name}' must serve every language (languages: ['*'])"
-        problems.append(Problem(str(path), "languages.fallback", line, msg))
-    for language, pool_name in policy.languages.pools.items():
-        pool = pools.get(pool_name)
-        if pool is not None and not speaks(pool, language):
-            line = _line_of(text, ["languages", "pools", language])
-            msg = f"pool '{pool_name}' does not list language '{language}'"
-            problems.append(Problem(str(path), f"languages.pools.{language}", line, msg))
-    return problems
-
-
-def _holds(name: str, rule: Reviewed) -> bool:
-    """Whether a rule can keep an output from users until a reviewer decides."""
-    return name == "mandatory_review" or getattr(rule, "action", None) is ReviewAction.HOLD
-
-
-def _serves_all(pool: Pool | None, policy: DomainPolicy) -> bool:
-    if pool is None:
-        return True  # reported as an undefined pool already
-    return ANY_LANGUAGE in pool.languages or (not pool.languages and not policy.languages.pools)
-
-
-def _check_ways_out(
-    path: Path, text: str, policy: DomainPolicy, routing: RoutingFile, pools: Mapping[str, Pool]
-) -> list[Problem]:
-    """Every hold has a way out: a fallback pool for languages no pool speaks, and an
-    escalation chain (its own or routing.yaml's) for each rule that holds."""
-    problems: list[Problem] = []
-    holding = [(name, rule) for name, rule in policy.rules() if _holds(name, rule)]
-    for name, rule in holding:
-        chain = (
-            rule.escalation if rule.escalation is not None else routing.review_defaults.escalation
-        )
-        if not chain:
-            msg = (
-                "holds items but has no escalation chain: declare escalation, or"
-                " review_defaults.escalation in routing.yaml"
-            )
-            problems.append(Problem(str(path), name, _line_of(text, [name]), msg))
-    # A language-first rule that holds, whose pool does not serve every language, needs
-    # somewhere to send a language no pool speaks (skill-first rules keep their pool).
-    open_ended = [
-        name for name, rule in holding
-        if name not in policy.languages.skill_first
-        and not _serves_all(pools.get(rule.pool), policy)
-    ]  # fmt: skip
-    if (
-        open_ended
-        and policy.languages.fallback is None
-        and routing.review_defaults.fallback_pool is None
-    ):
-        msg = (
-            f"no fallback pool for languages no pool speaks ({', '.join(open_ended)} would hold"
-            " them with nobody to review): set languages.fallback, or"
-            " review_defaults.fallback_pool in routing.yaml"
-        )
-        problems.append(
-            Problem(str(path), "languages.fallback", _line_of(text, ["languages"]), msg)
-        )
-    return problems
-
-
-def _check_defaults(path: Path, routing: RoutingFile, pools: Mapping[str, Pool]) -> list[Problem]:
-    problems: list[Problem] = []
-    defaults = routing.review_defaults
-    named = [("review_defaults.fallback_pool", defaults.fallback_pool)] + [
-        (f"review_defaults.escalation.{n}.pool", e.pool) for n, e in enumerate(defaults.escalation)
-    ]
-    for field, name in named:
-        if name is not None and name not in pools:
-            problems.append(
-                Problem(str(path), field, None, f"pool '{name}' is not defined in pools.yaml")
-            )
-    fallback = pools.get(defaults.fallback_pool or "")
-    if fallback is not None and ANY_LANGUAGE not in fallback.languages:
-        msg = f"fallback pool '{fallback.name}' must serve every language (languages: ['*'])"
-        problems.append(Problem(str(path), "review_defaults.fallback_pool", None, msg))
-    return problems

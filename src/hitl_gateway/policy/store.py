@@ -15,7 +15,8 @@ from pathlib import Path
 import structlog
 
 from hitl_gateway.metrics import GatewayMetrics
-from hitl_gateway.policy.loader import PolicyError, PolicySet, load_policy_set
+from hitl_gateway.policy.loader import PolicySet, load_policy_set
+from hitl_gateway.policy.problems import PolicyError
 from hitl_gateway.settings import PolicySettings
 
 log = structlog.get_logger(__name__)

@@ -20,7 +20,8 @@ from hitl_gateway.codec import decode
 from hitl_gateway.models import InputRecord, Invalid, Route
 from hitl_gateway.policy.budget import MemoryLedger
 from hitl_gateway.policy.engine import UNASSIGNED, Decision, decide
-from hitl_gateway.policy.loader import PolicySet, Problem
+from hitl_gateway.policy.loader import PolicySet
+from hitl_gateway.policy.problems import Problem
 from hitl_gateway.policy.schema import DomainPolicy, PoolFile, RoutingFile
 from hitl_gateway.review.auth import Reviewers
 
