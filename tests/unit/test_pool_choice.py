@@ -6,15 +6,18 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import orjson
 import pytest
 
-from hitl_gateway.models import InputRecord, Route
+from hitl_gateway.index_entries import IndexedHold
+from hitl_gateway.models import HoldMeta, InputRecord, Route
 from hitl_gateway.policy.budget import MemoryLedger
 from hitl_gateway.policy.engine import decide
 from hitl_gateway.policy.loader import PolicySet, load_policy_set
 from hitl_gateway.policy.pools import Choice, choose, refusal, speaks
 from hitl_gateway.policy.problems import PolicyError
 from hitl_gateway.policy.schema import Pool
+from hitl_gateway.review.reroute import destination
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
 SHIPPED = load_policy_set(CONFIGS / "policies")
@@ -158,3 +161,43 @@ def test_speaks_primary_tags_and_any() -> None:
     assert not speaks(pt_br, "pt")
     anyone = de.model_copy(update={"languages": ("*",)})
     assert speaks(anyone, "tlh")
+
+
+def test_any_rule_may_ask_for_consensus(tmp_path: Path) -> None:
+    cascade = ("confidence_cascade: {below: 0.5, pool: safety, sla: 1h, reviewers: 2,"
+               " adjudicator_pool: desk, escalation: [{after: 1h, pool: safety}]}\n"
+               "languages: {fallback: desk}\n")  # fmt: skip
+    policies = _policies(tmp_path, cascade)
+    record = InputRecord(id="c", domain="x", confidence=0.1)
+    d = decide(record, policies, timestamp_ms=0, budgets=MemoryLedger())
+    assert (d.rule, d.reviewers, d.adjudicator_pool) == ("confidence_cascade", 2, "desk")
+    with pytest.raises(PolicyError, match="reviewers > 1 needs an adjudicator_pool"):
+        _policies(tmp_path, cascade.replace(" adjudicator_pool: desk,", ""))
+
+
+def _legacy(pool: str, record_language: str | None, **meta: object) -> IndexedHold:
+    fields = {"item_id": "h", "domain": "support-chat", "pool": pool, "reviewers": 1,
+              "content_hash": "sha256:x", "held_at_ms": 0, "rule": "confidence_cascade",
+              **meta}  # fmt: skip
+    value = orjson.dumps({"id": "h", "domain": "support-chat", "language": record_language})
+    return IndexedHold(HoldMeta.of(fields), value, b"h", [], 0)
+
+
+def test_the_rerouter_moves_only_holds_waiting_for_a_pool() -> None:
+    # Held "unassigned" by an earlier version (its meta has no language: read from the value).
+    moved = destination(_legacy("unassigned", "de"), SHIPPED)
+    assert moved is not None
+    assert (moved.pool, moved.fallback) == ("native-de", False)
+    still = destination(_legacy("unassigned", "pt-BR"), SHIPPED)
+    assert still is not None
+    assert (still.pool, still.fallback) == ("language-desk", True)
+    # Waiting in the fallback pool, and nobody speaks it yet: stays.
+    assert destination(_legacy("language-desk", "pt-BR", fallback=True), SHIPPED) is None
+    # An item in an ordinary pool, one reassigned by an operator, one in adjudication: left.
+    assert destination(_legacy("general-graders", "pt-BR"), SHIPPED) is None
+    assert destination(_legacy("language-desk", "de", fallback=False), SHIPPED) is None
+    assert destination(_legacy("unassigned", "de", stage="adjudication"), SHIPPED) is None
+    # A pool the pools file no longer defines: back to where the policy sends it.
+    gone = destination(_legacy("native-xx", "en", language="en"), SHIPPED)
+    assert gone is not None
+    assert gone.pool == "general-graders"
