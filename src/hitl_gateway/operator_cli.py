@@ -19,7 +19,7 @@ from pydantic import ValidationError
 from hitl_gateway.errors import ConfigError
 from hitl_gateway.holds import HoldIndex
 from hitl_gateway.review.auth import Reviewers
-from hitl_gateway.review.reassign import Reassign, progress, submit
+from hitl_gateway.review.reassign import ReassignRequest, progress, submit
 from hitl_gateway.review.state import first_error
 from hitl_gateway.settings import Settings
 from hitl_gateway.sink import Publisher
@@ -47,7 +47,7 @@ async def reassign(settings: Settings, args: argparse.Namespace) -> int:
     if who is None or not who.operator:
         raise ConfigError(f"{args.operator} is not an operator in {settings.review.reviewers_file}")
     try:
-        wanted = Reassign(
+        wanted = ReassignRequest(
             request_id=args.request_id or uuid.uuid4().hex,
             operator=args.operator,
             to_pool=args.to_pool,

@@ -289,7 +289,15 @@ async def test_an_operator_reassigns_an_item_and_is_refused_where_it_cannot_go(
             done = await http.post("/v1/reassignments", headers=op,
                                    json={**body, "request_id": "r1"})  # fmt: skip
             assert (done.status_code, done.json()["moved"], done.json()["done"]) == (200, 1, True)
+            # A request id is applied once: sent again, the first result comes back.
+            repeat = await http.post("/v1/reassignments", headers=op,
+                                     json={**body, "request_id": "r1"})  # fmt: skip
+            assert (repeat.status_code, repeat.json()["moved"]) == (200, 1)
+            forged = await http.post("/v1/reassignments", headers=op,
+                                     json={**body, "after": "zzz", "moved": 7})  # fmt: skip
+            assert forged.status_code == 422  # a continuation's fields are not a request's
             again = (await http.get("/v1/reassignments/r1", headers=op)).json()
+            assert again["done"] is True
             assert (again["moved"], again["to_pool"], again["what"]) == (1, "review-leads",
                                                                           "item e1")  # fmt: skip
             lee = {"Authorization": f"Bearer {tokens['lee']}"}

@@ -96,6 +96,26 @@ def _check_ways_out(
             " review_defaults.fallback_pool in routing.yaml"
         )
         problems.append(Problem(str(path), "languages.fallback", line_of(text, ["languages"]), msg))
+    # A rule that delivers, language first, holds what goes to the fallback pool: that hold
+    # needs an escalation chain too.
+    fallback = policy.languages.fallback or routing.review_defaults.fallback_pool
+    for name, rule in policy.rules():
+        chain = (
+            rule.escalation if rule.escalation is not None else routing.review_defaults.escalation
+        )
+        if (
+            fallback is not None
+            and not _holds(name, rule)
+            and name not in policy.languages.skill_first
+            and not _serves_all(pools.get(rule.pool), policy)
+            and not chain
+        ):
+            msg = (
+                f"sends a language no pool speaks to the fallback pool {fallback}, where it is"
+                " held, but has no escalation chain: declare escalation, or"
+                " review_defaults.escalation in routing.yaml"
+            )
+            problems.append(Problem(str(path), name, line_of(text, [name]), msg))
     return problems
 
 

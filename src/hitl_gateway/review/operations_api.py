@@ -22,7 +22,7 @@ from hitl_gateway.policy.pools import refusal
 from hitl_gateway.policy.store import PolicyStore
 from hitl_gateway.review.api import authenticator, guard
 from hitl_gateway.review.auth import Reviewer, Reviewers
-from hitl_gateway.review.reassign import Reassign, progress, submit
+from hitl_gateway.review.reassign import ReassignRequest, progress, submit
 from hitl_gateway.review.reroute import language_of
 from hitl_gateway.review.state import first_error
 from hitl_gateway.settings import Settings
@@ -60,7 +60,7 @@ def operations_router(
             raise HTTPException(422, "the body must be a JSON object of at most 8 fields")
         body.setdefault("request_id", uuid.uuid4().hex)
         try:
-            wanted = Reassign.model_validate({**body, "operator": caller.id})
+            wanted = ReassignRequest.model_validate({**body, "operator": caller.id})
         except ValidationError as exc:
             raise HTTPException(422, first_error(exc)) from exc
         current = policies.current
@@ -102,7 +102,7 @@ def operations_router(
 
 
 async def _wait_done(
-    index: HoldIndex, wanted: Reassign, covered: list[int], timeout_s: float
+    index: HoldIndex, wanted: ReassignRequest, covered: list[int], timeout_s: float
 ) -> dict[str, Any]:
     deadline = time.monotonic() + timeout_s
     delay = 0.01

@@ -22,13 +22,13 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from hitl_gateway import headers
 from hitl_gateway.holds import HoldIndex
 from hitl_gateway.index_entries import IndexedHold, ResultKey
-from hitl_gateway.models import LanguageTag
+from hitl_gateway.models import HoldMeta, LanguageTag
 from hitl_gateway.outputs import audit_event
 from hitl_gateway.policy.fields import Name
 from hitl_gateway.policy.loader import PolicySet
-from hitl_gateway.policy.pools import refusal
+from hitl_gateway.policy.pools import refusal, speaks
 from hitl_gateway.policy.store import PolicyStore
-from hitl_gateway.review.auth import Reviewers
+from hitl_gateway.review.auth import ANY, Reviewer, Reviewers
 from hitl_gateway.review.batch import Batch
 from hitl_gateway.review.moves import move
 from hitl_gateway.review.reroute import language_of
@@ -43,8 +43,9 @@ MAX_LISTED = 20  # refused items listed in a result (all are counted)
 RequestId = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.:-]{1,64}$")]
 
 
-class Reassign(BaseModel):
-    """A reassignment as an operator asks for it (exactly one of item_id, pool, language)."""
+class ReassignRequest(BaseModel):
+    """A reassignment as an operator asks for it (exactly one of item_id, pool, language):
+    the API's body and the CLI's arguments, nothing else."""
 
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -55,14 +56,9 @@ class Reassign(BaseModel):
     item_id: Annotated[str, Field(min_length=1, max_length=4_096)] | None = None
     pool: Name | None = None
     language: LanguageTag | None = None
-    # A continuation's progress: the last item id reached and the counts so far.
-    after: str | None = None
-    moved: int = 0
-    refused: int = 0
-    refusals: list[dict[str, str]] = Field(default_factory=list, max_length=MAX_LISTED)
 
     @model_validator(mode="after")
-    def _one_selector(self) -> Reassign:
+    def _one_selector(self) -> ReassignRequest:
         chosen = [n for n in ("item_id", "pool", "language") if getattr(self, n) is not None]
         if len(chosen) != 1:
             raise ValueError(
@@ -78,6 +74,16 @@ class Reassign(BaseModel):
         return f"pool {self.pool}" if self.pool is not None else f"language {self.language}"
 
 
+class Reassign(ReassignRequest):
+    """The command on the decisions topic: the request, and a continuation's progress (the
+    last item id reached and the counts so far)."""
+
+    after: str | None = None
+    moved: int = Field(default=0, ge=0)
+    refused: int = Field(default=0, ge=0)
+    refusals: list[dict[str, str]] = Field(default_factory=list, max_length=MAX_LISTED)
+
+
 def is_command(record: Any) -> bool:
     return any(k == headers.COMMAND and v == COMMAND for k, v in record.headers or ())
 
@@ -86,9 +92,13 @@ def result_key(request_id: str, operator: str, partition: int) -> ResultKey:
     return (f"reassign:{request_id}", operator, str(partition))
 
 
-def commands(request: Reassign, partitions: list[int]) -> list[tuple[int, bytes]]:
+def commands(request: ReassignRequest, partitions: list[int]) -> list[tuple[int, bytes]]:
     """The command records to publish: (partition, value) per partition to cover."""
-    value = request.model_dump_json(exclude_defaults=True).encode()
+    value = (
+        Reassign.model_validate(request.model_dump())
+        .model_dump_json(exclude_defaults=True)
+        .encode()
+    )
     return [(p, value) for p in partitions]
 
 
@@ -124,6 +134,8 @@ class Reassigner:
             self._audit(b, {"type": "reassign_refused", "message": first_error(exc)}, "")
             return
         key = result_key(request.request_id, request.operator, b.partition)
+        if request.after is None and (key in b.out.results or await self._index.result(*key)):
+            return  # this request id was applied before: a request id is applied once
         who = self._reviewers.get(request.operator)
         policies = self._policies.current
         problem = None
@@ -131,13 +143,14 @@ class Reassigner:
             problem = f"{request.operator} is not an operator (reviewers file: operator: true)"
         elif request.to_pool not in policies.pools:
             problem = f"pool '{request.to_pool}' is not defined in pools.yaml"
-        if problem is not None:
+        if problem is not None or who is None:
+            problem = problem or "no operator"
             event = {"type": "reassign_refused", "request_id": request.request_id,
                      "operator": request.operator, "message": problem}  # fmt: skip
             self._audit(b, event, request.item_id or "")
             b.out.results[key] = self._result(request, b.partition, done=True, error=problem)
             return
-        progress = await self._chunk_of(b, request, overlay, policies)
+        progress = await self._chunk_of(b, request, who, overlay, policies)
         b.out.results[key] = self._result(progress, b.partition, done=progress.after is None)
         if progress.after is not None:  # more to do: the continuation commits with this chunk
             value = progress.model_dump_json(exclude_defaults=True).encode()
@@ -159,6 +172,7 @@ class Reassigner:
         self,
         b: Batch,
         request: Reassign,
+        who: Reviewer,
         overlay: dict[str, IndexedHold | ClosedBy],
         policies: PolicySet,
     ) -> Reassign:
@@ -183,7 +197,7 @@ class Reassigner:
                 })  # fmt: skip
             taken += 1
             last = item_id
-            why = self._refusal(meta.domain, meta.rule, language, request.to_pool, policies)
+            why = self._refusal(meta, language, request.to_pool, policies, who)
             if why is not None:
                 refused += 1
                 if len(refusals) < MAX_LISTED:
@@ -207,12 +221,20 @@ class Reassigner:
 
     @staticmethod
     def _refusal(
-        domain: str, rule: str | None, language: str | None, to_pool: str, policies: PolicySet
+        meta: HoldMeta, language: str | None, to_pool: str, policies: PolicySet, who: Reviewer
     ) -> str | None:
-        loaded = policies.policies.get(domain)
-        if loaded is None:
-            return f"domain '{domain}' has no policy"
-        spec = loaded.policy.rule(rule)
+        """Why this hold cannot move to ``to_pool`` (None: it can)."""
+        if ANY not in who.domains and meta.domain not in who.domains:
+            return f"{who.id} is not granted domain '{meta.domain}'"
+        if meta.stage != "review":
+            return "in adjudication: its adjudicator pool decides it"
+        loaded = policies.policies.get(meta.domain)
+        if loaded is None:  # its policy is gone: any pool that serves the language may take it
+            pool = policies.pools[to_pool]
+            if language is not None and pool.languages and not speaks(pool, language):
+                return f"pool '{to_pool}' does not serve language '{language}'"
+            return None
+        spec = loaded.policy.rule(meta.rule)
         return refusal(
             to_pool,
             language=language,
@@ -266,12 +288,15 @@ async def progress(
         "errors": errors,
         "partitions": len(partitions),
         "partitions_done": sum(1 for r in found if r.get("done")),
-        "done": len(found) == len(partitions) and all(r.get("done") for r in found),
+        # An item's request covers its hold's partition only; a bulk one every partition.
+        "done": bool(found)
+        and (len(found) == len(partitions) or str(found[0].get("what", "")).startswith("item "))
+        and all(r.get("done") for r in found),
     }
 
 
 async def submit(
-    request: Reassign,
+    request: ReassignRequest,
     index: HoldIndex,
     publish: Any,
     *,
@@ -280,7 +305,13 @@ async def submit(
 ) -> list[int]:
     """Publish a reassignment's commands (``publish(topic, value, key, partition,
     headers)``); returns the partitions it covers. An item's command goes to its hold's
-    partition; a bulk one to every holds partition."""
+    partition; a bulk one to every holds partition. A request id that has results already
+    is not published again (it is applied once): its partitions are returned."""
+    every = list(range(partitions))
+    keys = [result_key(request.request_id, request.operator, p) for p in every]
+    earlier = [p for p, key in zip(every, keys, strict=True) if await index.result(*key)]
+    if earlier:
+        return every if len(earlier) > 1 or not request.item_id else earlier
     if request.item_id is not None:
         held = await index.get(request.item_id)
         covered = [held.partition] if held is not None else []

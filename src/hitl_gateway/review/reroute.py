@@ -92,31 +92,32 @@ class Rerouter:
         self._index = index
         self._policies = policies
         self._metrics = metrics
-        self._done: dict[int, str] = {}  # partition -> the policy set version it is done for
+        # Partition -> (the policy set version it is done for, the lock of that ownership):
+        # a partition given up and taken back has a new lock, and is checked again.
+        self._done: dict[int, tuple[str, asyncio.Lock]] = {}
 
     async def run(self, writer: PartitionWriter, now_ms: int) -> int:
         """Re-route the eligible holds of owned partitions not yet done for the current
         policy set; returns the holds moved."""
         current = self._policies.current
-        owned = writer.owned_partitions
-        self._done = {p: v for p, v in self._done.items() if p in owned}
-        todo = {p for p in owned if self._done.get(p) != current.version}
+        todo: set[int] = set()
+        for p in writer.owned_partitions:
+            lock = writer.partition_lock(p)
+            if lock is not None and self._done.get(p) != (current.version, lock):
+                todo.add(p)
         if not todo:
             return 0
-        by_partition: dict[int, list[tuple[IndexedHold, Choice]]] = {p: [] for p in todo}
+        by_partition: dict[int, list[str]] = {p: [] for p in todo}
         for item_id in await self._candidates(current):
             held = await self._index.get(item_id)
-            if held is None or held.partition not in todo:
-                continue
-            choice = destination(held, current)
-            if choice is not None:
-                by_partition[held.partition].append((held, choice))
+            if held is not None and held.partition in todo and destination(held, current):
+                by_partition[held.partition].append(item_id)
         moved = 0
-        for p, moves in sorted(by_partition.items()):
-            done = await self._partition(writer, p, moves[:CHUNK], current, now_ms)
+        for p, ids in sorted(by_partition.items()):
+            done, complete = await self._partition(writer, p, ids, current, now_ms)
             moved += done
-            if done == len(moves):  # all of them (or a partition lost meanwhile: retried)
-                self._done[p] = current.version
+            if complete:
+                self._done[p] = complete
         if moved:
             log.info("holds_rerouted", holds=moved, policy_set_version=current.version)
         return moved
@@ -134,21 +135,28 @@ class Rerouter:
         self,
         writer: PartitionWriter,
         p: int,
-        moves: list[tuple[IndexedHold, Choice]],
+        ids: list[str],
         policies: PolicySet,
         now_ms: int,
-    ) -> int:
-        if not moves:
-            return 0
+    ) -> tuple[int, tuple[str, asyncio.Lock] | None]:
+        """Move up to ``CHUNK`` of ``ids`` under p's lock, each read again there (a decision
+        or a move may have committed since the scan). Returns the holds moved and, when
+        nothing is left to move, what marks p done. Taking the lock even with nothing to
+        move lets a batch routed under the previous policy set finish first."""
         lock = writer.partition_lock(p)
         if lock is None:
-            return 0
+            return 0, None
         async with lock:
             if writer.partition_lock(p) is not lock:
-                return 0
+                return 0, None
             chain = writer.chain(p)
             outgoing: list[Outgoing] = []
-            for held, choice in moves:
+            moved: list[str] = []
+            for item_id in ids[:CHUNK]:
+                held = await self._index.get(item_id)
+                choice = destination(held, policies) if held is not None else None
+                if held is None or choice is None or held.partition != p:
+                    continue  # closed, moved or decided meanwhile
                 meta = dataclasses.replace(held.meta, fallback=choice.fallback)
                 detail = choice.detail or f"now reviewed by {choice.pool}"
                 event = {"policy_set_version": policies.version}
@@ -156,7 +164,9 @@ class Rerouter:
                     self._topics, held, meta, to_pool=choice.pool, kind="rerouted",
                     detail=detail, event=event, now_ms=now_ms, chain=chain,
                 )  # fmt: skip
-            await writer.publish(p, outgoing)
-        for _, choice in moves:
-            self._metrics.holds_moved.labels(kind="reroute", pool=choice.pool).inc()
-        return len(moves)
+                moved.append(choice.pool)
+            if outgoing:
+                await writer.publish(p, outgoing)
+        for pool in moved:
+            self._metrics.holds_moved.labels(kind="reroute", pool=pool).inc()
+        return len(moved), ((policies.version, lock) if len(ids) <= CHUNK else None)

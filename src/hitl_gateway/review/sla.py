@@ -16,11 +16,13 @@ import asyncio
 import contextlib
 import dataclasses
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import structlog
+from prometheus_client import Counter
 
 from hitl_gateway.audit import AuditChain
+from hitl_gateway.commit import IndexFollowError
 from hitl_gateway.errors import InfrastructureError
 from hitl_gateway.holds import HoldIndex
 from hitl_gateway.index_entries import IndexedHold
@@ -73,6 +75,14 @@ def next_step(
     return Step(breach=breach, escalation=escalation, next_check_ms=following)
 
 
+@dataclass(slots=True)
+class _Done:
+    """What a sweep of one partition recorded: metrics and alerts, for after its commit."""
+
+    counts: list[tuple[Counter, str]] = field(default_factory=list)
+    alerts: list[Notification] = field(default_factory=list)
+
+
 class SlaSweeper:
     def __init__(
         self,
@@ -121,24 +131,35 @@ class SlaSweeper:
                 if writer.partition_lock(p) is not lock:  # released meanwhile
                     continue
                 outgoing: list[Outgoing] = []
-                alerts: list[Notification] = []
+                done = _Done()
                 for item_id in due:
                     held = await self._index.get(item_id)
                     if held is None or held.partition != p:
                         continue
-                    outgoing += self._step(held, writer.chain(p), now_ms, alerts)
-                if outgoing:
+                    outgoing += self._step(held, writer.chain(p), now_ms, done)
+                if not outgoing:
+                    continue
+                try:
                     await writer.publish(p, outgoing)
-                    changed += sum(1 for o in outgoing if o.topic == self._topics.holds)
-            for alert in alerts:
-                if self._notifier is not None:
-                    self._notifier.notify(alert)
+                except IndexFollowError:  # committed; only the index lags: they happened
+                    self._committed(done)
+                    raise
+                self._committed(done)
+                changed += sum(1 for o in outgoing if o.topic == self._topics.holds)
         if changed:
             log.info("sla_sweep", holds_changed=changed)
         return changed
 
+    def _committed(self, done: _Done) -> None:
+        """Count and announce what a committed sweep recorded (never what was rolled back)."""
+        for counter, pool in done.counts:
+            counter.labels(pool=pool).inc()
+        for alert in done.alerts:
+            if self._notifier is not None:
+                self._notifier.notify(alert)
+
     def _step(
-        self, held: IndexedHold, chain: AuditChain, now_ms: int, alerts: list[Notification]
+        self, held: IndexedHold, chain: AuditChain, now_ms: int, done: _Done
     ) -> list[Outgoing]:
         meta = dataclasses.replace(held.meta)  # a copy: the held item changes only by commit
         steps = self._policies.current.escalation(meta.domain, meta.rule, blocking=meta.blocking)
@@ -150,16 +171,16 @@ class SlaSweeper:
         events = []
         if step.warning:
             meta.sla_warned = True
-            self._metrics.sla_warnings.labels(pool=meta.pool).inc()
+            done.counts.append((self._metrics.sla_warnings, meta.pool))
             events.append({"type": "sla_warning", "pool": meta.pool, "blocking": meta.blocking})
             left_s = ((meta.sla_deadline_ms or now_ms) - now_ms) / 1000
             text = f"{meta.item_id} ({meta.domain}) waits in {meta.pool}: its SLA ends in"
             text += f" {_duration(left_s)}"
-            alerts.append(_alert(meta, "sla_warning", "sla-warning", None, now_ms=now_ms,
-                                 message=text))  # fmt: skip
+            alert = _alert(meta, "sla_warning", "sla-warning", None, now_ms=now_ms, message=text)
+            done.alerts.append(alert)
         if step.breach:
             meta.sla_breached = True
-            self._metrics.sla_breaches.labels(pool=meta.pool).inc()
+            done.counts.append((self._metrics.sla_breaches, meta.pool))
             events.append({"type": "sla_breached", "pool": meta.pool, "blocking": meta.blocking})
         meta.next_check_ms = step.next_check_ms
         if step.escalation is not None:
@@ -173,7 +194,7 @@ class SlaSweeper:
             return [hold, *out]
         previous = meta.pool
         target = step.escalation.pool
-        self._metrics.escalations.labels(pool=target).inc()
+        done.counts.append((self._metrics.escalations, target))
         detail = f"past the SLA: moved from {previous} (step {meta.escalations})"
         event = {"alert": step.escalation.alert, "step": meta.escalations}
         out += move(self._topics, held, meta, to_pool=target, kind="escalated", detail=detail,
@@ -181,8 +202,9 @@ class SlaSweeper:
         if step.escalation.alert:
             text = f"{meta.item_id} ({meta.domain}) is past its SLA: escalated from {previous}"
             text += f" to {target} (step {meta.escalations})"
-            alerts.append(_alert(meta, "escalation", f"escalation-{meta.escalations}", previous,
-                                 now_ms=now_ms, message=text))  # fmt: skip
+            key = f"escalation-{meta.escalations}"
+            alert = _alert(meta, "escalation", key, previous, now_ms=now_ms, message=text)
+            done.alerts.append(alert)
         return out
 
 
