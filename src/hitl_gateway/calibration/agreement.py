@@ -20,6 +20,7 @@ from hitl_gateway.calibration.stats import (
     krippendorff_alpha_nominal,
     krippendorff_alpha_ordinal,
 )
+from hitl_gateway.policy.rubrics import as_grade
 from hitl_gateway.policy.schema import Rubric
 
 Units = Sequence[Sequence[Any]]  # per item, one rating per reviewer
@@ -40,16 +41,24 @@ def reviewer_agreement(units: Units, dimension: str, rubric: Rubric | None) -> A
     since dropped) has no rank: it is left out and counted in ``excluded`` rather than
     guessed at, and a unit left with fewer than two ratings no longer counts in ``items``.
     """
-    if all(isinstance(v, Real) and not isinstance(v, bool) for u in units for v in u):
+    declared = rubric.dimensions.get(dimension) if rubric is not None else None
+    if declared is None and all(
+        isinstance(v, Real) and not isinstance(v, bool) for u in units for v in u
+    ):
         return _measure("interval", units, krippendorff_alpha_interval)
-    if rubric is None or rubric.scale != "ordinal" or dimension == VERDICT:
+    # A dimension the rubric declares is ranked by its own grades; any other by the overall.
+    scale = declared.scale if declared is not None else rubric.scale if rubric else "nominal"
+    order = declared.grades if declared is not None else rubric.grades if rubric else ()
+    if scale != "ordinal" or dimension == VERDICT or not order:
         return _measure("nominal", units, krippendorff_alpha_nominal)
-    grades = set(rubric.grades)
+    grades = set(order)
+    units = [
+        [as_grade(v) if declared is not None and v is not None else v for v in u] for u in units
+    ]
     if not any(v in grades for u in units for v in u):
         return _measure("nominal", units, krippendorff_alpha_nominal)
     kept = [[v for v in u if v in grades] for u in units]
     excluded = sum(len(u) for u in units) - sum(len(u) for u in kept)
-    order = rubric.grades
     found = _measure("ordinal", kept, lambda us: krippendorff_alpha_ordinal(us, order))
     return Agreement(found.metric, found.items, found.alpha, excluded)
 

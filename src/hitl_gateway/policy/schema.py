@@ -183,18 +183,48 @@ class UnknownDomains(Model):
         return self
 
 
-class Rubric(Model):
-    """A grading scale: its grades, best first, and whether their order means anything.
-    Agreement on an ordinal scale counts A against B as a smaller disagreement than A
-    against D (Krippendorff's ordinal alpha); on a nominal scale every difference is equal."""
+class Dimension(Model):
+    """One thing a reviewer grades: its grades, best first (numbers written as strings, e.g.
+    ``["5", "4", "3", "2", "1"]``), whether their order means anything, and what each means."""
 
-    grades: tuple[str, ...] = Field(min_length=2)
+    description: str = Field(default="", max_length=500)
+    grades: tuple[str, ...] = Field(min_length=2, max_length=20)
     scale: Literal["ordinal", "nominal"] = "ordinal"
+    definitions: dict[str, str] = Field(default_factory=dict, description="grade -> meaning")
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Dimension:
+        if len(set(self.grades)) != len(self.grades):
+            raise ValueError(f"grades must be distinct, got {list(self.grades)}")
+        unknown = sorted(set(self.definitions) - set(self.grades))
+        if unknown:
+            raise ValueError(f"definitions name grades it does not have: {', '.join(unknown)}")
+        return self
+
+
+class Rubric(Model):
+    """A rubric: the one-page criteria reviewers read before they start, the dimensions they
+    grade (each with its scale and grade definitions), an overall grade scale, the reasons a
+    reviewer picks from when rejecting, and how long a careful review takes at least.
+
+    Agreement on an ordinal scale counts A against B as a smaller disagreement than A against
+    D (Krippendorff's ordinal alpha); on a nominal scale every difference is equal."""
+
+    criteria: str = Field(default="", max_length=8_000, description="markdown")
+    dimensions: dict[Name, Dimension] = Field(default_factory=dict)
+    grades: tuple[str, ...] = Field(default=(), description="the overall grade, best first")
+    scale: Literal["ordinal", "nominal"] = "ordinal"
+    reject_reasons: tuple[Annotated[str, Field(min_length=1, max_length=200)], ...] = ()
+    min_review_seconds: float | None = Field(
+        default=None, gt=0, description="faster than this per item is implausible (alert)"
+    )
 
     @model_validator(mode="after")
     def _distinct(self) -> Rubric:
         if len(set(self.grades)) != len(self.grades):
             raise ValueError(f"grades must be distinct, got {list(self.grades)}")
+        if len(self.grades) == 1:
+            raise ValueError("an overall grade scale needs at least two grades")
         return self
 
 

@@ -92,6 +92,9 @@ def lint(policies: PolicySet) -> list[Problem]:
                     "(fine for a weekly calibration check, not for a quality figure)",
                 )
         for name, rule in p.rules():
+            if rule.rubric and rule.rubric not in policies.routing.rubrics:
+                warn(f"{name}.rubric", f"rubric '{rule.rubric}' is not declared in routing.yaml:"
+                     " reviewers see no criteria and any grades are taken")  # fmt: skip
             pool = policies.pools.get(rule.pool)
             if pool is not None and pool.reviewers < rule.reviewers:
                 warn(

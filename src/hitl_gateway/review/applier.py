@@ -37,6 +37,7 @@ from hitl_gateway.outputs import (
     training_record,
 )
 from hitl_gateway.poison import poisoned
+from hitl_gateway.policy.rubrics import grade_problem
 from hitl_gateway.policy.store import PolicyStore
 from hitl_gateway.review.auth import Reviewers
 from hitl_gateway.review.batch import Applied, Batch
@@ -124,7 +125,7 @@ class DecisionApplier:
             outcome = evaluate(
                 hold, request, reviewer, now_ms=record.timestamp, closed_by=closed_by
             )
-            if outcome.refusal is None and not outcome.duplicate and request.edited_output:
+            if outcome.refusal is None and not outcome.duplicate:
                 assert isinstance(current, IndexedHold)
                 outcome = self._fits(current, request) or outcome
             if outcome.refusal is not None:
@@ -163,8 +164,16 @@ class DecisionApplier:
         return False
 
     def _fits(self, held: IndexedHold, request: DecisionRequest) -> Outcome | None:
-        """An edit whose release would exceed the record limit can never be written: refused
+        """Grades that do not fit the item's rubric are refused (422, naming the dimension).
+        An edit whose release would exceed the record limit can never be written: refused
         here (413), before it enters a transaction, instead of failing every retry of it."""
+        rubric = held.meta.rubric or ""
+        declared = self._policies.current.routing.rubrics.get(rubric)
+        problem = grade_problem(request.grades, rubric, declared)
+        if problem is not None:
+            return refuse(Refusal.MALFORMED, problem)
+        if not request.edited_output:
+            return None
         size = len(edited_value(held.value, request.edited_output))
         if size <= self._max_bytes:
             return None
