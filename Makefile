@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck unit integration stack-up stack-down stack-status venv clean
+.PHONY: demo test bench lint typecheck unit integration screenshots stack-up stack-down stack-status venv clean
 
 # The gateway's main job, end to end on the local stack.
 demo: $(STAMP) stack-up
@@ -17,6 +17,10 @@ test: $(STAMP) stack-up lint typecheck
 # Throughput and latency side by side with the bare Kafka client (docs/performance.md).
 bench: $(STAMP) stack-up
 	$(BIN)/python loadtest/bench.py
+
+# The reviewer workspace's screenshots in docs/images, made by its browser tests.
+screenshots: $(STAMP) stack-up
+	HITL_SCREENSHOTS_DIR=docs/images $(BIN)/pytest -q tests/integration/test_workspace_browser.py
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit

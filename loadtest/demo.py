@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import sys
-import tempfile
 import time
 import urllib.request
 import uuid
@@ -148,13 +148,16 @@ async def _review(settings: Settings, gateway: Gateway, token: str, run_id: str)
     return len(items), decided
 
 
-async def main(count: int, rate: float, invalid_share: float) -> int:
+async def main(count: int, rate: float, invalid_share: float, serve: bool) -> int:
     token, digest = new_token()
-    with tempfile.NamedTemporaryFile("w", suffix=".yaml", delete=False) as handle:
-        handle.write(
-            f"reviewers:\n  - {{id: demo-clinician, token_sha256: {digest}, pools: [clinicians]}}\n"
-        )
-    reviewers = Path(handle.name)
+    person, person_digest = new_token()  # for whoever opens the workspace
+    reviewers = Path(".cache") / "demo-reviewers.yaml"
+    reviewers.parent.mkdir(exist_ok=True)
+    reviewers.write_text(
+        "reviewers:\n"
+        f"  - {{id: demo-clinician, token_sha256: {digest}, pools: [clinicians]}}\n"
+        f"  - {{id: demo-reviewer, token_sha256: {person_digest}, pools: ['*'], operator: true}}\n"
+    )
     settings = load_settings()
     review = settings.review.model_copy(update={"reviewers_file": reviewers})
     settings = settings.model_copy(update={"review": review})
@@ -173,9 +176,6 @@ async def main(count: int, rate: float, invalid_share: float) -> int:
     took = time.monotonic() - began
     held, approved = await _review(settings, gateway, token, run_id)
     metrics = await asyncio.to_thread(_scrape, gateway.http.port) if gateway.http else []
-    gateway.request_stop()
-    await gateway_task
-    reviewers.unlink()
 
     accounted = sum(routes.values())
     print(f"\ndemo: {accounted}/{count} records accounted for in {took:.1f}s (run id {run_id})")
@@ -199,8 +199,24 @@ async def main(count: int, rate: float, invalid_share: float) -> int:
     print(
         f"\ntopics: {t.delivered} (released), {t.holds} (held until approved), "
         f"{t.review_tasks} (for reviewers), {t.audit} (audit trail), {t.deadletter} (invalid, "
-        "with reason headers).\nKeep the gateway running with: .venv/bin/hitl-gateway run"
+        "with reason headers)."
     )
+    url = f"http://{settings.http.host}:{settings.http.port}/workspace/"
+    print(
+        f"\nreviewer workspace: {url}\n  sign in with the token {person}\n"
+        "  (reviewer demo-reviewer: every pool, and an operator; the held items above wait there)"
+    )
+    if serve:
+        print("  serving until Ctrl-C", flush=True)
+        with contextlib.suppress(asyncio.CancelledError):
+            await gateway_task
+    else:
+        print(
+            f"  the gateway stops now; to serve it again: HITL_REVIEW__REVIEWERS_FILE={reviewers}"
+            " .venv/bin/hitl-gateway run"
+        )
+        gateway.request_stop()
+        await gateway_task
     return 0 if accounted == count else 1
 
 
@@ -209,5 +225,10 @@ if __name__ == "__main__":
     parser.add_argument("--count", type=int, default=5_000)
     parser.add_argument("--rate", type=float, default=2_000.0, help="records per second (0: max)")
     parser.add_argument("--invalid-share", type=float, default=0.03)
+    parser.add_argument(
+        "--serve", action=argparse.BooleanOptionalAction, default=sys.stdin.isatty(),
+        help="keep serving the workspace until Ctrl-C (default: when run from a terminal)",
+    )  # fmt: skip
     args = parser.parse_args()
-    sys.exit(asyncio.run(main(args.count, args.rate, args.invalid_share)))
+    with contextlib.suppress(KeyboardInterrupt):
+        sys.exit(asyncio.run(main(args.count, args.rate, args.invalid_share, args.serve)))

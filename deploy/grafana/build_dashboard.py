@@ -238,6 +238,22 @@ def dashboard() -> dict[str, Any]:
             "short",
             (12, 77),
         ),
+        row("Automation bias", 85),
+        panel(
+            "Time on item (median over 1 h) vs the rubric's minimum, by pool and rubric",
+            [
+                ("hitl:review_time_on_item_seconds:p50_1h", "{{pool}} {{rubric}}"),
+                ("max by (rubric) (hitl_rubric_min_review_seconds)", "{{rubric}} minimum"),
+            ],
+            "s",
+            (0, 86),
+        ),
+        panel(
+            "Approved without edit (share of applied decisions, 1 h), by pool",
+            [("hitl:approve_without_edit_ratio:rate1h", "{{pool}}")],
+            "percentunit",
+            (12, 86),
+        ),
     ]
     return {
         "title": "hitl-gateway",

@@ -104,6 +104,7 @@ def ensure_tools() -> None:
         "redis-server": "redis-server",
         "promtool": "prometheus",  # lints the metrics and tests the alert rules
         "kcat": "kcat",  # produces records with raw header bytes (test_poison_records)
+        "chromium": "chromium",  # the reviewer workspace's browser tests (Playwright drives it)
     }
     missing = [pkg for tool, pkg in wanted.items() if shutil.which(tool) is None]
     if missing:

@@ -30,12 +30,18 @@ from hitl_gateway.redis_client import redis_client
 from hitl_gateway.review.api import review_router
 from hitl_gateway.review.applier import DecisionApplier
 from hitl_gateway.review.auth import Reviewers
+from hitl_gateway.review.lease_api import lease_router
+from hitl_gateway.review.leases import Leases
 from hitl_gateway.review.operations_api import operations_router
 from hitl_gateway.review.sla import SlaSweeper
+from hitl_gateway.review.submit import Reviewing
+from hitl_gateway.review.work import WorkLog
 from hitl_gateway.routing import Router
 from hitl_gateway.server import HttpServer, build_app
 from hitl_gateway.settings import Settings
 from hitl_gateway.sink import Publisher
+from hitl_gateway.workspace.pages import Workspace
+from hitl_gateway.workspace.sessions import Sessions
 
 log = structlog.get_logger(__name__)
 
@@ -91,16 +97,29 @@ class Gateway:
             notifier=self.notifier,
             warn_share=settings.notify.sla_warning_share,
         )
+        self.leases = Leases(settings.redis, settings.review.lease_s, client=self.redis)
+        self.reviewing = Reviewing(
+            settings=settings,
+            index=self.index,
+            publisher=self.publisher,
+            leases=self.leases,
+            work=WorkLog(settings.redis, client=self.redis),
+            metrics=self.metrics,
+        )
         self.http: HttpServer | None = None
         if settings.http.enabled:
-            api = review_router(settings, self.index, self.reviewers, self.publisher)
+            api = review_router(self.reviewing, self.reviewers)
+            leases = lease_router(self.reviewing, self.reviewers, self.policies)
+            sessions = Sessions(settings.redis, client=self.redis)
+            pages = Workspace(self.reviewing, self.reviewers, self.policies, sessions).router()
             ops = operations_router(
                 settings, self.index, self.policies, self.publisher, reviewers=self.reviewers
             )
             # A decision carrying an edit of a maximum-size record, with room for its other
             # fields (grades, notes), is the largest body worth reading.
             max_body = settings.limits.max_record_bytes + 64 * 1024
-            app = build_app(self.metrics.registry, self.ready, [api, ops], max_body_bytes=max_body)
+            routers = [api, leases, ops, pages]
+            app = build_app(self.metrics.registry, self.ready, routers, max_body_bytes=max_body)
             self.http = HttpServer(settings.http, app)
         self._stop = asyncio.Event()
         self._running = False

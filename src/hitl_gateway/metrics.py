@@ -213,6 +213,7 @@ class GatewayMetrics:
             registry=r,
         )
         self._calibration(r)
+        self._automation_bias(r)
         self.build = Info("hitl_build", "Gateway build information.", registry=r)
         self.build.info({"version": __version__})
         # Publish every bounded label value at zero so rate() and alerts see the series at once.
@@ -228,6 +229,30 @@ class GatewayMetrics:
             self.notification_attempts.labels(kind=kind)
             for outcome in ("sent", "failed", "dropped", "disabled", "duplicate"):
                 self.notifications.labels(kind=kind, outcome=outcome)
+
+    def _automation_bias(self, r: CollectorRegistry) -> None:
+        """How long reviewers look at what they decide (the EU AI Act asks overseers to stay
+        aware of automation bias: approving what the model says without reading it)."""
+        self.time_on_item = Histogram(
+            "hitl_review_time_on_item_seconds",
+            "Seconds from taking an item (its lease) to deciding it, by pool, rubric and verdict.",
+            ["pool", "rubric", "verdict"],
+            buckets=(2, 5, 10, 15, 30, 60, 120, 300, 600, 1_800, 3_600),
+            registry=r,
+        )
+        self.rubric_min_review_seconds = Gauge(
+            "hitl_rubric_min_review_seconds",
+            "The rubric's min_review_seconds (routing.yaml): a median below it alerts.",
+            ["rubric"],
+            registry=r,
+        )
+
+    def observe_time_on_item(
+        self, pool: str, rubric: str | None, verdict: str, seconds: float
+    ) -> None:
+        self.time_on_item.labels(pool=pool, rubric=rubric or "-", verdict=verdict).observe(
+            max(0.0, seconds)
+        )
 
     def _calibration(self, r: CollectorRegistry) -> None:
         """Judge and reviewer agreement, sampled from the shared windows in Redis by every

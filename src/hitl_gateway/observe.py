@@ -67,9 +67,12 @@ class Observer:
             m.pool_cost_per_hour.labels(pool=name).set(pool.cost_per_hour_usd)
             m.reviewer_alpha_target.labels(pool=name).set(pool.agreement_target)
             m.reviewer_alpha_min_items.labels(pool=name).set(pool.agreement_min_items)
+        for name, rubric in self._policies.current.routing.rubrics.items():
+            if rubric.min_review_seconds is not None:
+                m.rubric_min_review_seconds.labels(rubric=name).set(rubric.min_review_seconds)
         try:
-            # Pools the policies define, and any the index holds items for (``unassigned``:
-            # a language no pool speaks) so that backlog is visible too.
+            # Pools the policies define, and any the index holds items for (``unassigned``
+            # from earlier versions, a pool since removed) so that backlog is visible too.
             names = sorted(set(defined) | await self._index.pools())
             for name in names:
                 count, oldest, past = await self._index.backlog(name, now_ms)

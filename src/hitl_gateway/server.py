@@ -14,10 +14,12 @@ from typing import Any
 
 import structlog
 import uvicorn
-from fastapi import APIRouter, FastAPI, Response
+from fastapi import APIRouter, FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from hitl_gateway import __version__
+from hitl_gateway.errors import InfrastructureError
 from hitl_gateway.settings import HttpSettings
 
 log = structlog.get_logger(__name__)
@@ -107,6 +109,13 @@ def build_app(
     maximum-size record, with room for its other fields)."""
     app = FastAPI(title="hitl-gateway", version=__version__)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
+
+    @app.exception_handler(InfrastructureError)
+    async def unavailable(_: Request, exc: InfrastructureError) -> JSONResponse:
+        """Kafka or Redis unavailable anywhere in a request: 503 with a retry hint."""
+        detail = f"temporarily unavailable, retry: {exc}"
+        return JSONResponse({"detail": detail}, status_code=503, headers={"Retry-After": "1"})
+
     for router in routers:
         app.include_router(router)
 

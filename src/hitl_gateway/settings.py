@@ -158,6 +158,8 @@ class ReviewSettings(_Section):
     sla_check_interval_s: float = Field(default=5.0, gt=0)  # how often owned holds are swept
     # Holds one transaction of a bulk reassignment moves; the rest follow in further ones.
     reassign_chunk: int = Field(default=200, ge=1, le=5_000)
+    # How long taking an item reserves it for a reviewer; their open page renews it.
+    lease_s: float = Field(default=600.0, gt=0, le=86_400)
 
 
 class RedisSettings(_Section):

@@ -72,7 +72,8 @@ def test_dashboard_queries_only_exported_metrics_and_recorded_series() -> None:
     assert used <= recorded, f"unknown recording rules: {sorted(used - recorded)}"
     titles = {p["title"] for p in dashboard["panels"] if p["type"] == "row"}
     assert titles == {
-        "Flow", "Backlog and SLA", "Reviewer capacity and cost", "Errors", "Calibration"
+        "Flow", "Backlog and SLA", "Reviewer capacity and cost", "Errors", "Calibration",
+        "Automation bias",
     }  # fmt: skip
 
 

@@ -13,8 +13,6 @@ nesting, here), and parsed by orjson: no request can hold the event loop the str
 
 # FastAPI resolves the dependency annotations below at import: no postponed annotations here.
 
-import asyncio
-import time
 from collections.abc import Awaitable, Callable
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -26,19 +24,11 @@ from pydantic import BaseModel, JsonValue, ValidationError
 
 from hitl_gateway.codec import read_json
 from hitl_gateway.errors import InfrastructureError
-from hitl_gateway.holds import HoldIndex
 from hitl_gateway.models import HoldMeta
 from hitl_gateway.outputs import blind_view
 from hitl_gateway.review.auth import ANY, Reviewer, Reviewers
-from hitl_gateway.review.state import (
-    MAX_GRADES,
-    DecisionBody,
-    DecisionRequest,
-    edited_value,
-)
-from hitl_gateway.settings import Settings
-from hitl_gateway.sink import Publisher
-from hitl_gateway.verdicts import Verdict
+from hitl_gateway.review.state import MAX_GRADES, DecisionBody
+from hitl_gateway.review.submit import Reviewing, submit
 
 T = TypeVar("T")
 _bearer = HTTPBearer(auto_error=False)
@@ -119,10 +109,9 @@ def authenticator(reviewers: Reviewers) -> Callable[..., Reviewer]:
     return reviewer
 
 
-def review_router(
-    settings: Settings, index: HoldIndex, reviewers: Reviewers, publisher: Publisher
-) -> APIRouter:
+def review_router(reviewing: Reviewing, reviewers: Reviewers) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["review"])
+    index = reviewing.index
     reviewer = authenticator(reviewers)
 
     Who = Annotated[Reviewer, Depends(reviewer)]
@@ -163,43 +152,12 @@ def review_router(
         }}}},
     )  # fmt: skip
     async def decide(item_id: ItemId, who: Who, request: Request) -> JSONResponse:
-        """Approve, edit or reject a held item. Idempotent per (item, reviewer, decision_id)."""
+        """Approve, edit or reject a held item. Idempotent per (item, reviewer, decision_id).
+        409 while other reviewers hold every seat of the item (its leases)."""
         body = _decision_body(await request.body())
-        previous = await guard(index.result(item_id, who.id, body.decision_id))
-        if previous is None:
-            held = await guard(index.get(item_id))
-            if held is not None and body.verdict is Verdict.EDIT:
-                size = len(edited_value(held.value, body.edited_output))
-                limit = settings.limits.max_record_bytes
-                if size > limit:
-                    raise HTTPException(
-                        413, f"the edited record would be {size} bytes, limit {limit}"
-                    )
-            decision = DecisionRequest(item_id=item_id, reviewer=who.id, **body.model_dump())
-            record = decision.model_dump_json().encode()
-            if len(record) > publisher.max_request_size - 1024:  # room for the batch framing
-                limit = publisher.max_request_size - 1024
-                raise HTTPException(413, f"the decision is {len(record)} bytes, limit {limit}")
-            await guard(
-                publisher.publish(
-                    settings.topics.review_decisions,
-                    record,
-                    item_id.encode(),
-                    held.partition if held is not None else None,
-                )
-            )
-            wait_s = settings.review.decision_wait_s
-            previous = await _wait_for(index, (item_id, who.id, body.decision_id), wait_s)
-        if previous is None:
-            pending = DecisionResult(
-                decision_id=body.decision_id, item_id=item_id, reviewer=who.id, status=202,
-                state="submitted",
-                message="accepted; not applied yet: poll GET "
-                "/v1/items/{item_id}/decisions/{decision_id}",
-            )  # fmt: skip
-            return JSONResponse(pending.model_dump(), status_code=202)
-        result = DecisionResult.model_validate(previous)
-        return JSONResponse(result.model_dump(), status_code=result.status)
+        status, found = await guard(submit(reviewing, who, item_id, body))
+        result = DecisionResult.model_validate(found)
+        return JSONResponse(result.model_dump(), status_code=status)
 
     @router.get("/items/{item_id}/decisions/{decision_id}", response_model=DecisionResult)
     async def decision_status(
@@ -248,20 +206,6 @@ def _decision_body(raw: bytes) -> DecisionBody:
     except ValidationError as exc:
         errors = exc.errors(include_url=False, include_input=False, include_context=False)
         raise HTTPException(422, errors[:_MAX_ERRORS]) from exc  # the first few say enough
-
-
-async def _wait_for(
-    index: HoldIndex, key: tuple[str, str, str], timeout_s: float
-) -> dict[str, Any] | None:
-    deadline = time.monotonic() + timeout_s
-    delay = 0.005
-    while time.monotonic() < deadline:
-        found = await guard(index.result(*key))
-        if found is not None:
-            return found
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.1)
-    return None
 
 
 async def guard(awaitable: Awaitable[T]) -> T:
