@@ -303,11 +303,42 @@ async def _kafka_ready(cfg: StackConfig) -> None:
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
             last = exc
         else:
+            await admin.close()
+            await warm(cfg.bootstrap, deadline)
             return
         finally:
             await admin.close()
         await asyncio.sleep(0.5)
     raise StackError(f"Kafka not ready within {cfg.ready_timeout_s}s: {last!r}")
+
+
+async def warm(bootstrap: str, deadline: float) -> None:
+    """Create what a broker makes on first use before anyone waits on it: the consumer
+    offsets topic (on the first group coordinator lookup) and the transaction state topic
+    (on the first transactional producer). Without this the gateway's first start meets
+    GroupCoordinatorNotAvailable and NotEnoughReplicas answers while they are created."""
+    from aiokafka import AIOKafkaProducer  # noqa: PLC0415 - needs the venv
+    from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415
+
+    last: Exception | None = None
+    while time.monotonic() < deadline:
+        admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, request_timeout_ms=5_000)
+        producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap, transactional_id="stack-warmup", request_timeout_ms=5_000
+        )
+        try:
+            await admin.start()
+            await admin.list_consumer_group_offsets("stack-warmup")
+            await producer.start()  # InitProducerId: the transaction coordinator is ready
+        except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
+            last = exc
+        else:
+            return
+        finally:
+            await producer.stop()
+            await admin.close()
+        await asyncio.sleep(0.5)
+    raise StackError(f"Kafka's coordinators not ready: {last!r}")
 
 
 async def _redis_ready(cfg: StackConfig) -> None:

@@ -57,6 +57,9 @@ def topic_configs(
     t = settings.topics
     max_bytes = str(settings.limits.max_wire_bytes)
     configs = {name: {"max.message.bytes": max_bytes} for name in t.all_names()}
+    if t.min_insync_replicas is not None:
+        for config in configs.values():
+            config["min.insync.replicas"] = str(t.min_insync_replicas)
     configs[t.holds] = {**configs[t.holds], "cleanup.policy": "compact"}
     if audit_retention is not None:
         configs[t.audit] = {**configs[t.audit], RETENTION: str(audit_retention)}

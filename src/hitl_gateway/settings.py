@@ -125,6 +125,21 @@ class TopicSettings(_Section):
     calibration: str = "hitl.calibration"
     partitions: int = Field(default=3, ge=1, le=10_000)
     replication_factor: int = Field(default=1, ge=1, le=32)
+    # Replicas that must have a write before it is acknowledged (acks=all); None: the
+    # broker's default. With replication_factor 3, 2 keeps writing through one broker's loss.
+    min_insync_replicas: int | None = Field(default=None, ge=1, le=32)
+
+    @model_validator(mode="after")
+    def _isr(self) -> TopicSettings:
+        if (
+            self.min_insync_replicas is not None
+            and self.min_insync_replicas > self.replication_factor
+        ):
+            raise ValueError(
+                f"min_insync_replicas ({self.min_insync_replicas}) cannot exceed"
+                f" replication_factor ({self.replication_factor})"
+            )
+        return self
 
     def all_names(self) -> list[str]:
         return [

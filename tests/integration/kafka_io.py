@@ -39,7 +39,7 @@ def fresh_settings(
     names = {
         field: f"t{uid}.{field}"
         for field in TopicSettings.model_fields
-        if field not in ("partitions", "replication_factor")
+        if field not in ("partitions", "replication_factor", "min_insync_replicas")
     }
     return Settings(
         kafka=KafkaSettings(
@@ -73,7 +73,7 @@ def settings_env(settings: Settings) -> dict[str, str]:
 
 
 async def delete_topics(settings: Settings) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
     await admin.start()
     try:
         await admin.delete_topics(settings.topics.all_names())
@@ -93,10 +93,12 @@ async def produce(
     topic: str,
     records: list[tuple[bytes | None, bytes | None]],
     headers: list[tuple[str, bytes]] | None = None,
+    *,
+    bootstrap: str = BOOTSTRAP,
 ) -> list[Sent]:
     """Produce in order (idempotent, acks=all) and return where each record landed."""
     producer = AIOKafkaProducer(
-        bootstrap_servers=BOOTSTRAP,
+        bootstrap_servers=bootstrap,
         enable_idempotence=True,
         linger_ms=5,
         max_request_size=4_000_000,
@@ -116,18 +118,18 @@ async def produce(
     ]
 
 
-async def read_all(topic: str, timeout_s: float = 30.0) -> list[Any]:
+async def read_all(topic: str, timeout_s: float = 30.0, *, bootstrap: str = BOOTSTRAP) -> list[Any]:
     """Every committed record of ``topic`` (read_committed up to the last stable offset)."""
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=BOOTSTRAP, isolation_level="read_committed", enable_auto_commit=False
+        bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False
     )
     await consumer.start()
     try:
-        partitions = await _partitions(topic)
+        partitions = await _partitions(topic, bootstrap)
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        end = await _stable_end(consumer, tps)
+        end = await _stable_end(consumer, tps, bootstrap=bootstrap)
         out: list[Any] = []
         deadline = time.monotonic() + timeout_s
         while await _behind(consumer, end):
@@ -141,14 +143,18 @@ async def read_all(topic: str, timeout_s: float = 30.0) -> list[Any]:
 
 
 async def _stable_end(
-    consumer: AIOKafkaConsumer, tps: list[TopicPartition], settle_s: float = 10.0
+    consumer: AIOKafkaConsumer,
+    tps: list[TopicPartition],
+    settle_s: float = 10.0,
+    *,
+    bootstrap: str = BOOTSTRAP,
 ) -> dict[TopicPartition, int]:
     """The last stable offsets, once the transactions already committed have their markers
     written. A commit returns before the broker has written the markers to the partitions,
     and until then a read_committed reader stops below the transaction: wait (up to
     ``settle_s``) for the stable offsets to reach the high watermarks. A transaction still
     open after that is left out, as any read_committed reader would."""
-    latest = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, enable_auto_commit=False)
+    latest = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await latest.start()
     try:
         high = await latest.end_offsets(tps)
@@ -169,8 +175,8 @@ async def _behind(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) ->
     return False
 
 
-async def _partitions(topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+async def _partitions(topic: str, bootstrap: str = BOOTSTRAP) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
         (meta,) = await admin.describe_topics([topic])
@@ -193,7 +199,7 @@ async def end_offset_total(topic: str) -> int:
 async def committed_offsets(settings: Settings, topic: str | None = None) -> dict[int, int]:
     """The gateway group's committed offset per partition of ``topic`` (default: the input)."""
     topic = topic or settings.topics.outputs
-    admin = AIOKafkaAdminClient(bootstrap_servers=BOOTSTRAP)
+    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
     await admin.start()
     try:
         offsets = await admin.list_consumer_group_offsets(settings.kafka.group_id)
