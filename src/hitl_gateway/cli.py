@@ -40,6 +40,7 @@ def _parser() -> argparse.ArgumentParser:
         description="Human-in-the-loop review gateway for AI outputs on Kafka. "
         "Settings come from HITL_* environment variables (see docs/configuration.md).",
     )
+    parser.add_argument("--version", action="version", version=f"hitl-gateway {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="consume, route and publish until stopped (SIGTERM/SIGINT)")
