@@ -51,9 +51,9 @@ from hitl_gateway.settings import RedisSettings, TopicSettings  # noqa: E402
 from records import make_stream  # noqa: E402
 
 # The gateway's topics besides its input, the delivered one first.
+_LAYOUT = ("outputs", "delivered", "partitions", "replication_factor", "min_insync_replicas")
 GATEWAY_OUTPUTS = ("delivered", *(
-    name for name in TopicSettings.model_fields
-    if name not in ("outputs", "delivered", "partitions", "replication_factor")
+    name for name in TopicSettings.model_fields if name not in _LAYOUT
 ))  # fmt: skip
 PYTHON = ROOT / ".venv" / "bin" / "python"
 GATEWAY = ROOT / ".venv" / "bin" / "hitl-gateway"

@@ -54,7 +54,7 @@ def _settings(run: str, reviewers: Path) -> Settings:
     names = {
         f: f"bench{run}.{f}"
         for f in TopicSettings.model_fields
-        if f not in ("partitions", "replication_factor")
+        if f not in ("partitions", "replication_factor", "min_insync_replicas")
     }
     return Settings(
         kafka=KafkaSettings(
