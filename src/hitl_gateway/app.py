@@ -21,6 +21,7 @@ from hitl_gateway.budgets import RedisBudgets
 from hitl_gateway.calibration.store import CalibrationStore
 from hitl_gateway.holds import HoldIndex
 from hitl_gateway.ids import HeldIds
+from hitl_gateway.logs import count_expected_retries
 from hitl_gateway.metrics import GatewayMetrics
 from hitl_gateway.notify import Notifier
 from hitl_gateway.observe import Observer
@@ -160,6 +161,8 @@ class Gateway:
         log.info("gateway_starting", version=__version__, input_topic=self.settings.topics.outputs)
         try:
             async with AsyncExitStack() as stack:
+                retries = self.metrics.kafka_client_retries
+                stack.callback(count_expected_retries(lambda e: retries.labels(e).inc()))
                 await self.publisher.start()
                 stack.push_async_callback(self.publisher.stop)
                 await self.notifier.start()

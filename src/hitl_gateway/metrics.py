@@ -136,6 +136,13 @@ class GatewayMetrics:
             ["component"],
             registry=r,
         )
+        self.kafka_client_retries = Counter(
+            "hitl_kafka_client_retries",
+            "Retries the Kafka client reported and expected (coordinator loading or moving,"
+            " a transactional produce not yet verified, a rebalance), by error.",
+            ["error"],
+            registry=r,
+        )
         self.decisions = Counter(
             "hitl_decisions",
             "Reviewer decisions applied, by pool, verdict and status (applied or recorded).",

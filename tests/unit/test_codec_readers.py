@@ -91,7 +91,7 @@ def _read_back(value: bytes) -> None:
 
 
 @given(_RECORDS | st.binary(max_size=300))
-@settings(max_examples=600, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 def test_every_input_routes_or_dead_letters_and_routed_ones_read_back(value: bytes) -> None:
     result = decode(value, **LIMITS)
     assert isinstance(result, InputRecord | Invalid)
