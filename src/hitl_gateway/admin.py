@@ -77,7 +77,7 @@ async def ensure_topics(settings: Settings, policies: PolicySet | None = None) -
     admin = AIOKafkaAdminClient(
         client_id=f"{settings.kafka.client_id}-admin",
         request_timeout_ms=settings.kafka.request_timeout_ms,
-        **settings.kafka.client_options(),
+        **settings.kafka.admin_options(),
     )
     await admin.start()
     try:

@@ -45,7 +45,7 @@ class Reader:
             # Reads end at the last stable offset, often just past transaction markers: do
             # not let the broker hold each fetch for the default 500 ms.
             fetch_max_wait_ms=20,
-            **s.client_options(),
+            **s.consumer_options(),
         )
         try:
             with kafka_errors("starting the reader"):

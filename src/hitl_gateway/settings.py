@@ -11,9 +11,18 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from hitl_gateway import kafka_options
 from hitl_gateway.errors import ConfigError
 
 ENV_PREFIX = "HITL_"
@@ -56,6 +65,9 @@ class KafkaSettings(_Section):
     # batch): dead-letter it and go on, or stop the process naming its partition and offset.
     poison_records: Literal["deadletter", "fail"] = "deadletter"
     fetch_max_bytes: int = Field(default=52_428_800, ge=1_024)
+    # Any other aiokafka option, HITL_KAFKA__CLIENT__<option> (kafka_options.py): checked
+    # against the clients' signatures at start, given to every client that takes it.
+    client: dict[str, str | int | float | bool] = Field(default_factory=dict)
     max_partition_fetch_bytes: int = Field(default=1_048_576, ge=1_024)
     linger_ms: int = Field(default=5, ge=0)
     compression_type: Literal["gzip", "snappy", "lz4", "zstd"] | None = None
@@ -69,6 +81,13 @@ class KafkaSettings(_Section):
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
     ssl_password: SecretStr | None = None
+
+    @field_validator("client", mode="before")
+    @classmethod
+    def _check_client(cls, value: Any) -> Any:
+        if not isinstance(value, Mapping) or not value:
+            return value
+        return kafka_options.validate(value, frozenset(cls.model_fields))
 
     @model_validator(mode="after")
     def _check_security(self) -> KafkaSettings:
@@ -89,6 +108,18 @@ class KafkaSettings(_Section):
     def client_options(self) -> dict[str, Any]:
         """Connection keyword arguments shared by every aiokafka client."""
         return {"bootstrap_servers": self.bootstrap_servers, **self.security_options()}
+
+    def producer_options(self) -> dict[str, Any]:
+        """Connection and pass-through keyword arguments for a producer."""
+        return {**self.client_options(), **kafka_options.for_client(self.client, "producer")}
+
+    def consumer_options(self) -> dict[str, Any]:
+        """Connection and pass-through keyword arguments for a consumer."""
+        return {**self.client_options(), **kafka_options.for_client(self.client, "consumer")}
+
+    def admin_options(self) -> dict[str, Any]:
+        """Connection and pass-through keyword arguments for the admin client."""
+        return {**self.client_options(), **kafka_options.for_client(self.client, "admin")}
 
     def security_options(self) -> dict[str, Any]:
         """Keyword arguments for every aiokafka client (consumer, producer, admin)."""
@@ -271,10 +302,15 @@ def known_env_names(model: type[BaseModel], prefix: str) -> set[str]:
 
 
 def unknown_env_names(environ: Mapping[str, str]) -> list[str]:
-    """``HITL_*`` variables that name no setting (typos would otherwise be ignored)."""
+    """``HITL_*`` variables that name no setting (typos would otherwise be ignored). Kafka
+    client pass-through names (``HITL_KAFKA__CLIENT__*``) are checked by KafkaSettings."""
     known = known_env_names(Settings, ENV_PREFIX)
     candidates = (name for name in environ if name.upper().startswith(ENV_PREFIX))
-    return sorted(name for name in candidates if name.upper() not in known)
+    return sorted(
+        name
+        for name in candidates
+        if name.upper() not in known and not name.upper().startswith(kafka_options.ENV_PREFIX)
+    )
 
 
 def load_settings(**overrides: Any) -> Settings:

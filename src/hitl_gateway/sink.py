@@ -94,7 +94,7 @@ class PartitionProducer:
             compression_type=s.compression_type,
             max_request_size=self._max_request_size,
             max_batch_size=_BATCH_BYTES,
-            **s.client_options(),
+            **s.producer_options(),
         )
         try:
             with kafka_errors(f"starting producer {self.transactional_id}"):
@@ -280,7 +280,7 @@ class Publisher:
             enable_idempotence=True,
             request_timeout_ms=s.request_timeout_ms,
             max_request_size=self.max_request_size,
-            **s.client_options(),
+            **s.producer_options(),
         )
         try:
             with kafka_errors("starting the decision publisher"):

@@ -69,7 +69,7 @@ class Source:
             request_timeout_ms=max(s.request_timeout_ms, s.session_timeout_ms + 5_000),
             fetch_max_bytes=s.fetch_max_bytes,
             max_partition_fetch_bytes=s.max_partition_fetch_bytes,
-            **s.client_options(),
+            **s.consumer_options(),
         )
         try:
             with kafka_errors("starting the consumer"):

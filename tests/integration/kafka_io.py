@@ -65,7 +65,10 @@ def settings_env(settings: Settings) -> dict[str, str]:
     env: dict[str, str] = {}
     for section, values in settings.model_dump(mode="json").items():
         for name, value in values.items():
-            if value is not None:
+            if isinstance(value, dict):
+                for option, setting in value.items():  # HITL_KAFKA__CLIENT__<option>
+                    env[f"HITL_{section}__{name}__{option}".upper()] = str(setting)
+            elif value is not None:
                 env[f"HITL_{section}__{name}".upper()] = (
                     str(value).lower() if isinstance(value, bool) else str(value)
                 )

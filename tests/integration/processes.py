@@ -23,10 +23,12 @@ class GatewayProcess:
         self.args = list(args)
         self.proc: subprocess.Popen[bytes] | None = None
         self.starts = 0
+        self.env: dict[str, str] = {}
 
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HITL_")}
         env.update(settings_env(self.settings))
+        self.env = env
         self.starts += 1
         with self.log_path.open("ab") as log:
             log.write(f"--- start {self.starts}\n".encode())

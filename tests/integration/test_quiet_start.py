@@ -11,7 +11,7 @@ from pathlib import Path
 
 import orjson
 
-from hitl_gateway.settings import RuntimeSettings, Settings
+from hitl_gateway.settings import KafkaSettings, RuntimeSettings, Settings
 
 from .kafka_io import committed_offsets, produce, wait_until
 from .processes import GatewayProcess
@@ -24,7 +24,12 @@ async def test_a_first_start_and_a_steady_stream_show_no_client_warnings(
     settings: Settings, tmp_path: Path
 ) -> None:
     runtime = RuntimeSettings(**{**settings.runtime.model_dump(), "log_level": "DEBUG"})
-    gateway = GatewayProcess(settings.model_copy(update={"runtime": runtime}), tmp_path, "gw")
+    # Options the gateway does not name pass through to the clients that take them.
+    passed = {"client_rack": "rack-1", "metadata_max_age_ms": 60_000, "retry_backoff_ms": 50}
+    kafka = KafkaSettings(**{**settings.kafka.model_dump(), "client": passed})
+    gateway = GatewayProcess(
+        settings.model_copy(update={"runtime": runtime, "kafka": kafka}), tmp_path, "gw"
+    )
     gateway.start()
     total = 0
     try:
@@ -55,3 +60,4 @@ async def test_a_first_start_and_a_steady_stream_show_no_client_warnings(
     retried = [e for e in client if "NotEnoughReplicas" in str(e["event"])]
     assert not retried, f"{len(retried)} produce retries, first: {retried[0]['event']}"
     assert any(e["event"] == "gateway_stopped" for e in events)
+    assert "HITL_KAFKA__CLIENT__CLIENT_RACK" in gateway.env

@@ -17,7 +17,7 @@ from hitl_gateway.settings import Settings
 
 async def read_trail(settings: Settings) -> list[tuple[int, int, bytes | None]]:
     """Every committed audit event as (partition, offset, value), in order per partition."""
-    admin = AIOKafkaAdminClient(**settings.kafka.client_options())
+    admin = AIOKafkaAdminClient(**settings.kafka.admin_options())
     await admin.start()
     try:
         (meta,) = await admin.describe_topics([settings.topics.audit])
