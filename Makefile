@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck unit integration screenshots stack-up stack-down stack-status venv clean
+.PHONY: demo test bench lint typecheck unit integration screenshots image stack-up stack-down stack-status venv clean
 
 # The gateway's main job, end to end on the local stack.
 demo: $(STAMP) stack-up
@@ -21,6 +21,10 @@ bench: $(STAMP) stack-up
 # The reviewer workspace's screenshots in docs/images, made by its browser tests.
 screenshots: $(STAMP) stack-up
 	HITL_SCREENSHOTS_DIR=docs/images $(BIN)/pytest -q tests/integration/test_workspace_browser.py
+
+# The container image (podman, no registry needed; docs/deploy.md).
+image: $(STAMP)
+	$(BIN)/python deploy/local/image.py build
 
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
