@@ -100,7 +100,9 @@ def image_exists(ref: str) -> bool:
 
 
 def ensure_tools() -> None:
-    wanted = {"podman": "podman", "runc": "runc", "debootstrap": "debootstrap"}
+    # catatonit: the pause process of pods (`podman kube play`).
+    wanted = {"podman": "podman", "runc": "runc", "debootstrap": "debootstrap",
+              "catatonit": "catatonit"}  # fmt: skip
     missing = [pkg for tool, pkg in wanted.items() if shutil.which(tool) is None]
     if missing:
         _apt_install(missing)

@@ -17,11 +17,14 @@ import uuid
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
+import yaml
 
 from hitl_gateway.settings import Settings
+from tests.deploy.test_helm_chart import CHART, run_helm
 
 from .kafka_io import FIXTURES, committed_offsets, produce, read_all, settings_env, wait_until
 
@@ -173,3 +176,80 @@ async def test_two_containers_deliver_exactly_once_and_drain_on_sigterm(
     assert max(ids.values()) == 1, f"duplicated: {[i for i, n in ids.items() if n > 1][:5]}"
     committed = await committed_offsets(settings)
     assert sum(committed.values()) == N
+
+
+# -- the Helm chart's pod, run by podman ------------------------------------------------------
+
+
+def _chart_pod(tag: str, settings: Settings, port: int) -> dict[str, Any]:
+    """The chart's Deployment as rendered for this test's topics, group and Redis prefix,
+    with the two changes a single host needs: the host's network (so no container ports;
+    probes by number) and the configuration directory from the repository instead of the
+    ConfigMap (podman 4.3 cannot lay out a ConfigMap's items in subdirectories, such as
+    policies/)."""
+    t = settings.topics
+    names = {"outputs": t.outputs, "delivered": t.delivered, "deadletter": t.deadletter,
+             "holds": t.holds, "reviewTasks": t.review_tasks,
+             "reviewDecisions": t.review_decisions, "blocked": t.blocked,
+             "training": t.training, "audit": t.audit, "calibration": t.calibration}  # fmt: skip
+    repository, version = tag.rsplit(":", 1)
+    sets = {
+        "keda.enabled": "false", "replicaCount": "1", "image.repository": repository,
+        "image.tag": version, "kafka.bootstrapServers": settings.kafka.bootstrap_servers,
+        "kafka.groupId": settings.kafka.group_id,
+        "kafka.transactionalIdPrefix": settings.kafka.transactional_id_prefix,
+        "redis.url": settings.redis.url, "redis.keyPrefix": settings.redis.key_prefix,
+        "http.port": str(port), "runtime.shutdownTimeoutSeconds": "20",
+        **{f"topics.{k}": v for k, v in names.items()},
+    }  # fmt: skip
+    flags = [x for k, v in sets.items() for x in ("--set-string", f"{k}={v}")]
+    done = run_helm("template", "gw", str(CHART), *flags)
+    assert done.returncode == 0, done.stderr
+    (deployment,) = [d for d in yaml.safe_load_all(done.stdout) if d and d["kind"] == "Deployment"]
+    pod = deployment["spec"]["template"]["spec"]
+    pod["hostNetwork"] = True
+    (gateway,) = pod["containers"]
+    gateway.pop("ports")
+    for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
+        gateway[probe]["httpGet"]["port"] = port
+    for volume in pod["volumes"]:
+        if "configMap" in volume:
+            del volume["configMap"]
+            volume["hostPath"] = {"path": str(REPO / "configs"), "type": "Directory"}
+    return deployment
+
+
+async def test_the_charts_pod_runs_under_podman_kube_play(built: str, settings: Settings,
+                                                          tmp_path: Path) -> None:  # fmt: skip
+    port = _free_port()
+    manifest = tmp_path / "gateway.yaml"
+    deployment = _chart_pod(built, settings, port)
+    manifest.write_text(yaml.safe_dump(deployment))
+    played = _podman("kube", "play", "--network", "host", str(manifest), timeout=180)
+    assert played.returncode == 0, played.stderr
+    container = f"{deployment['metadata']['name']}-pod-0-gateway"
+    try:
+        user = _podman("inspect", "--format", "{{.Config.User}} {{.HostConfig.ReadonlyRootfs}}",
+                       container)  # fmt: skip
+        assert user.stdout.split() == ["65532:65532", "true"], user.stdout + user.stderr
+        caps = _podman("inspect", "--format", "{{.EffectiveCaps}}", container).stdout
+        assert caps.strip() == "[]", caps  # capabilities: drop ALL
+        records = [(f"k{i}".encode(), orjson.dumps({"id": f"r{i}", "domain": "general-assistant",
+                    "output": "ok", "model": "m", "confidence": 0.99}))
+                   for i in range(2_000)]  # fmt: skip
+        await produce(settings.topics.outputs, records)
+
+        async def all_committed() -> bool:
+            return sum((await committed_offsets(settings)).values()) == len(records)
+
+        await wait_until(all_committed, timeout_s=120, interval_s=0.5)
+        url = f"http://127.0.0.1:{port}/readyz"
+        ready = await asyncio.to_thread(urllib.request.urlopen, url, timeout=5)
+        assert ready.status == 200
+        stopped = _podman("pod", "stop", "--time", "60", f"{deployment['metadata']['name']}-pod-0",
+                          timeout=90)  # fmt: skip
+        assert stopped.returncode == 0, stopped.stderr
+        code = _podman("inspect", "--format", "{{.State.ExitCode}}", container).stdout.strip()
+        assert code == "0", _podman("logs", container).stderr[-3000:]
+    finally:
+        _podman("kube", "down", str(manifest), timeout=120)
