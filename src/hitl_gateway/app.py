@@ -33,7 +33,9 @@ from hitl_gateway.review.applier import DecisionApplier
 from hitl_gateway.review.auth import Reviewers
 from hitl_gateway.review.lease_api import lease_router
 from hitl_gateway.review.leases import Leases
+from hitl_gateway.review.limits import RequestLimiter
 from hitl_gateway.review.operations_api import operations_router
+from hitl_gateway.review.reviewer_file import ReviewerFileWatcher
 from hitl_gateway.review.sla import SlaSweeper
 from hitl_gateway.review.submit import Reviewing
 from hitl_gateway.review.work import WorkLog
@@ -99,6 +101,12 @@ class Gateway:
             warn_share=settings.notify.sla_warning_share,
         )
         self.leases = Leases(settings.redis, settings.review.lease_s, client=self.redis)
+        review = settings.review
+        self.reviewer_file = ReviewerFileWatcher(
+            review.reviewers_file, self.reviewers, self.metrics, review.reload_interval_s
+        )
+        limiter = RequestLimiter(settings.redis, review.rate_limit_requests,
+                                 review.rate_limit_window_s, self.redis, self.metrics)  # fmt: skip
         self.reviewing = Reviewing(
             settings=settings,
             index=self.index,
@@ -106,6 +114,7 @@ class Gateway:
             leases=self.leases,
             work=WorkLog(settings.redis, client=self.redis),
             metrics=self.metrics,
+            limiter=limiter,
         )
         self.http: HttpServer | None = None
         if settings.http.enabled:
@@ -114,7 +123,12 @@ class Gateway:
             sessions = Sessions(settings.redis, client=self.redis)
             pages = Workspace(self.reviewing, self.reviewers, self.policies, sessions).router()
             ops = operations_router(
-                settings, self.index, self.policies, self.publisher, reviewers=self.reviewers
+                settings,
+                self.index,
+                self.policies,
+                self.publisher,
+                reviewers=self.reviewers,
+                limiter=limiter,
             )
             # A decision carrying an edit of a maximum-size record, with room for its other
             # fields (grades, notes), is the largest body worth reading.
@@ -175,6 +189,10 @@ class Gateway:
                 stack.push_async_callback(self.pipeline.stop)
                 watcher = asyncio.create_task(self.policies.watch(self._stop), name="policy-watch")
                 stack.push_async_callback(_cancel, watcher)
+                staff = asyncio.create_task(
+                    self.reviewer_file.watch(self._stop), name="reviewers-watch"
+                )
+                stack.push_async_callback(_cancel, staff)
                 observer = asyncio.create_task(self.observer.run(self._stop), name="observer")
                 stack.push_async_callback(_cancel, observer)
                 sweeper = asyncio.create_task(

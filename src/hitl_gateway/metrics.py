@@ -136,6 +136,17 @@ class GatewayMetrics:
             ["component"],
             registry=r,
         )
+        self.reviewer_reloads = Counter(
+            "hitl_reviewers_reloads",
+            "Reloads of the reviewers file, by outcome (failure: the old reviewers stay).",
+            ["outcome"],
+            registry=r,
+        )
+        self.api_requests_limited = Counter(
+            "hitl_api_requests_limited",
+            "API requests refused with 429: the reviewer was over the rate limit.",
+            registry=r,
+        )
         self.kafka_client_retries = Counter(
             "hitl_kafka_client_retries",
             "Retries the Kafka client reported and expected (coordinator loading or moving,"

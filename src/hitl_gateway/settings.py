@@ -206,6 +206,11 @@ class ReviewSettings(_Section):
     reassign_chunk: int = Field(default=200, ge=1, le=5_000)
     # How long taking an item reserves it for a reviewer; their open page renews it.
     lease_s: float = Field(default=600.0, gt=0, le=86_400)
+    # How often the reviewers file is checked for changes (0: read at start only).
+    reload_interval_s: float = Field(default=2.0, ge=0)
+    # Authenticated API requests a reviewer may make per window (0: no limit); past it 429.
+    rate_limit_requests: int = Field(default=300, ge=0)
+    rate_limit_window_s: float = Field(default=10.0, gt=0, le=3_600)
 
 
 class RedisSettings(_Section):

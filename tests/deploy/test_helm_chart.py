@@ -334,6 +334,9 @@ def test_secrets_made_from_values() -> None:
     assert [r.id for r in reviewers.reviewers] == ["dr-ana"]
     annotations = one(values, "Deployment")["spec"]["template"]["metadata"]["annotations"]
     assert "checksum/secrets" in annotations
+    # The reviewers file reloads in place: changing it does not roll the pods.
+    other = (*values, "--set", "reviewers.reviewers[0].id=dr-bo")
+    assert one(other, "Deployment")["spec"]["template"]["metadata"]["annotations"] == annotations
 
 
 def test_sasl_without_credentials_fails() -> None:

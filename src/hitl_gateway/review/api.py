@@ -27,6 +27,7 @@ from hitl_gateway.errors import InfrastructureError
 from hitl_gateway.models import HoldMeta
 from hitl_gateway.outputs import blind_view
 from hitl_gateway.review.auth import ANY, Reviewer, Reviewers
+from hitl_gateway.review.limits import RequestLimiter
 from hitl_gateway.review.state import MAX_GRADES, DecisionBody
 from hitl_gateway.review.submit import Reviewing, submit
 
@@ -93,10 +94,13 @@ def _view(meta: HoldMeta, value: bytes | None = None) -> ItemView:
     )
 
 
-def authenticator(reviewers: Reviewers) -> Callable[..., Reviewer]:
-    """The dependency that turns a bearer token into its reviewer (401 otherwise)."""
+def authenticator(
+    reviewers: Reviewers, limiter: RequestLimiter | None = None
+) -> Callable[..., Awaitable[Reviewer]]:
+    """The dependency that turns a bearer token into its reviewer (401 otherwise), within
+    the reviewer's request rate (429 with Retry-After otherwise)."""
 
-    def reviewer(
+    async def reviewer(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Reviewer:
         found = reviewers.authenticate(credentials.credentials) if credentials else None
@@ -104,6 +108,17 @@ def authenticator(reviewers: Reviewers) -> Callable[..., Reviewer]:
             raise HTTPException(
                 401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"}
             )
+        if limiter is not None:
+            wait_s = await guard(limiter.retry_after(found.id))
+            if wait_s is not None:
+                if limiter.metrics is not None:
+                    limiter.metrics.api_requests_limited.inc()
+                raise HTTPException(
+                    429,
+                    f"{found.id} made more than {limiter.requests} requests in"
+                    f" {limiter.window_s:g} s: retry in {wait_s} s",
+                    {"Retry-After": str(wait_s)},
+                )
         return found
 
     return reviewer
@@ -112,7 +127,7 @@ def authenticator(reviewers: Reviewers) -> Callable[..., Reviewer]:
 def review_router(reviewing: Reviewing, reviewers: Reviewers) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["review"])
     index = reviewing.index
-    reviewer = authenticator(reviewers)
+    reviewer = authenticator(reviewers, reviewing.limiter)
 
     Who = Annotated[Reviewer, Depends(reviewer)]
 

@@ -63,6 +63,11 @@ class Reviewers:
         except ValidationError as exc:
             raise ConfigError(f"{path}: invalid reviewers file: {exc}") from exc
 
+    def replace_with(self, other: Reviewers) -> None:
+        """Take ``other``'s reviewers in one assignment (a reload: every holder of this
+        object sees the new set at once)."""
+        self._by_id = other._by_id
+
     def __iter__(self) -> Iterator[Reviewer]:
         return iter(self._by_id.values())
 

@@ -58,7 +58,7 @@ async def take_item(r: Reviewing, who: Reviewer, item_id: str) -> tuple[Taken, i
 
 def lease_router(r: Reviewing, reviewers: Reviewers, policies: PolicyStore) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["review"])
-    Who = Annotated[Reviewer, Depends(authenticator(reviewers))]
+    Who = Annotated[Reviewer, Depends(authenticator(reviewers, r.limiter))]
 
     @router.post(
         "/items/{item_id}/lease", response_model=LeaseView, responses={403: {}, 404: {}, 409: {}}

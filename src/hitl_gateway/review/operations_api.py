@@ -22,6 +22,7 @@ from hitl_gateway.policy.pools import refusal
 from hitl_gateway.policy.store import PolicyStore
 from hitl_gateway.review.api import authenticator, guard
 from hitl_gateway.review.auth import Reviewer, Reviewers
+from hitl_gateway.review.limits import RequestLimiter
 from hitl_gateway.review.reassign import ReassignRequest, progress, submit
 from hitl_gateway.review.reroute import language_of
 from hitl_gateway.review.state import first_error
@@ -36,9 +37,10 @@ def operations_router(
     publisher: Publisher,
     *,
     reviewers: Reviewers,
+    limiter: RequestLimiter | None = None,
 ) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["operations"])
-    Who = Annotated[Reviewer, Depends(authenticator(reviewers))]
+    Who = Annotated[Reviewer, Depends(authenticator(reviewers, limiter))]
     partitions = settings.topics.partitions
 
     def operator(found: Reviewer) -> Reviewer:

@@ -21,6 +21,7 @@ from hitl_gateway.metrics import GatewayMetrics
 from hitl_gateway.models import HoldMeta
 from hitl_gateway.review.auth import Reviewer
 from hitl_gateway.review.leases import Leases
+from hitl_gateway.review.limits import RequestLimiter
 from hitl_gateway.review.state import DecisionBody, DecisionRequest, edited_value
 from hitl_gateway.review.work import WorkLog
 from hitl_gateway.settings import Settings
@@ -49,6 +50,7 @@ class Reviewing:
     leases: Leases
     work: WorkLog
     metrics: GatewayMetrics
+    limiter: RequestLimiter | None = None
 
 
 async def submit(

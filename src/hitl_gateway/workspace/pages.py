@@ -84,7 +84,9 @@ class Workspace:
     async def signed_in(self, request: Request) -> tuple[Session, Reviewer] | None:
         session = await self.sessions.get(request.cookies.get(COOKIE))
         who = self.reviewers.get(session.reviewer) if session is not None else None
-        return (session, who) if session is not None and who is not None else None
+        if session is None or who is None or who.token_sha256 != session.token_sha256:
+            return None  # signed out, or the reviewers file no longer grants this sign-in
+        return session, who
 
     async def form_of(self, request: Request, session: Session) -> dict[str, str]:
         form = await _form(request)
@@ -106,7 +108,7 @@ class Workspace:
         who = self.reviewers.authenticate(form.get("token", "").strip())
         if who is None:
             return _page("login.html", 401, notice="That token is not a reviewer's token.")
-        session = await self.sessions.start(who.id)
+        session = await self.sessions.start(who.id, who.token_sha256)
         response = _redirect("/")
         response.set_cookie(COOKIE, session.sid, max_age=TTL_S, httponly=True,
                             samesite="strict", secure=request.url.scheme == "https",

@@ -28,6 +28,9 @@ class Session:
     sid: str
     reviewer: str
     csrf: str
+    # The reviewer's token hash at sign-in: a session ends when the reviewers file no longer
+    # grants that token (revoked or replaced), not only when the reviewer is removed.
+    token_sha256: str = ""
 
     def csrf_ok(self, sent: str | None) -> bool:
         return sent is not None and hmac.compare_digest(self.csrf, sent)
@@ -38,9 +41,10 @@ class Sessions(RedisWrapper):
         super().__init__(settings, client)
         self._p = settings.key_prefix
 
-    async def start(self, reviewer: str) -> Session:
-        session = Session(secrets.token_urlsafe(32), reviewer, secrets.token_urlsafe(32))
-        body = orjson.dumps({"reviewer": reviewer, "csrf": session.csrf})
+    async def start(self, reviewer: str, token_sha256: str) -> Session:
+        session = Session(secrets.token_urlsafe(32), reviewer, secrets.token_urlsafe(32),
+                          token_sha256)  # fmt: skip
+        body = orjson.dumps({"reviewer": reviewer, "csrf": session.csrf, "token": token_sha256})
         with redis_errors("redis session"):
             await self._r.set(f"{self._p}session:{session.sid}", body, ex=TTL_S)
         return session
@@ -53,7 +57,7 @@ class Sessions(RedisWrapper):
         if raw is None:
             return None
         found = orjson.loads(raw)
-        return Session(sid, str(found["reviewer"]), str(found["csrf"]))
+        return Session(sid, str(found["reviewer"]), str(found["csrf"]), str(found.get("token", "")))
 
     async def end(self, sid: str) -> None:
         with redis_errors("redis session"):
