@@ -5,6 +5,7 @@ and the settings' checks."""
 
 from __future__ import annotations
 
+import re
 import time
 from pathlib import Path
 from typing import Any
@@ -101,6 +102,19 @@ def test_an_invalid_groups_file_is_refused_naming_the_problem(
         GroupMap.load(path)
     assert problem in str(caught.value)
     assert str(path) in str(caught.value)
+
+
+def test_the_example_groups_file_loads_and_names_defined_pools() -> None:
+    configs = Path(__file__).resolve().parents[2] / "configs"
+    groups = GroupMap.load(configs / "oidc-groups.example.yaml")
+    pools = set(re.findall(r"^  - name: (\S+)", (configs / "pools.yaml").read_text(), re.M))
+    named: set[str] = set()
+    for group in groups.names():
+        who = groups.reviewer("x", [group], EXP)
+        assert who is not None
+        named |= set(who.pools)
+    assert named - {"*"} <= pools
+    assert "native-de" in named
 
 
 def test_a_missing_groups_file_is_refused(tmp_path: Path) -> None:
