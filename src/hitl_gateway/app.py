@@ -12,6 +12,7 @@ import contextlib
 import os
 import signal
 from contextlib import AsyncExitStack
+from typing import TYPE_CHECKING
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -31,11 +32,16 @@ from hitl_gateway.redis_client import redis_client
 from hitl_gateway.review.api import review_router
 from hitl_gateway.review.applier import DecisionApplier
 from hitl_gateway.review.auth import Reviewers
+from hitl_gateway.review.groups import GroupMap
+from hitl_gateway.review.identities import Identities, Oidc
+from hitl_gateway.review.issuer import Issuer
 from hitl_gateway.review.lease_api import lease_router
 from hitl_gateway.review.leases import Leases
 from hitl_gateway.review.limits import RequestLimiter
+from hitl_gateway.review.oidc import Verifier
+from hitl_gateway.review.oidc_records import OidcRecords
 from hitl_gateway.review.operations_api import operations_router
-from hitl_gateway.review.reviewer_file import ReviewerFileWatcher
+from hitl_gateway.review.reviewer_file import FileWatcher, groups_watcher, reviewers_watcher
 from hitl_gateway.review.sla import SlaSweeper
 from hitl_gateway.review.submit import Reviewing
 from hitl_gateway.review.work import WorkLog
@@ -43,8 +49,12 @@ from hitl_gateway.routing import Router
 from hitl_gateway.server import HttpServer, build_app
 from hitl_gateway.settings import Settings
 from hitl_gateway.sink import Publisher
+from hitl_gateway.workspace.oidc_flow import CodeFlow
 from hitl_gateway.workspace.pages import Workspace
 from hitl_gateway.workspace.sessions import Sessions
+
+if TYPE_CHECKING:
+    from redis.asyncio import Redis
 
 log = structlog.get_logger(__name__)
 
@@ -62,11 +72,13 @@ class Gateway:
         self.index = HoldIndex(settings.redis, self.redis)
         self.ids = HeldIds(settings.redis, self.redis)
         self.reviewers = Reviewers.load(settings.review.reviewers_file)
+        self.oidc = _oidc(settings, self.redis, self.metrics)  # an invalid groups file: fail
+        self.identities = Identities(self.reviewers, self.oidc)
         self.calibration = CalibrationStore(settings.redis, self.redis)
         applier = DecisionApplier(
             settings.topics,
             self.index,
-            self.reviewers,
+            self.identities,
             self.policies,
             self.calibration,
             max_record_bytes=settings.limits.max_record_bytes,
@@ -102,9 +114,14 @@ class Gateway:
         )
         self.leases = Leases(settings.redis, settings.review.lease_s, client=self.redis)
         review = settings.review
-        self.reviewer_file = ReviewerFileWatcher(
+        self.reviewer_file = reviewers_watcher(
             review.reviewers_file, self.reviewers, self.metrics, review.reload_interval_s
         )
+        self.groups_file: FileWatcher[GroupMap] | None = None
+        if self.oidc is not None:
+            assert settings.oidc.groups_file is not None
+            self.groups_file = groups_watcher(settings.oidc.groups_file, self.oidc.groups,
+                                              self.metrics, review.reload_interval_s)  # fmt: skip
         limiter = RequestLimiter(settings.redis, review.rate_limit_requests,
                                  review.rate_limit_window_s, self.redis, self.metrics)  # fmt: skip
         self.reviewing = Reviewing(
@@ -115,19 +132,26 @@ class Gateway:
             work=WorkLog(settings.redis, client=self.redis),
             metrics=self.metrics,
             limiter=limiter,
+            identities=self.identities,
         )
         self.http: HttpServer | None = None
         if settings.http.enabled:
-            api = review_router(self.reviewing, self.reviewers)
-            leases = lease_router(self.reviewing, self.reviewers, self.policies)
+            api = review_router(self.reviewing, self.identities)
+            leases = lease_router(self.reviewing, self.identities, self.policies)
             sessions = Sessions(settings.redis, client=self.redis)
-            pages = Workspace(self.reviewing, self.reviewers, self.policies, sessions).router()
+            code_flow = None
+            if self.oidc is not None and settings.oidc.code_flow:
+                code_flow = CodeFlow(settings.oidc, self.oidc.verifier.issuer,
+                                     self.oidc.verifier, sessions)  # fmt: skip
+            pages = Workspace(
+                self.reviewing, self.identities, self.policies, sessions, code_flow
+            ).router()
             ops = operations_router(
                 settings,
                 self.index,
                 self.policies,
                 self.publisher,
-                reviewers=self.reviewers,
+                identities=self.identities,
                 limiter=limiter,
             )
             # A decision carrying an edit of a maximum-size record, with room for its other
@@ -193,6 +217,14 @@ class Gateway:
                     self.reviewer_file.watch(self._stop), name="reviewers-watch"
                 )
                 stack.push_async_callback(_cancel, staff)
+                if self.oidc is not None and self.groups_file is not None:
+                    stack.push_async_callback(self.oidc.verifier.issuer.stop)
+                    groups = asyncio.create_task(
+                        self.groups_file.watch(self._stop), name="oidc-groups-watch"
+                    )
+                    stack.push_async_callback(_cancel, groups)
+                    warm = asyncio.create_task(self.oidc.verifier.issuer.warm(), name="oidc-warm")
+                    stack.push_async_callback(_cancel, warm)
                 observer = asyncio.create_task(self.observer.run(self._stop), name="observer")
                 stack.push_async_callback(_cancel, observer)
                 sweeper = asyncio.create_task(
@@ -232,6 +264,17 @@ class Gateway:
             await asyncio.sleep(self.settings.runtime.shutdown_timeout_s)
             log.error("shutdown_budget_exceeded", budget_s=self.settings.runtime.shutdown_timeout_s)
             os._exit(FORCED_EXIT_CODE)
+
+
+def _oidc(settings: Settings, redis: Redis, metrics: GatewayMetrics) -> Oidc | None:
+    """The OIDC parts when ``HITL_OIDC__ISSUER`` is set (the groups file read now)."""
+    oidc = settings.oidc
+    if not oidc.enabled:
+        return None
+    assert oidc.groups_file is not None
+    groups = GroupMap.load(oidc.groups_file)
+    verifier = Verifier(oidc, Issuer(oidc, metrics=metrics), metrics=metrics)
+    return Oidc(oidc, verifier, groups, OidcRecords(settings.redis, redis))
 
 
 async def _cancel(task: asyncio.Task[None]) -> None:

@@ -1,10 +1,10 @@
 """One error hierarchy for the gateway, and the one place that maps library errors onto it.
 
-Bad *data* is never an exception (see ``codec``). Every call into aiokafka or redis runs
-inside ``kafka_errors`` or ``redis_errors`` (in the spirit of httpx's ``map_exceptions``):
-the library errors named here are infrastructure, which callers retry with backoff and the
-API answers with 503; anything else is a bug and propagates, stopping the gateway rather
-than skipping records.
+Bad *data* is never an exception (see ``codec``). Every call into aiokafka, redis or an
+OpenID Connect issuer runs inside ``kafka_errors``, ``redis_errors`` or ``issuer_errors`` (in
+the spirit of httpx's ``map_exceptions``): the library errors named here are infrastructure,
+which callers retry with backoff and the API answers with 503; anything else is a bug and
+propagates, stopping the gateway rather than skipping records.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import httpx
 from aiokafka.errors import KafkaError
 from redis.exceptions import RedisError
 
@@ -68,3 +69,22 @@ def redis_errors(doing: str) -> Iterator[None]:
         yield
     except REDIS_FAULTS as exc:
         raise RedisUnavailable(f"{doing} failed: {exc!r}") from exc
+
+
+class IssuerUnavailable(InfrastructureError):
+    """The OpenID Connect issuer (its discovery document, keys or token endpoint) did not
+    answer, or answered with something unusable."""
+
+    component = "oidc"
+
+
+ISSUER_FAULTS: tuple[type[BaseException], ...] = (httpx.HTTPError, OSError, TimeoutError)
+
+
+@contextlib.contextmanager
+def issuer_errors(doing: str) -> Iterator[None]:
+    """Raise ``IssuerUnavailable("{doing} failed: ...")`` for an HTTP fault inside."""
+    try:
+        yield
+    except ISSUER_FAULTS as exc:
+        raise IssuerUnavailable(f"{doing} failed: {exc!r}") from exc

@@ -142,6 +142,7 @@ class GatewayMetrics:
             ["outcome"],
             registry=r,
         )
+        self._oidc(r)
         self.api_requests_limited = Counter(
             "hitl_api_requests_limited",
             "API requests refused with 429: the reviewer was over the rate limit.",
@@ -247,6 +248,31 @@ class GatewayMetrics:
             self.notification_attempts.labels(kind=kind)
             for outcome in ("sent", "failed", "dropped", "disabled", "duplicate"):
                 self.notifications.labels(kind=kind, outcome=outcome)
+
+    def _oidc(self, r: CollectorRegistry) -> None:
+        """Reviewers signed in by the OpenID Connect issuer (review/oidc.py)."""
+        self.oidc_groups_reloads = Counter(
+            "hitl_oidc_groups_reloads",
+            "Reloads of the OIDC groups file, by outcome (failure: the old groups stay).",
+            ["outcome"],
+            registry=r,
+        )
+        self.oidc_tokens = Counter(
+            "hitl_oidc_tokens",
+            "OIDC tokens verified, by outcome (accepted, or why refused: expired, audience,"
+            " issuer, signature, unknown_key, algorithm, not_yet_valid, claims, nonce,"
+            " malformed).",
+            ["outcome"],
+            registry=r,
+        )
+        self.oidc_jwks_fetches = Counter(
+            "hitl_oidc_jwks_fetches",
+            "Fetches of the OIDC issuer's key set, by outcome (failure: the keys in hand stay).",
+            ["outcome"],
+            registry=r,
+        )
+        for outcome in ("success", "failure"):
+            self.oidc_jwks_fetches.labels(outcome=outcome)
 
     def _automation_bias(self, r: CollectorRegistry) -> None:
         """How long reviewers look at what they decide (the EU AI Act asks overseers to stay

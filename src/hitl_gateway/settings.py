@@ -6,10 +6,12 @@ silently falls back to a default.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from pydantic import (
     BaseModel,
@@ -213,6 +215,109 @@ class ReviewSettings(_Section):
     rate_limit_window_s: float = Field(default=10.0, gt=0, le=3_600)
 
 
+# Signature algorithms an issuer's tokens may use: asymmetric only. ``none`` and the HMAC
+# family (HS*) are not expressible: an HS256 token "signed" with the issuer's public key
+# would otherwise verify against the very key the gateway publishes trust in.
+SigningAlgorithm = Literal[
+    "RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA",
+    "Ed25519",
+]  # fmt: skip
+CALLBACK_PATH = "/workspace/oidc/callback"
+
+
+def _secure_url(name: str, url: str) -> str:
+    """An https URL, or http on a loopback address (a local issuer, tests)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{name} must be an https:// URL, got {url!r}")
+    if parts.scheme == "http" and not _loopback(parts.hostname):
+        raise ValueError(f"{name} must use https (plain http only on a loopback address)")
+    if parts.fragment:
+        raise ValueError(f"{name} must not carry a #fragment")
+    return url
+
+
+def _loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class OidcSettings(_Section):
+    """Reviewers signed in by an OpenID Connect issuer (docs/review.md): JWTs checked against
+    the issuer's keys, a claim naming the reviewer, groups granting pools. Off while
+    ``issuer`` is unset; the reviewers file works either way."""
+
+    issuer: str | None = None
+    # What the API's bearer tokens must name in ``aud``; the workspace's ID tokens must name
+    # ``client_id`` (which defaults to this).
+    audience: str | None = Field(default=None, min_length=1, max_length=512)
+    jwks_url: str | None = None  # default: ``jwks_uri`` from the issuer's discovery document
+    id_claim: Literal["sub", "preferred_username", "email"] = "sub"
+    groups_claim: str = Field(default="groups", min_length=1, max_length=128)
+    groups_file: Path | None = None  # group -> pools, domains, operator (required when on)
+    algorithms: tuple[SigningAlgorithm, ...] = Field(
+        default=("RS256", "ES256", "EdDSA"), min_length=1
+    )
+    leeway_s: int = Field(default=60, ge=0, le=300)  # clock skew allowed on exp, nbf, iat
+    jwks_cache_s: float = Field(default=300.0, ge=1, le=86_400)
+    # The least time between two fetches of the key set: an unknown key id (a rotation)
+    # fetches it again at most this often, whatever a flood of made-up ids asks for.
+    jwks_refetch_interval_s: float = Field(default=10.0, ge=0.1, le=3_600)
+    http_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    # The workspace's authorization-code sign-in (with PKCE): on when both are set.
+    client_id: str | None = Field(default=None, min_length=1, max_length=512)
+    client_secret: SecretStr | None = None
+    redirect_url: str | None = None
+    scopes: str = Field(default="openid", min_length=1, max_length=512)
+
+    @property
+    def enabled(self) -> bool:
+        return self.issuer is not None
+
+    @property
+    def code_flow(self) -> bool:
+        return self.enabled and self.client_id is not None and self.redirect_url is not None
+
+    @property
+    def id_token_audience(self) -> str:
+        """The audience the workspace's ID tokens are issued for (the client id)."""
+        audience = self.client_id or self.audience
+        assert audience is not None
+        return audience
+
+    @model_validator(mode="after")
+    def _check(self) -> OidcSettings:
+        for name in ("issuer", "jwks_url", "redirect_url"):
+            value = getattr(self, name)
+            if value is not None:
+                _secure_url(name, value)
+        if self.issuer is None:
+            orphans = ("audience", "jwks_url", "groups_file", "client_id", "redirect_url")
+            given = [name for name in orphans if getattr(self, name) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} set without issuer (OIDC is off)")
+            return self
+        if self.audience is None:
+            raise ValueError("issuer is set: audience is required (the tokens' aud)")
+        if self.groups_file is None:
+            raise ValueError("issuer is set: groups_file is required (groups -> pools)")
+        if (self.client_id is None) != (self.redirect_url is None):
+            raise ValueError("the workspace's OIDC sign-in needs both client_id and redirect_url")
+        if self.client_secret is not None and self.client_id is None:
+            raise ValueError("client_secret is set without client_id")
+        if self.redirect_url is not None and not urlsplit(self.redirect_url).path.endswith(
+            CALLBACK_PATH
+        ):
+            raise ValueError(f"redirect_url must end with the gateway's {CALLBACK_PATH}")
+        if "openid" not in self.scopes.split():
+            raise ValueError("scopes must include openid")
+        return self
+
+
 class RedisSettings(_Section):
     url: str = "redis://127.0.0.1:6379/0"
     # Namespaces every key, so several deployments (or test runs) can share one Redis.
@@ -288,6 +393,7 @@ class Settings(BaseSettings):
     topics: TopicSettings = TopicSettings()
     policy: PolicySettings = PolicySettings()
     review: ReviewSettings = ReviewSettings()
+    oidc: OidcSettings = OidcSettings()
     redis: RedisSettings = RedisSettings()
     http: HttpSettings = HttpSettings()
     limits: LimitSettings = LimitSettings()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import time
 import uuid
@@ -68,6 +69,8 @@ def settings_env(settings: Settings) -> dict[str, str]:
             if isinstance(value, dict):
                 for option, setting in value.items():  # HITL_KAFKA__CLIENT__<option>
                     env[f"HITL_{section}__{name}__{option}".upper()] = str(setting)
+            elif isinstance(value, list):  # a tuple setting: the environment takes JSON
+                env[f"HITL_{section}__{name}".upper()] = json.dumps(value)
             elif value is not None:
                 env[f"HITL_{section}__{name}".upper()] = (
                     str(value).lower() if isinstance(value, bool) else str(value)

@@ -138,12 +138,12 @@ def test_without_a_webhook_alerts_are_only_counted() -> None:
 
 
 def test_notify_settings_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HITL_NOTIFY__WEBHOOK_URL", "https://hooks.example/T000/B000/secret")
+    monkeypatch.setenv("HITL_NOTIFY__WEBHOOK_URL", "https://hooks.example/T000/B000/hush123")
     monkeypatch.setenv("HITL_NOTIFY__FORMAT", "slack")
     notify = Settings().notify
     assert notify.format == "slack"
     assert notify.webhook_url is not None
-    assert "secret" not in Settings().model_dump_json()
+    assert "hush123" not in Settings().model_dump_json()
 
 
 def test_a_webhook_url_must_be_http() -> None:

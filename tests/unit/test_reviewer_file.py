@@ -10,7 +10,7 @@ from prometheus_client import CollectorRegistry
 
 from hitl_gateway.metrics import GatewayMetrics
 from hitl_gateway.review.auth import Reviewers, new_token
-from hitl_gateway.review.reviewer_file import ReviewerFileWatcher
+from hitl_gateway.review.reviewer_file import reviewers_watcher
 
 
 def _write(path: Path, who: str, digest: str) -> None:
@@ -23,7 +23,7 @@ def test_reload_replaces_refuses_and_keeps(tmp_path: Path) -> None:
     _write(path, "ana", old_digest)
     reviewers = Reviewers.load(path)
     metrics = GatewayMetrics(CollectorRegistry())
-    watcher = ReviewerFileWatcher(path, reviewers, metrics, interval_s=1)
+    watcher = reviewers_watcher(path, reviewers, metrics, interval_s=1)
     assert watcher.check() is None  # unchanged
 
     new_token_, new_digest = new_token()
@@ -53,7 +53,7 @@ def test_a_change_of_content_within_the_same_second_is_seen(tmp_path: Path) -> N
     _, digest = new_token()
     _write(path, "ana", digest)
     reviewers = Reviewers.load(path)
-    watcher = ReviewerFileWatcher(path, reviewers, GatewayMetrics(CollectorRegistry()), 1)
+    watcher = reviewers_watcher(path, reviewers, GatewayMetrics(CollectorRegistry()), 1)
     stat = path.stat()
     _write(path, "bob", digest)
     os.utime(path, ns=(stat.st_atime_ns, stat.st_mtime_ns))  # same time; the size differs

@@ -26,7 +26,8 @@ from hitl_gateway.codec import read_json
 from hitl_gateway.errors import InfrastructureError
 from hitl_gateway.models import HoldMeta
 from hitl_gateway.outputs import blind_view
-from hitl_gateway.review.auth import ANY, Reviewer, Reviewers
+from hitl_gateway.review.auth import ANY, Reviewer
+from hitl_gateway.review.identities import Identities, Refused
 from hitl_gateway.review.limits import RequestLimiter
 from hitl_gateway.review.state import MAX_GRADES, DecisionBody
 from hitl_gateway.review.submit import Reviewing, submit
@@ -95,19 +96,20 @@ def _view(meta: HoldMeta, value: bytes | None = None) -> ItemView:
 
 
 def authenticator(
-    reviewers: Reviewers, limiter: RequestLimiter | None = None
+    identities: Identities, limiter: RequestLimiter | None = None
 ) -> Callable[..., Awaitable[Reviewer]]:
-    """The dependency that turns a bearer token into its reviewer (401 otherwise), within
-    the reviewer's request rate (429 with Retry-After otherwise)."""
+    """The dependency that turns a bearer token (a reviewers-file token, or where OIDC is on
+    the issuer's JWT) into its reviewer (401 when it proves nothing, 403 when it grants
+    nothing here), within the reviewer's request rate (429 with Retry-After otherwise)."""
 
     async def reviewer(
         credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
     ) -> Reviewer:
-        found = reviewers.authenticate(credentials.credentials) if credentials else None
-        if found is None:
-            raise HTTPException(
-                401, "a valid bearer token is required", {"WWW-Authenticate": "Bearer"}
-            )
+        found = await guard(identities.authenticate(credentials.credentials if credentials
+                                                    else None))  # fmt: skip
+        if isinstance(found, Refused):
+            challenge = 'Bearer error="invalid_token"' if credentials else "Bearer"
+            raise HTTPException(found.status, found.message, {"WWW-Authenticate": challenge})
         if limiter is not None:
             wait_s = await guard(limiter.retry_after(found.id))
             if wait_s is not None:
@@ -124,10 +126,10 @@ def authenticator(
     return reviewer
 
 
-def review_router(reviewing: Reviewing, reviewers: Reviewers) -> APIRouter:
+def review_router(reviewing: Reviewing, identities: Identities) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["review"])
     index = reviewing.index
-    reviewer = authenticator(reviewers, reviewing.limiter)
+    reviewer = authenticator(identities, reviewing.limiter)
 
     Who = Annotated[Reviewer, Depends(reviewer)]
 
@@ -143,7 +145,7 @@ def review_router(reviewing: Reviewing, reviewers: Reviewers) -> APIRouter:
         if pool not in who.pools and ANY not in who.pools:
             raise HTTPException(403, f"{who.id} is not granted pool {pool}")
         # A reviewer granted some domains only pages and counts among those domains' items.
-        domains = None if ANY in who.domains else who.domains
+        domains = who.domains_in(pool)
         page = index.queue(pool, order=order, offset=offset, limit=limit, domains=domains)
         total, metas = await guard(page)
         return QueuePage(pool=pool, total=total, offset=offset, items=[_view(m) for m in metas])

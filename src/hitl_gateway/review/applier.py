@@ -39,7 +39,7 @@ from hitl_gateway.outputs import (
 from hitl_gateway.poison import poisoned
 from hitl_gateway.policy.rubrics import grade_problem
 from hitl_gateway.policy.store import PolicyStore
-from hitl_gateway.review.auth import Reviewers
+from hitl_gateway.review.auth import ReviewerLookup
 from hitl_gateway.review.batch import Applied, Batch
 from hitl_gateway.review.events import (
     decision_event,
@@ -74,7 +74,7 @@ class DecisionApplier:
         self,
         topics: TopicSettings,
         index: HoldIndex,
-        reviewers: Reviewers,
+        reviewers: ReviewerLookup,
         policies: PolicyStore,
         calibration: CalibrationStore,
         *,
@@ -121,7 +121,9 @@ class DecisionApplier:
             if current is None:  # not held: closed earlier, or never held
                 closed_by = await self._index.closed_by(request.item_id)
             hold = hold_of(current.meta) if isinstance(current, IndexedHold) else None
-            reviewer = self._reviewers.get(request.reviewer)
+            # The reviewers file's, or an OIDC reviewer as their token granted when the API
+            # published this (review/identities.py).
+            reviewer = await self._reviewers.find(request.reviewer, record.timestamp)
             outcome = evaluate(
                 hold, request, reviewer, now_ms=record.timestamp, closed_by=closed_by
             )

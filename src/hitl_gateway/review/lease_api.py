@@ -16,7 +16,8 @@ from pydantic import BaseModel
 
 from hitl_gateway.policy.store import PolicyStore
 from hitl_gateway.review.api import ItemId, authenticator, guard
-from hitl_gateway.review.auth import Reviewer, Reviewers
+from hitl_gateway.review.auth import Reviewer
+from hitl_gateway.review.identities import Identities
 from hitl_gateway.review.leases import Taken
 from hitl_gateway.review.submit import Reviewing, seats
 
@@ -56,9 +57,9 @@ async def take_item(r: Reviewing, who: Reviewer, item_id: str) -> tuple[Taken, i
     return taken, n
 
 
-def lease_router(r: Reviewing, reviewers: Reviewers, policies: PolicyStore) -> APIRouter:
+def lease_router(r: Reviewing, identities: Identities, policies: PolicyStore) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["review"])
-    Who = Annotated[Reviewer, Depends(authenticator(reviewers, r.limiter))]
+    Who = Annotated[Reviewer, Depends(authenticator(identities, r.limiter))]
 
     @router.post(
         "/items/{item_id}/lease", response_model=LeaseView, responses={403: {}, 404: {}, 409: {}}

@@ -2,7 +2,8 @@
 
 ``POST /v1/reassignments`` takes one held item, or every held item of a pool or a language,
 to another pool; ``GET /v1/reassignments/{request_id}`` reports how far it got. Operators
-only (``operator: true`` in the reviewers file); every move is audited with their id.
+only (``operator: true`` in the reviewers file, or an OIDC group granting it); every move is
+audited with their id.
 """
 
 # FastAPI resolves the dependency annotations below at import: no postponed annotations here.
@@ -21,7 +22,8 @@ from hitl_gateway.holds import HoldIndex
 from hitl_gateway.policy.pools import refusal
 from hitl_gateway.policy.store import PolicyStore
 from hitl_gateway.review.api import authenticator, guard
-from hitl_gateway.review.auth import Reviewer, Reviewers
+from hitl_gateway.review.auth import Reviewer
+from hitl_gateway.review.identities import Identities
 from hitl_gateway.review.limits import RequestLimiter
 from hitl_gateway.review.reassign import ReassignRequest, progress, submit
 from hitl_gateway.review.reroute import language_of
@@ -36,11 +38,11 @@ def operations_router(
     policies: PolicyStore,
     publisher: Publisher,
     *,
-    reviewers: Reviewers,
+    identities: Identities,
     limiter: RequestLimiter | None = None,
 ) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["operations"])
-    Who = Annotated[Reviewer, Depends(authenticator(reviewers, limiter))]
+    Who = Annotated[Reviewer, Depends(authenticator(identities, limiter))]
     partitions = settings.topics.partitions
 
     def operator(found: Reviewer) -> Reviewer:
@@ -82,6 +84,7 @@ def operations_router(
             )  # fmt: skip
             if why is not None:
                 raise HTTPException(409, why)
+        await guard(identities.remember(caller))  # an OIDC operator: for the applier
         covered = await guard(
             submit(wanted, index, publisher.publish, topics=settings.topics,
                    partitions=partitions)

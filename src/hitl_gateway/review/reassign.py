@@ -28,7 +28,7 @@ from hitl_gateway.policy.fields import Name
 from hitl_gateway.policy.loader import PolicySet
 from hitl_gateway.policy.pools import refusal, speaks
 from hitl_gateway.policy.store import PolicyStore
-from hitl_gateway.review.auth import ANY, Reviewer, Reviewers
+from hitl_gateway.review.auth import ANY, Reviewer, ReviewerLookup
 from hitl_gateway.review.batch import Batch
 from hitl_gateway.review.moves import move
 from hitl_gateway.review.reroute import language_of
@@ -115,7 +115,7 @@ class Reassigner:
         self,
         topics: TopicSettings,
         index: HoldIndex,
-        reviewers: Reviewers,
+        reviewers: ReviewerLookup,
         policies: PolicyStore,
         chunk: int,
     ) -> None:
@@ -136,11 +136,12 @@ class Reassigner:
         key = result_key(request.request_id, request.operator, b.partition)
         if request.after is None and (key in b.out.results or await self._index.result(*key)):
             return  # this request id was applied before: a request id is applied once
-        who = self._reviewers.get(request.operator)
+        who = await self._reviewers.find(request.operator, record.timestamp)
         policies = self._policies.current
         problem = None
         if who is None or not who.operator:
-            problem = f"{request.operator} is not an operator (reviewers file: operator: true)"
+            problem = (f"{request.operator} is not an operator (operator: true in the"
+                       " reviewers file or an OIDC group)")  # fmt: skip
         elif request.to_pool not in policies.pools:
             problem = f"pool '{request.to_pool}' is not defined in pools.yaml"
         if problem is not None or who is None:

@@ -1,10 +1,10 @@
-"""The reviewers file, reloaded when it changes: a revoked token stops working within one
-check interval, without a restart.
+"""The reviewers file and the OIDC groups file, reloaded when they change: a revoked token
+or group stops working within one check interval, without a restart.
 
-Polled like the policy files; the file is small, so its content's digest is the fingerprint
-(an edit within the clock's resolution that keeps the size is a change too). A valid new
-file replaces the reviewers in one assignment; an invalid or missing one is refused, and the
-reviewers in force stay (to revoke everyone, write a file with no reviewers).
+Polled like the policy files; the files are small, so their content's digest is the
+fingerprint (an edit within the clock's resolution that keeps the size is a change too). A
+valid new file replaces the one in force in one assignment; an invalid or missing one is
+refused, and the one in force stays (to revoke everyone, write a file that grants nobody).
 """
 
 from __future__ import annotations
@@ -12,15 +12,28 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
+from collections.abc import Callable
 from pathlib import Path
+from typing import Generic, Protocol, Self, TypeVar
 
 import structlog
+from prometheus_client import Counter
 
 from hitl_gateway.errors import ConfigError
 from hitl_gateway.metrics import GatewayMetrics
 from hitl_gateway.review.auth import Reviewers
+from hitl_gateway.review.groups import GroupMap
 
 log = structlog.get_logger(__name__)
+
+
+class Reloadable(Protocol):
+    def names(self) -> set[str]: ...
+
+    def replace_with(self, other: Self) -> None: ...
+
+
+T = TypeVar("T", bound=Reloadable)
 
 
 def fingerprint(path: Path) -> str | None:
@@ -30,14 +43,26 @@ def fingerprint(path: Path) -> str | None:
         return None
 
 
-class ReviewerFileWatcher:
+class FileWatcher(Generic[T]):
+    """Keeps ``target`` in step with the file at ``path`` (``what`` names it in logs:
+    ``{what}_reloaded``, ``{what}_reload_refused``)."""
+
     def __init__(
-        self, path: Path, reviewers: Reviewers, metrics: GatewayMetrics, interval_s: float
+        self,
+        path: Path,
+        target: T,
+        load: Callable[[Path], T],
+        reloads: Counter,
+        *,
+        interval_s: float,
+        what: str,
     ) -> None:
         self.path = path
-        self.reviewers = reviewers
-        self._metrics = metrics
+        self.target = target
+        self._load = load
+        self._reloads = reloads
         self._interval_s = interval_s
+        self._what = what
         self._seen = fingerprint(path)
 
     def check(self) -> bool | None:
@@ -50,25 +75,25 @@ class ReviewerFileWatcher:
         if now is None:
             return self._refuse("the file is missing")
         try:
-            new = Reviewers.load(self.path)
+            new = self._load(self.path)
         except ConfigError as exc:
             return self._refuse(str(exc))
-        before = {r.id for r in self.reviewers}
-        self.reviewers.replace_with(new)
-        after = {r.id for r in new}
-        self._metrics.reviewer_reloads.labels(outcome="success").inc()
+        before = self.target.names()
+        self.target.replace_with(new)
+        after = new.names()
+        self._reloads.labels(outcome="success").inc()
         log.info(
-            "reviewers_reloaded",
-            reviewers=len(after),
+            f"{self._what}_reloaded",
+            count=len(after),
             added=sorted(after - before)[:20],
             removed=sorted(before - after)[:20],
         )
         return True
 
     def _refuse(self, problem: str) -> bool:
-        self._metrics.reviewer_reloads.labels(outcome="failure").inc()
-        log.error("reviewers_reload_refused", path=str(self.path), problem=problem[:2000],
-                  kept=len(list(self.reviewers)))  # fmt: skip
+        self._reloads.labels(outcome="failure").inc()
+        log.error(f"{self._what}_reload_refused", path=str(self.path), problem=problem[:2000],
+                  kept=len(self.target.names()))  # fmt: skip
         return False
 
     async def watch(self, stop: asyncio.Event) -> None:
@@ -79,3 +104,17 @@ class ReviewerFileWatcher:
                 await asyncio.wait_for(stop.wait(), self._interval_s)
             if not stop.is_set():
                 self.check()
+
+
+def reviewers_watcher(
+    path: Path, reviewers: Reviewers, metrics: GatewayMetrics, interval_s: float
+) -> FileWatcher[Reviewers]:
+    return FileWatcher(path, reviewers, Reviewers.load, metrics.reviewer_reloads,
+                       interval_s=interval_s, what="reviewers")  # fmt: skip
+
+
+def groups_watcher(
+    path: Path, groups: GroupMap, metrics: GatewayMetrics, interval_s: float
+) -> FileWatcher[GroupMap]:
+    return FileWatcher(path, groups, GroupMap.load, metrics.oidc_groups_reloads,
+                       interval_s=interval_s, what="oidc_groups")  # fmt: skip

@@ -3,7 +3,8 @@
 The decision is published to the decisions topic on the partition of the item's hold and
 applied there by the partition's owner like any decision from the topic; this waits for the
 recorded result. Before publishing: an edit that would not fit is refused (413), and so is a
-decision on an item whose seats are all leased by other reviewers (409). After a result: the
+decision on an item whose seats are all leased by other reviewers (409); an OIDC reviewer's
+grants are recorded for the applier (review/identities.py). After a result: the
 reviewer's lease is released, and their day's work and time on item are counted.
 """
 
@@ -20,6 +21,7 @@ from hitl_gateway.holds import HoldIndex
 from hitl_gateway.metrics import GatewayMetrics
 from hitl_gateway.models import HoldMeta
 from hitl_gateway.review.auth import Reviewer
+from hitl_gateway.review.identities import Identities
 from hitl_gateway.review.leases import Leases
 from hitl_gateway.review.limits import RequestLimiter
 from hitl_gateway.review.state import DecisionBody, DecisionRequest, edited_value
@@ -51,6 +53,8 @@ class Reviewing:
     work: WorkLog
     metrics: GatewayMetrics
     limiter: RequestLimiter | None = None
+    # Records what an OIDC reviewer's token granted, for the applier (review/identities.py).
+    identities: Identities | None = None
 
 
 async def submit(
@@ -83,6 +87,8 @@ async def submit(
     if len(record) > limit:
         raise HTTPException(413, f"the decision is {len(record)} bytes, limit {limit}")
     partition = held.partition if held is not None else None
+    if r.identities is not None:
+        await r.identities.remember(who)
     await r.publisher.publish(
         r.settings.topics.review_decisions, record, item_id.encode(), partition
     )

@@ -1,5 +1,5 @@
-"""The workspace's pages: sign in, the pools and their queues, an item with its rubric, the
-decision, and the reviewer's own day.
+"""The workspace's pages: the pools and their queues, an item with its rubric, the decision,
+and the reviewer's own day (signing in: workspace/signin.py).
 
 Server-rendered (Jinja2, autoescaped) from the gateway's HTTP server: no build step, no
 outside network, and every rule the review API enforces is enforced here by the same code
@@ -14,115 +14,51 @@ import time
 import uuid
 from importlib import resources
 from typing import Any
-from urllib.parse import parse_qs, quote
+from urllib.parse import quote
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
-from jinja2 import Environment, PackageLoader, select_autoescape
+from fastapi.responses import JSONResponse, Response
 
 from hitl_gateway.codec import read_json
 from hitl_gateway.outputs import blind_view
 from hitl_gateway.policy.store import PolicyStore
-from hitl_gateway.review.auth import ANY, Reviewer, Reviewers
+from hitl_gateway.review.auth import ANY, Reviewer
+from hitl_gateway.review.identities import Identities
 from hitl_gateway.review.lease_api import take_item
 from hitl_gateway.review.submit import Reviewing, seats, submit
 from hitl_gateway.workspace.forms import decision, editable
+from hitl_gateway.workspace.oidc_flow import CodeFlow
 from hitl_gateway.workspace.render import markdown, output_of, shown
-from hitl_gateway.workspace.sessions import COOKIE, TTL_S, Session, Sessions
+from hitl_gateway.workspace.sessions import Sessions
+from hitl_gateway.workspace.signin import SignIn
+from hitl_gateway.workspace.web import PREFIX
+from hitl_gateway.workspace.web import page as _page
+from hitl_gateway.workspace.web import redirect as _redirect
 
-PREFIX = "/workspace"
 _STATIC = {"workspace.css": "text/css", "workspace.js": "text/javascript"}
-_MAX_FORM_BYTES = 2_000_000
-
-_env = Environment(
-    loader=PackageLoader("hitl_gateway.workspace", "templates"),
-    autoescape=select_autoescape(default=True, default_for_string=True),
-    trim_blocks=True,
-    lstrip_blocks=True,
-)
-
-
-def _page(name: str, status: int = 200, **context: Any) -> HTMLResponse:
-    html = _env.get_template(name).render(prefix=PREFIX, **context)
-    return HTMLResponse(html, status_code=status, headers=_HEADERS)
-
-
-# No framing, no sniffing, no referrer, scripts and styles from the gateway only.
-_HEADERS = {
-    "Content-Security-Policy": "default-src 'self'; script-src 'self'; style-src 'self';"
-    " img-src 'self' data:; frame-ancestors 'none'; form-action 'self'; base-uri 'none'",
-    "X-Content-Type-Options": "nosniff",
-    "Referrer-Policy": "no-referrer",
-    "Cache-Control": "no-store",
-}
-
-
-async def _form(request: Request) -> dict[str, str]:
-    body = await request.body()
-    if len(body) > _MAX_FORM_BYTES:
-        raise HTTPException(413, "the form is too large")
-    parsed = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
-    return {k: v[-1] for k, v in parsed.items()}
-
-
-def _redirect(path: str) -> RedirectResponse:
-    return RedirectResponse(f"{PREFIX}{path}", status_code=303)
 
 
 class Workspace:
-    """The pages, over the review path (``Reviewing``), the reviewers file, the policies and
-    the sign-in self.sessions."""
+    """The pages, over the review path (``Reviewing``), who reviewers are (the reviewers file
+    and, where configured, the OIDC issuer), the policies and the sign-in sessions."""
 
     def __init__(
-        self, r: Reviewing, reviewers: Reviewers, policies: PolicyStore, sessions: Sessions
+        self,
+        r: Reviewing,
+        identities: Identities,
+        policies: PolicyStore,
+        sessions: Sessions,
+        code_flow: CodeFlow | None = None,
     ) -> None:
         self.r = r
-        self.reviewers = reviewers
         self.policies = policies
-        self.sessions = sessions
-
-    async def signed_in(self, request: Request) -> tuple[Session, Reviewer] | None:
-        session = await self.sessions.get(request.cookies.get(COOKIE))
-        who = self.reviewers.get(session.reviewer) if session is not None else None
-        if session is None or who is None or who.token_sha256 != session.token_sha256:
-            return None  # signed out, or the reviewers file no longer grants this sign-in
-        return session, who
-
-    async def form_of(self, request: Request, session: Session) -> dict[str, str]:
-        form = await _form(request)
-        if not session.csrf_ok(form.get("csrf")):
-            raise HTTPException(403, "the form has expired: reload the page and try again")
-        return form
+        self.sign_in = SignIn(identities, sessions, code_flow)
+        self.signed_in = self.sign_in.signed_in
+        self.form_of = self.sign_in.form_of
 
     def pools_of(self, who: Reviewer) -> list[str]:
         known = sorted(self.policies.current.pools)
         return known if ANY in who.pools else [p for p in who.pools if p in known]
-
-    # -- signing in ---------------------------------------------------------------------
-
-    async def login_page(self, notice: str = "") -> HTMLResponse:
-        return _page("login.html", notice=notice)
-
-    async def login(self, request: Request) -> Response:
-        form = await _form(request)
-        who = self.reviewers.authenticate(form.get("token", "").strip())
-        if who is None:
-            return _page("login.html", 401, notice="That token is not a reviewer's token.")
-        session = await self.sessions.start(who.id, who.token_sha256)
-        response = _redirect("/")
-        response.set_cookie(COOKIE, session.sid, max_age=TTL_S, httponly=True,
-                            samesite="strict", secure=request.url.scheme == "https",
-                            path=PREFIX)  # fmt: skip
-        return response
-
-    async def logout(self, request: Request) -> Response:
-        found = await self.signed_in(request)
-        if found is not None:
-            await self.form_of(request, found[0])
-            await self.sessions.end(found[0].sid)
-        response = _redirect("/login")
-        response.delete_cookie(COOKIE, path=PREFIX)
-        return response
 
     # -- pools and queues ---------------------------------------------------------------
 
@@ -152,7 +88,8 @@ class Workspace:
         if pool not in self.pools_of(who):
             return _page("error.html", 403, who=who, session=session,
                          message=f"You are not granted pool {pool}.")  # fmt: skip
-        granted = None if ANY in who.domains else list(who.domains)
+        visible = who.domains_in(pool)
+        granted = None if visible is None else list(visible)
         domains = [domain] if domain and (granted is None or domain in granted) else granted
         total, metas = await self.r.index.queue(pool, limit=200, domains=domains)
         if language:
@@ -273,9 +210,7 @@ class Workspace:
 
     def router(self) -> APIRouter:
         router = APIRouter(prefix=PREFIX, include_in_schema=False)
-        router.add_api_route("/login", self.login_page, methods=["GET"])
-        router.add_api_route("/login", self.login, methods=["POST"])
-        router.add_api_route("/logout", self.logout, methods=["POST"])
+        self.sign_in.routes(router)
         router.add_api_route("/", self.home, methods=["GET"])
         router.add_api_route("/pools/{pool}", self.queue, methods=["GET"])
         router.add_api_route("/items/{item_id}/take", self.take, methods=["POST"])
