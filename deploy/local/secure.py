@@ -56,6 +56,7 @@ from stack import (  # the one-broker stack's helpers, beside this file
 BROKER_PRINCIPAL = "User:CN=kafka-broker"  # the broker's certificate, on its own listeners
 OAUTH_AUDIENCE = "kafka"
 OAUTH_ISSUER = "hitl-local-issuer"
+WARMUP_TOPIC = "secure.warmup"  # one transaction at start (wait_ready)
 
 
 @dataclass(frozen=True)
@@ -258,9 +259,14 @@ def _secret(value: str) -> Any:
 
 
 async def wait_ready(cfg: SecureConfig, settings: Any) -> None:
-    """Until the broker answers the admin over TLS and SCRAM, and its coordinators work."""
+    """Until the broker answers the admin over TLS and SCRAM, and its coordinators work:
+    one transaction is committed, so a transaction's first write to a partition has been
+    verified with the transaction coordinator (Kafka 3.6+) over the broker's own TLS
+    listener, whose first connection is slow on a busy machine. Until then those writes
+    are refused as NOT_ENOUGH_REPLICAS and retried, and a gateway started at once would
+    spend its first seconds on them."""
     from aiokafka import AIOKafkaProducer  # noqa: PLC0415 - needs the venv
-    from aiokafka.admin import AIOKafkaAdminClient  # noqa: PLC0415
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic  # noqa: PLC0415
 
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
     deadline = time.monotonic() + cfg.ready_timeout_s
@@ -278,7 +284,12 @@ async def wait_ready(cfg: SecureConfig, settings: Any) -> None:
             await admin.list_topics()
             # The offsets and transaction state topics, made on first use (see stack.warm).
             await admin.list_consumer_group_offsets("secure-warmup")
+            if WARMUP_TOPIC not in await admin.list_topics():
+                await admin.create_topics([NewTopic(WARMUP_TOPIC, 1, 1)])
             await producer.start()
+            await producer.begin_transaction()
+            await producer.send_and_wait(WARMUP_TOPIC, b"warm")
+            await producer.commit_transaction()
         except Exception as exc:  # noqa: BLE001 - any failure means "not ready yet"
             last = exc
         else:

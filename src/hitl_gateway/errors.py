@@ -99,6 +99,8 @@ class TokenEndpointError(KafkaConnectionError):  # type: ignore[misc]  # untyped
         self.refused = refused
 
 
+# OpenSSL's X509_V_ERR_HOSTNAME_MISMATCH and X509_V_ERR_IP_ADDRESS_MISMATCH.
+_NAME_MISMATCH = (62, 64)
 # What each authorization error was about, for the message.
 _AUTHORIZATION: dict[type[KafkaError], str] = {
     TopicAuthorizationFailedError: "topic",
@@ -137,7 +139,7 @@ def tls_refusal(err: ssl.SSLCertVerificationError, broker: str | None = None) ->
     """Why the broker's certificate was refused, in words an operator can act on."""
     at = f" at {broker}" if broker else ""
     reason = err.verify_message or str(err)
-    if err.verify_code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH
+    if err.verify_code in _NAME_MISMATCH:
         return (
             f"the TLS certificate of the Kafka broker{at} is not valid for the host name the "
             f"gateway connected to ({reason}); host-name checking is always on: connect by a "

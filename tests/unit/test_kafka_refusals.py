@@ -48,6 +48,7 @@ def _cert_error(code: int, message: str) -> ssl.SSLCertVerificationError:
         (ClusterAuthorizationFailedError(), "authorization", "cluster (CLUSTER_AUTHORIZATION"),
         (_cert_error(19, "self-signed certificate in certificate chain"), "tls", "not trusted"),
         (_cert_error(62, "Hostname mismatch"), "tls", "not valid for the host name"),
+        (_cert_error(64, "IP address mismatch"), "tls", "not valid for the host name"),
         (TokenEndpointError("the endpoint said no", refused=True), "token", "the endpoint said no"),
     ],
 )
