@@ -48,8 +48,8 @@ class Grant:
 
 def gateway_grants(settings: Any) -> list[Grant]:
     """What ``hitl-gateway run`` needs, and nothing else (the table in docs/security.md).
-    DESCRIBE comes with READ and WRITE; no cluster permission is needed (an idempotent
-    producer's InitProducerId takes WRITE on any topic since Kafka 3.0)."""
+    DESCRIBE comes with READ and WRITE; no cluster permission is needed (Kafka 3.9 gives an
+    idempotent producer its id for WRITE on any topic)."""
     t, k = settings.topics, settings.kafka
     read = [t.outputs, t.review_decisions, t.holds, t.audit]
     write = [t.delivered, t.deadletter, t.holds, t.review_tasks, t.review_decisions,
