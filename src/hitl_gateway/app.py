@@ -20,8 +20,10 @@ from prometheus_client import CollectorRegistry
 from hitl_gateway import __version__
 from hitl_gateway.budgets import RedisBudgets
 from hitl_gateway.calibration.store import CalibrationStore
+from hitl_gateway.errors import KafkaAccessError
 from hitl_gateway.holds import HoldIndex
 from hitl_gateway.ids import HeldIds
+from hitl_gateway.kafka_access import check_access
 from hitl_gateway.logs import count_expected_retries
 from hitl_gateway.metrics import GatewayMetrics
 from hitl_gateway.notify import Notifier
@@ -201,6 +203,9 @@ class Gateway:
             async with AsyncExitStack() as stack:
                 retries = self.metrics.kafka_client_retries
                 stack.callback(count_expected_retries(lambda e: retries.labels(e).inc()))
+                # A refused certificate, credential, token or ACL stops the start here,
+                # named, instead of surfacing as clients that cannot bootstrap or retry.
+                await check_access(self.settings)
                 await self.publisher.start()
                 stack.push_async_callback(self.publisher.stop)
                 await self.notifier.start()
@@ -239,6 +244,10 @@ class Gateway:
                 if handle_signals:
                     self._arm_watchdog()  # closing must fit the budget too
             log.info("gateway_stopped", committed_records=self.pipeline.committed_records)
+        except KafkaAccessError as exc:
+            refused = exc.naming(self.settings.kafka.identity())
+            log.error("kafka_access_refused", cause=refused.cause, error=str(refused))
+            raise refused from exc
         finally:
             self._running = False
             if self._watchdog is not None:

@@ -18,7 +18,12 @@ import time
 import structlog
 from aiokafka import TopicPartition
 
-from hitl_gateway.errors import FencedError, InfrastructureError, RedisUnavailable
+from hitl_gateway.errors import (
+    FencedError,
+    InfrastructureError,
+    KafkaAccessError,
+    RedisUnavailable,
+)
 from hitl_gateway.holds import HoldIndex
 from hitl_gateway.index_entries import index_changes
 from hitl_gateway.lane import Lane, Work
@@ -130,6 +135,9 @@ class Committer:
                     await asyncio.sleep(delay)  # unlocked: a revoke or the sweeper may go first
         except asyncio.CancelledError:
             raise
+        except KafkaAccessError as exc:  # a missing ACL: stop the gateway, naming it
+            log.error("lane_refused", partition=lane.partition, error=str(exc))
+            self.fatal = exc
         except BaseException as exc:  # a bug: stop the gateway rather than skip records
             log.exception("lane_failed", partition=lane.partition)
             self.fatal = exc

@@ -20,7 +20,7 @@ import structlog
 from aiokafka import TopicPartition
 
 from hitl_gateway.audit import AuditChain
-from hitl_gateway.errors import InfrastructureError
+from hitl_gateway.errors import InfrastructureError, KafkaAccessError
 from hitl_gateway.holds import HoldIndex
 from hitl_gateway.lane import Lane
 from hitl_gateway.metrics import GatewayMetrics
@@ -165,6 +165,9 @@ class Ownership:
             partitions=sorted(set(pending) - self.pending),
             took_s=round(time.monotonic() - started, 3),
         )
+        refused = [f for f in failures if isinstance(f, KafkaAccessError)]
+        if refused:
+            raise refused[0]  # no retry cures it (a missing ACL): the gateway stops
         if failures:
             raise InfrastructureError(f"could not take {len(failures)} partition(s): {failures[0]}")
 

@@ -15,7 +15,12 @@ import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
 from hitl_gateway.audit import GENESIS, head_of
-from hitl_gateway.errors import InfrastructureError, KafkaUnavailable, kafka_errors
+from hitl_gateway.errors import (
+    InfrastructureError,
+    KafkaAccessError,
+    KafkaUnavailable,
+    kafka_errors,
+)
 from hitl_gateway.holds import HoldIndex
 from hitl_gateway.index_entries import index_changes
 from hitl_gateway.settings import KafkaSettings
@@ -50,7 +55,7 @@ class Reader:
         try:
             with kafka_errors("starting the reader"):
                 await consumer.start()
-        except InfrastructureError:
+        except (InfrastructureError, KafkaAccessError):
             await consumer.stop()
             raise
         self._consumer = consumer

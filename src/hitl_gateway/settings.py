@@ -83,6 +83,12 @@ class KafkaSettings(_Section):
     ssl_certfile: Path | None = None
     ssl_keyfile: Path | None = None
     ssl_password: SecretStr | None = None
+    # SASL/OAUTHBEARER: tokens from an OAuth 2.0 token endpoint, client credentials grant
+    # (oauth.py). https, or http to a loopback address only: the request carries the secret.
+    oauth_token_url: str | None = None
+    oauth_client_id: str | None = None
+    oauth_client_secret: SecretStr | None = None
+    oauth_scope: str | None = None
 
     @field_validator("client", mode="before")
     @classmethod
@@ -103,6 +109,8 @@ class KafkaSettings(_Section):
                 f"security_protocol={self.security_protocol} with sasl_mechanism="
                 f"{self.sasl_mechanism} needs sasl_plain_username and sasl_plain_password"
             )
+        if uses_sasl and self.sasl_mechanism == "OAUTHBEARER":
+            _check_oauth(self)
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ValueError("heartbeat_interval_ms must be below session_timeout_ms")
         return self
@@ -137,10 +145,67 @@ class KafkaSettings(_Section):
             )
         if self.security_protocol.startswith("SASL"):
             options["sasl_mechanism"] = self.sasl_mechanism
+            if self.sasl_mechanism == "OAUTHBEARER":
+                options["sasl_oauth_token_provider"] = self.token_provider()
+                return options
             options["sasl_plain_username"] = self.sasl_plain_username
             if self.sasl_plain_password is not None:
                 options["sasl_plain_password"] = self.sasl_plain_password.get_secret_value()
         return options
+
+    def token_provider(self) -> Any:
+        """The process's one OAuth token provider for these settings (OAUTHBEARER only)."""
+        from hitl_gateway.oauth import shared_provider  # noqa: PLC0415 - only with OAUTHBEARER
+
+        url, client, secret = self.oauth_token_url, self.oauth_client_id, self.oauth_client_secret
+        if url is None or client is None or secret is None:  # the validator requires them
+            raise ConfigError("OAUTHBEARER needs oauth_token_url, oauth_client_id and secret")
+        return shared_provider(
+            url,
+            client,
+            secret.get_secret_value(),
+            self.oauth_scope,
+            min(self.request_timeout_ms / 1000, 30.0),
+        )
+
+    def identity(self) -> str:
+        """Who this client is to the broker, for messages (never a secret)."""
+        if self.security_protocol.startswith("SASL"):
+            if self.sasl_mechanism == "OAUTHBEARER":
+                return f"OAuth client {self.oauth_client_id!r} (OAUTHBEARER)"
+            if self.sasl_mechanism == "GSSAPI":
+                return "the Kerberos principal (GSSAPI)"
+            return f"user {self.sasl_plain_username!r} ({self.sasl_mechanism})"
+        if self.ssl_certfile is not None:
+            return f"the client certificate {self.ssl_certfile}"
+        return f"the anonymous client ({self.security_protocol})"
+
+
+_LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def _check_oauth(kafka: KafkaSettings) -> None:
+    missing = [
+        f"oauth_{name} (HITL_KAFKA__OAUTH_{name.upper()})"
+        for name, value in (
+            ("token_url", kafka.oauth_token_url),
+            ("client_id", kafka.oauth_client_id),
+            ("client_secret", kafka.oauth_client_secret),
+        )
+        if not value
+    ]
+    if missing:
+        raise ValueError(
+            f"sasl_mechanism=OAUTHBEARER gets its tokens from an OAuth token endpoint with the "
+            f"client credentials grant; set {', '.join(missing)}"
+        )
+    url = urlsplit(kafka.oauth_token_url or "")
+    secure = url.scheme == "https" or (url.scheme == "http" and url.hostname in _LOOPBACK)
+    if not url.hostname or not secure:
+        raise ValueError(
+            f"oauth_token_url {kafka.oauth_token_url!r} must be an https:// URL (http:// only "
+            "to a loopback address): the client secret is sent with every token request"
+        )
 
 
 class TopicSettings(_Section):

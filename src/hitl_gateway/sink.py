@@ -17,19 +17,17 @@ from typing import Any
 import aiokafka.producer.sender as aiokafka_sender
 import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import (
-    InvalidProducerEpoch,
-    ProducerFenced,
-    TransactionalIdAuthorizationFailed,
-)
+from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
 from aiokafka.partitioner import DefaultPartitioner
 
 from hitl_gateway.errors import (
     KAFKA_FAULTS,
     FencedError,
     InfrastructureError,
+    KafkaAccessError,
     KafkaUnavailable,
     kafka_errors,
+    kafka_failure,
 )
 from hitl_gateway.settings import KafkaSettings
 
@@ -99,10 +97,8 @@ class PartitionProducer:
         try:
             with kafka_errors(f"starting producer {self.transactional_id}"):
                 await asyncio.wait_for(producer.start(), self._timeout_s)
-        except InfrastructureError as exc:
+        except (InfrastructureError, KafkaAccessError):
             await _close_quietly(producer)
-            if isinstance(exc.__cause__, TransactionalIdAuthorizationFailed):
-                raise KafkaUnavailable(f"not authorized for {self.transactional_id}") from exc
             raise
         self._producer = producer
 
@@ -153,8 +149,8 @@ class PartitionProducer:
                 raise
         except _FENCED as exc:
             raise FencedError(f"{self.transactional_id} was fenced by a newer owner") from exc
-        except KAFKA_FAULTS as exc:
-            raise KafkaUnavailable(f"transaction on {self.tp} failed: {exc!r}") from exc
+        except KAFKA_FAULTS as exc:  # a refused ACL stops the gateway; the rest is retried
+            raise kafka_failure(f"transaction on {self.tp}", exc) from exc
         return written
 
     async def _produce(
@@ -229,6 +225,7 @@ class PartitionProducer:
             # (aiokafka asserts on the transition). The new owner already aborted our work.
             await self.stop()
             return
+        _retrieve(producer._txn_manager.wait_for_transaction_end())  # see _retrieve
         try:
             await asyncio.wait_for(producer.abort_transaction(), self._timeout_s)
         except _ABORT_FAULTS as exc:
@@ -256,8 +253,11 @@ def tune_transaction_backoff(ms: int) -> None:
 
 
 def _retrieve(future: asyncio.Future[Any]) -> None:
-    """Mark a failed send's error as seen: the transaction's outcome already reports it."""
-    if not future.cancelled():
+    """Mark a failed send's error as seen: the transaction's outcome already reports it.
+    Also for the transaction's own waiter, which aiokafka sets to an abortable error (a
+    refused partition) and replaces, unread, when the abort begins: asyncio would log
+    "Future exception was never retrieved" for each such abort."""
+    if future.done() and not future.cancelled():
         future.exception()
 
 
@@ -285,7 +285,7 @@ class Publisher:
         try:
             with kafka_errors("starting the decision publisher"):
                 await producer.start()
-        except InfrastructureError:
+        except (InfrastructureError, KafkaAccessError):
             await _close_quietly(producer)
             raise
         self._producer = producer

@@ -13,7 +13,13 @@ from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 from aiokafka.coordinator.assignors.range import RangePartitionAssignor
 
 from hitl_gateway import poison
-from hitl_gateway.errors import KAFKA_FAULTS, InfrastructureError, KafkaUnavailable, kafka_errors
+from hitl_gateway.errors import (
+    KAFKA_FAULTS,
+    InfrastructureError,
+    KafkaAccessError,
+    KafkaUnavailable,
+    kafka_errors,
+)
 from hitl_gateway.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
@@ -74,7 +80,7 @@ class Source:
         try:
             with kafka_errors("starting the consumer"):
                 await asyncio.wait_for(consumer.start(), s.request_timeout_ms / 1000)
-        except InfrastructureError:
+        except (InfrastructureError, KafkaAccessError):
             await consumer.stop()
             raise
         consumer.subscribe(self._topics, listener=_Listener(self._owner))

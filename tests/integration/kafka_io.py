@@ -101,13 +101,16 @@ async def produce(
     headers: list[tuple[str, bytes]] | None = None,
     *,
     bootstrap: str = BOOTSTRAP,
+    security: dict[str, Any] | None = None,
 ) -> list[Sent]:
-    """Produce in order (idempotent, acks=all) and return where each record landed."""
+    """Produce in order (idempotent, acks=all) and return where each record landed.
+    ``security``: aiokafka's security options, for a secured broker."""
     producer = AIOKafkaProducer(
         bootstrap_servers=bootstrap,
         enable_idempotence=True,
         linger_ms=5,
         max_request_size=4_000_000,
+        **(security or {}),
     )
     await producer.start()
     try:
@@ -124,18 +127,28 @@ async def produce(
     ]
 
 
-async def read_all(topic: str, timeout_s: float = 30.0, *, bootstrap: str = BOOTSTRAP) -> list[Any]:
+async def read_all(
+    topic: str,
+    timeout_s: float = 30.0,
+    *,
+    bootstrap: str = BOOTSTRAP,
+    security: dict[str, Any] | None = None,
+) -> list[Any]:
     """Every committed record of ``topic`` (read_committed up to the last stable offset)."""
+    security = security or {}
     consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap, isolation_level="read_committed", enable_auto_commit=False
+        bootstrap_servers=bootstrap,
+        isolation_level="read_committed",
+        enable_auto_commit=False,
+        **security,
     )
     await consumer.start()
     try:
-        partitions = await _partitions(topic, bootstrap)
+        partitions = await _partitions(topic, bootstrap, security)
         tps = [TopicPartition(topic, p) for p in partitions]
         consumer.assign(tps)
         await consumer.seek_to_beginning(*tps)
-        end = await _stable_end(consumer, tps, bootstrap=bootstrap)
+        end = await _stable_end(consumer, tps, bootstrap=bootstrap, security=security)
         out: list[Any] = []
         deadline = time.monotonic() + timeout_s
         while await _behind(consumer, end):
@@ -154,13 +167,16 @@ async def _stable_end(
     settle_s: float = 10.0,
     *,
     bootstrap: str = BOOTSTRAP,
+    security: dict[str, Any] | None = None,
 ) -> dict[TopicPartition, int]:
     """The last stable offsets, once the transactions already committed have their markers
     written. A commit returns before the broker has written the markers to the partitions,
     and until then a read_committed reader stops below the transaction: wait (up to
     ``settle_s``) for the stable offsets to reach the high watermarks. A transaction still
     open after that is left out, as any read_committed reader would."""
-    latest = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    latest = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **(security or {})
+    )
     await latest.start()
     try:
         high = await latest.end_offsets(tps)
@@ -181,8 +197,10 @@ async def _behind(consumer: AIOKafkaConsumer, end: dict[TopicPartition, int]) ->
     return False
 
 
-async def _partitions(topic: str, bootstrap: str = BOOTSTRAP) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+async def _partitions(
+    topic: str, bootstrap: str = BOOTSTRAP, security: dict[str, Any] | None = None
+) -> list[int]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **(security or {}))
     await admin.start()
     try:
         (meta,) = await admin.describe_topics([topic])

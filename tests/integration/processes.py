@@ -17,8 +17,17 @@ GATEWAY = [sys.executable, "-m", "hitl_gateway.cli"]
 
 
 class GatewayProcess:
-    def __init__(self, settings: Settings, log_dir: Path, name: str, *args: str) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        log_dir: Path,
+        name: str,
+        *args: str,
+        secrets: dict[str, str] | None = None,
+    ) -> None:
         self.settings = settings
+        # HITL_* variables the settings print masked (passwords), given as they are.
+        self.secrets = secrets or {}
         self.log_path = log_dir / f"{name}.log"
         self.args = list(args)
         self.proc: subprocess.Popen[bytes] | None = None
@@ -28,6 +37,7 @@ class GatewayProcess:
     def start(self) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HITL_")}
         env.update(settings_env(self.settings))
+        env.update(self.secrets)
         self.env = env
         self.starts += 1
         with self.log_path.open("ab") as log:

@@ -91,3 +91,68 @@ def test_every_setting_is_documented() -> None:
     leaves = known_env_names(Settings, ENV_PREFIX) - {f"{ENV_PREFIX}{s}" for s in sections}
     missing = sorted(name for name in leaves if f"`{name}`" not in doc)
     assert not missing, f"undocumented settings: {missing}"
+
+
+def test_oauthbearer_without_a_token_url_is_refused_naming_the_variables(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("HITL_KAFKA__SECURITY_PROTOCOL", "SASL_SSL")
+    monkeypatch.setenv("HITL_KAFKA__SASL_MECHANISM", "OAUTHBEARER")
+    monkeypatch.setenv("HITL_KAFKA__OAUTH_CLIENT_ID", "hitl")
+    monkeypatch.setenv("HITL_KAFKA__OAUTH_CLIENT_SECRET", "s3cret")
+    with pytest.raises(ConfigError, match="HITL_KAFKA__OAUTH_TOKEN_URL") as refused:
+        load_settings()
+    assert "client credentials" in str(refused.value)
+    assert "s3cret" not in str(refused.value)
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["http://idp.example/token", "ftp://idp.example/token", "https:///token", "idp.example"],
+)
+def test_a_token_url_that_would_expose_the_secret_is_refused(url: str) -> None:
+    with pytest.raises(ValidationError, match="https://"):
+        KafkaSettings(
+            security_protocol="SASL_SSL",
+            sasl_mechanism="OAUTHBEARER",
+            oauth_token_url=url,
+            oauth_client_id="hitl",
+            oauth_client_secret="s3cret",  # type: ignore[arg-type]
+        )
+
+
+@pytest.mark.parametrize(
+    "url", ["https://idp.example/oauth2/token", "http://127.0.0.1:8080/token", "http://localhost/t"]
+)
+def test_oauthbearer_settings_give_every_client_one_token_provider(url: str) -> None:
+    kafka = KafkaSettings(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="OAUTHBEARER",
+        oauth_token_url=url,
+        oauth_client_id="hitl",
+        oauth_client_secret="s3cret",  # type: ignore[arg-type]
+        oauth_scope="kafka",
+    )
+    first, second = kafka.security_options(), kafka.consumer_options()
+    assert first["sasl_mechanism"] == "OAUTHBEARER"
+    assert first["sasl_oauth_token_provider"] is second["sasl_oauth_token_provider"]
+    assert "sasl_plain_password" not in first
+    assert "s3cret" not in Settings(kafka=kafka).model_dump_json()
+    assert kafka.identity() == "OAuth client 'hitl' (OAUTHBEARER)"
+
+
+def test_the_client_is_named_in_messages_without_its_secret() -> None:
+    scram = KafkaSettings(
+        security_protocol="SASL_SSL",
+        sasl_mechanism="SCRAM-SHA-512",
+        sasl_plain_username="hitl",
+        sasl_plain_password="hunter2",  # type: ignore[arg-type]
+    )
+    assert scram.identity() == "user 'hitl' (SCRAM-SHA-512)"
+    assert KafkaSettings().identity() == "the anonymous client (PLAINTEXT)"
+
+
+def test_tls_checks_the_host_name_by_default() -> None:
+    context = KafkaSettings(security_protocol="SSL").security_options()["ssl_context"]
+    assert context.check_hostname
+    assert context.verify_mode.name == "CERT_REQUIRED"
