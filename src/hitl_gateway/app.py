@@ -11,8 +11,9 @@ import asyncio
 import contextlib
 import os
 import signal
+from collections.abc import Coroutine
 from contextlib import AsyncExitStack
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 from prometheus_client import CollectorRegistry
@@ -216,26 +217,7 @@ class Gateway:
                 stack.push_async_callback(self.redis.aclose)
                 await self.pipeline.start()
                 stack.push_async_callback(self.pipeline.stop)
-                watcher = asyncio.create_task(self.policies.watch(self._stop), name="policy-watch")
-                stack.push_async_callback(_cancel, watcher)
-                staff = asyncio.create_task(
-                    self.reviewer_file.watch(self._stop), name="reviewers-watch"
-                )
-                stack.push_async_callback(_cancel, staff)
-                if self.oidc is not None and self.groups_file is not None:
-                    stack.push_async_callback(self.oidc.verifier.issuer.stop)
-                    groups = asyncio.create_task(
-                        self.groups_file.watch(self._stop), name="oidc-groups-watch"
-                    )
-                    stack.push_async_callback(_cancel, groups)
-                    warm = asyncio.create_task(self.oidc.verifier.issuer.warm(), name="oidc-warm")
-                    stack.push_async_callback(_cancel, warm)
-                observer = asyncio.create_task(self.observer.run(self._stop), name="observer")
-                stack.push_async_callback(_cancel, observer)
-                sweeper = asyncio.create_task(
-                    self.sla.run(self.pipeline, self._stop), name="sla-sweeper"
-                )
-                stack.push_async_callback(_cancel, sweeper)
+                self._background(stack)
                 self._running = True
                 await self.pipeline.run(
                     self._stop, max_records=max_records, idle_timeout_s=idle_timeout_s
@@ -255,6 +237,22 @@ class Gateway:
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(sig)
+
+    def _background(self, stack: AsyncExitStack) -> None:
+        """The tasks beside the pipeline (watchers, observer, SLA sweeper), cancelled when
+        ``stack`` closes."""
+
+        def spawn(coro: Coroutine[Any, Any, None], name: str) -> None:
+            stack.push_async_callback(_cancel, asyncio.create_task(coro, name=name))
+
+        spawn(self.policies.watch(self._stop), "policy-watch")
+        spawn(self.reviewer_file.watch(self._stop), "reviewers-watch")
+        if self.oidc is not None and self.groups_file is not None:
+            stack.push_async_callback(self.oidc.verifier.issuer.stop)
+            spawn(self.groups_file.watch(self._stop), "oidc-groups-watch")
+            spawn(self.oidc.verifier.issuer.warm(), "oidc-warm")
+        spawn(self.observer.run(self._stop), "observer")
+        spawn(self.sla.run(self.pipeline, self._stop), "sla-sweeper")
 
     def _on_signal(self, sig: signal.Signals) -> None:
         if self._stop.is_set():
