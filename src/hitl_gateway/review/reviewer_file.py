@@ -22,6 +22,7 @@ from hitl_gateway.review.auth import Reviewers
 
 log = structlog.get_logger(__name__)
 
+
 def fingerprint(path: Path) -> str | None:
     try:
         return hashlib.sha256(path.read_bytes()).hexdigest()
