@@ -3,12 +3,17 @@ turns a decision into a hold."""
 
 from __future__ import annotations
 
+from pathlib import Path
+from types import SimpleNamespace
+
 from hypothesis import given
 from hypothesis import strategies as st
 
+from hitl_gateway.deciding import decide_all
 from hitl_gateway.index_entries import index_changes, switch_changes
-from hitl_gateway.models import Route
+from hitl_gateway.models import InputRecord, Invalid, Route
 from hitl_gateway.policy.engine import Decision, Reason
+from hitl_gateway.policy.loader import load_policy_set
 from hitl_gateway.stopswitch import (
     ALL,
     DEFAULT_SLA_S,
@@ -20,6 +25,8 @@ from hitl_gateway.stopswitch import (
     override,
     state,
 )
+
+PASSTHROUGH = Path(__file__).resolve().parents[1] / "fixtures" / "passthrough"
 
 
 def _event(domain: str, on: bool, at: int, **fields: object) -> SwitchEvent:
@@ -122,3 +129,16 @@ def test_switch_records_are_not_holds_for_the_index() -> None:
     records = [(e.key(), e.model_dump_json().encode(), [(SWITCH_HEADER, b"1")])]
     assert index_changes(records, 3) == ([], [])
     assert switch_changes(records) == [e]
+
+
+async def test_routing_holds_a_switched_domains_records_by_offset() -> None:
+    policies = load_policy_set(PASSTHROUGH / "policies", PASSTHROUGH / "pools.yaml", None)
+    records = [SimpleNamespace(offset=o, timestamp=0) for o in range(4)]
+    verdicts: list[InputRecord | Invalid] = [
+        InputRecord.model_validate({"id": f"i{o}", "domain": d, "output": {}})
+        for o, d in enumerate(["d", "d", "support-chat", "d"])
+    ]
+    decided = await decide_all(None, records, verdicts, policies, [_event("d", True, 1)])
+    assert [d.route if d else None for d in decided] == [
+        Route.PASS, Route.HOLD, Route.PASS, Route.HOLD,
+    ]  # fmt: skip
