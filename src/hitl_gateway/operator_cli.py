@@ -116,8 +116,8 @@ async def stop_switch(settings: Settings, args: argparse.Namespace) -> int:
         raise ConfigError(f"invalid stop switch command: {first_error(exc)}") from exc
     who = Reviewers.load(settings.review.reviewers_file).get(args.operator)
     s = settings.policy
-    pools = load_policy_set(s.dir, s.pools_file, s.routing_file).pools
-    problem = switch.refusal(wanted, who, pools)
+    policies = load_policy_set(s.dir, s.pools_file, s.routing_file)
+    problem = switch.refusal(wanted, who, policies)
     if problem is not None:
         raise ConfigError(problem)
     index = HoldIndex(settings.redis)

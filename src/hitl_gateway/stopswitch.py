@@ -98,8 +98,8 @@ def state(events: Iterable[SwitchEvent]) -> dict[str, SwitchEvent]:
 
 def override(decision: Decision, switch: SwitchEvent, timestamp_ms: int) -> Decision:
     """A decision under an active switch: a record that would pass, or be delivered and
-    reviewed, is held in the switch's pool with its SLA, for one reviewer, claiming no budget.
-    Holds and dead letters are unchanged."""
+    reviewed, is held in the switch's pool with its SLA, for one reviewer, claiming no budget,
+    audited. Holds and dead letters are unchanged."""
     if decision.route not in (Route.PASS, Route.DELIVER_AND_REVIEW) or not switch.on:
         return decision
     detail = (
@@ -120,4 +120,5 @@ def override(decision: Decision, switch: SwitchEvent, timestamp_ms: int) -> Deci
         stratum="",
         gold=None,
         fallback=False,
+        audit=True,  # a held record is audited like every review the engine decides
     )

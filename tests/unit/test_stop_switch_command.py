@@ -125,3 +125,11 @@ def test_a_malformed_command_is_refused_and_audited() -> None:
 def test_off_keeps_no_pool() -> None:
     out = _apply({**ON, "on": False}, switch_offset=3)
     assert [(s.on, s.pool, s.effective_offset) for s in out.switches] == [(False, None, 3)]
+
+
+def test_switching_on_a_domain_no_policy_names_is_refused_off_is_not() -> None:
+    typo = _apply({**ON, "domain": "suport-chat"})
+    assert "has no policy" in typo.results[result_key("s1", "op", 2)]["error"]
+    assert typo.switches == []
+    off = _apply({**ON, "domain": "suport-chat", "on": False})
+    assert [s.domain for s in off.switches] == ["suport-chat"]

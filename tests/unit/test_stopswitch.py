@@ -39,7 +39,7 @@ def _event(domain: str, on: bool, at: int, **fields: object) -> SwitchEvent:
 def _decision(route: Route, **fields: object) -> Decision:
     base = Decision(
         domain="chat", route=route, reasons=(Reason("ok", "fine"),), policy_version="v1",
-        pool="general" if route is not Route.PASS else None, claims=(("k", 1),),  # type: ignore[arg-type]
+        pool="general" if route is not Route.PASS else None, claims=(("k", 1),), audit=False,  # type: ignore[arg-type]
     )  # fmt: skip
     return base._replace(**fields)
 
@@ -110,6 +110,7 @@ def test_override_holds_passing_and_delivered_records() -> None:
         assert "r0" in held.reasons[0].detail
         assert "op" in held.reasons[0].detail
         assert held.gold is None
+        assert held.audit
 
 
 def test_override_keeps_holds_and_dead_letters() -> None:

@@ -31,8 +31,9 @@ from hitl_gateway.review.reroute import language_of
 from hitl_gateway.review.state import first_error
 from hitl_gateway.review.stop_switch import SwitchRequest
 from hitl_gateway.review.stop_switch import current as switch_state
+from hitl_gateway.review.stop_switch import forbidden as switch_forbidden
+from hitl_gateway.review.stop_switch import invalid as switch_invalid
 from hitl_gateway.review.stop_switch import progress as switch_progress_of
-from hitl_gateway.review.stop_switch import refusal as switch_refusal
 from hitl_gateway.review.stop_switch import submit as switch_submit
 from hitl_gateway.settings import Settings
 from hitl_gateway.sink import Publisher
@@ -146,9 +147,12 @@ def _switch_routes(
             wanted = SwitchRequest.model_validate({**body, "operator": caller.id})
         except ValidationError as exc:
             raise HTTPException(422, first_error(exc)) from exc
-        why = switch_refusal(wanted, caller, policies.current.pools)
+        why = switch_forbidden(wanted, caller)
         if why is not None:
-            raise HTTPException(403 if "pool" not in why else 422, why)
+            raise HTTPException(403, why)
+        why = switch_invalid(wanted, policies.current)
+        if why is not None:
+            raise HTTPException(422, why)
         await guard(switch_submit(wanted, index, publisher.publish, topics=settings.topics))
         found = await _wait_switched(index, wanted, partitions, settings.review.decision_wait_s)
         return JSONResponse(found, status_code=200 if found["done"] else 202)

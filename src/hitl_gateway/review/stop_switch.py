@@ -22,6 +22,7 @@ from hitl_gateway.holds import HoldIndex
 from hitl_gateway.index_entries import ResultKey
 from hitl_gateway.outputs import audit_event
 from hitl_gateway.policy.fields import Name
+from hitl_gateway.policy.loader import PolicySet
 from hitl_gateway.policy.store import PolicyStore
 from hitl_gateway.review.auth import ANY, Reviewer, Reviewers
 from hitl_gateway.review.batch import Batch
@@ -64,7 +65,7 @@ def result_key(request_id: str, operator: str, partition: int) -> ResultKey:
     return (f"stop-switch:{request_id}", operator, str(partition))
 
 
-def refusal(request: SwitchRequest, who: Reviewer | None, pools: Any) -> str | None:
+def forbidden(request: SwitchRequest, who: Reviewer | None) -> str | None:
     """Why this operator may not give this command (None: they may)."""
     if who is None or not who.operator:
         return f"{request.operator} is not an operator (reviewers file: operator: true)"
@@ -72,9 +73,23 @@ def refusal(request: SwitchRequest, who: Reviewer | None, pools: Any) -> str | N
         return f"{who.id} is not granted every domain ('*'), which switching all of them needs"
     if request.domain != ALL and ANY not in who.domains and request.domain not in who.domains:
         return f"{who.id} is not granted domain '{request.domain}'"
-    if request.on and request.pool not in pools:
+    return None
+
+
+def invalid(request: SwitchRequest, policies: PolicySet) -> str | None:
+    """Why this command cannot apply (None: it can). Switching on a domain no policy names
+    is refused: a typo must not look like a stopped domain. Switching off never is."""
+    if not request.on:
+        return None
+    if request.domain != ALL and request.domain not in policies.policies:
+        return f"domain '{request.domain}' has no policy (use '*' for every domain)"
+    if request.pool not in policies.pools:
         return f"pool '{request.pool}' is not defined in pools.yaml"
     return None
+
+
+def refusal(request: SwitchRequest, who: Reviewer | None, policies: PolicySet) -> str | None:
+    return forbidden(request, who) or invalid(request, policies)
 
 
 class Switcher:
@@ -95,7 +110,7 @@ class Switcher:
         if key in b.out.results or any(e.request_id == request.request_id for e in known):
             return  # applied before (its event is kept in Kafka): a request id is applied once
         who = self._reviewers.get(request.operator)
-        problem = refusal(request, who, self._policies.current.pools)
+        problem = refusal(request, who, self._policies.current)
         if problem is not None:
             event = {"type": "stop_switch_refused", **_named(request), "message": problem}
             self._audit(b, event)
