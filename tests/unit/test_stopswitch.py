@@ -143,3 +143,14 @@ async def test_routing_holds_a_switched_domains_records_by_offset() -> None:
     assert [d.route if d else None for d in decided] == [
         Route.PASS, Route.HOLD, Route.PASS, Route.HOLD,
     ]  # fmt: skip
+
+
+def test_held_items_escalate_along_the_default_chain() -> None:
+    configs = PASSTHROUGH.parents[2] / "configs"
+    policies = load_policy_set(
+        configs / "policies", configs / "pools.yaml", configs / "routing.yaml"
+    )
+    chain = policies.routing.review_defaults.escalation
+    assert chain  # the shipped routing.yaml declares one
+    for domain in policies.policies:
+        assert policies.escalation(domain, RULE, blocking=True) == chain
