@@ -16,13 +16,14 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from hitl_gateway import headers
 from hitl_gateway.models import Route
 from hitl_gateway.policy.engine import Decision, Reason
 
 ALL = "*"
 RULE = "stop_switch"  # the held items' rule: no policy declares it (escalation: the default)
 DEFAULT_SLA_S = 3_600
-SWITCH_HEADER = "hitl.switch"  # marks a switch event on the holds topic (not a hold)
+SWITCH_HEADER = headers.SWITCH  # marks a switch event on the holds topic (not a hold)
 
 Scope = Annotated[str, Field(pattern=r"^(\*|[a-z0-9][a-z0-9_.-]{0,63})$")]
 
