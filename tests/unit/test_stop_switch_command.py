@@ -6,16 +6,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 
 import orjson
+from aiokafka import TopicPartition
 
 from hitl_gateway.audit import AuditChain
+from hitl_gateway.commit import Committer
 from hitl_gateway.index_entries import index_changes, switch_changes
 from hitl_gateway.policy.loader import PolicySet, load_policy_set
 from hitl_gateway.review.auth import Reviewer, Reviewers
 from hitl_gateway.review.batch import Applied, Batch
 from hitl_gateway.review.stop_switch import COMMAND_HEADERS, Switcher, result_key
-from hitl_gateway.settings import TopicSettings
+from hitl_gateway.settings import Settings, TopicSettings
 from hitl_gateway.stopswitch import SWITCH_HEADER
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -133,3 +136,20 @@ def test_switching_on_a_domain_no_policy_names_is_refused_off_is_not() -> None:
     assert typo.switches == []
     off = _apply({**ON, "domain": "suport-chat", "on": False})
     assert [s.domain for s in off.switches] == ["suport-chat"]
+
+
+def test_the_effective_offset_is_the_input_offset_the_transaction_commits() -> None:
+    settings = Settings()
+    owner = SimpleNamespace(next_offset={})
+    committer = Committer(
+        settings, None, policies=None, router=None, applier=None, index=None, source=None,
+        ownership=owner,
+    )  # type: ignore[arg-type]  # fmt: skip
+    inputs = TopicPartition(settings.topics.outputs, 2)
+    decisions = TopicPartition(settings.topics.review_decisions, 2)
+    # Inputs in the batch: after the last of them (they were routed without the switch).
+    assert committer._switch_offset(2, {inputs: 57, decisions: 9}) == 57
+    # No inputs in the batch: the partition's committed input offset, 0 before any.
+    assert committer._switch_offset(2, {decisions: 9}) == 0
+    owner.next_offset[inputs] = 40
+    assert committer._switch_offset(2, {decisions: 9}) == 40
