@@ -1,8 +1,8 @@
-"""The stop switch against the real broker and Redis: switched on over the API, every record
-of the domain from the effective input offset on is held (the ones before it delivered, as
-their source offsets show) and other domains pass; the switch survives a takeover, a SIGKILL
-and restart, and Redis losing its data; switched off from the CLI, records pass again; the
-audit trail has both events."""
+"""The stop switch against the real broker and Redis: switched on over the API while records
+of the domain arrive, every record of the domain from the effective input offset on is held
+(the ones before it delivered, as their source offsets show) and other domains pass; the
+switch survives a takeover, a SIGKILL and restart, and Redis losing its data; switched off
+from the CLI, records pass again; the audit trail has both events."""
 
 from __future__ import annotations
 
@@ -67,6 +67,16 @@ def _records(prefix: str, n: int, domain: str) -> list[tuple[bytes, bytes]]:
         body = {"id": f"{prefix}{i}", "domain": domain, "output": {"text": "x"}}
         out.append((f"{prefix}{i}".encode(), orjson.dumps(body)))
     return out
+
+
+COUNTS = {"a": 12, "b": 12, "c": 6, "e": 6, "f": 6, "g": 6, "h": 6, "k": 6, "r": 60}
+
+
+async def _trickle(settings: Settings, prefix: str, n: int) -> None:
+    """``n`` records of domain d, a few at a time (each through its own producer)."""
+    records = _records(prefix, n, "d")
+    for start in range(0, n, 3):
+        await produce(settings.topics.outputs, records[start : start + 3])
 
 
 def _cli(settings: Settings, *args: str) -> subprocess.CompletedProcess[str]:
@@ -139,7 +149,16 @@ async def test_the_stop_switch_holds_by_offset_and_survives_restarts(tmp_path: P
             chat_op = {"Authorization": f"Bearer {tokens['chat-op']}"}
             refused = await http.post("/v1/stop-switch", headers=chat_op, json=body)
             assert refused.status_code == 403, refused.text  # not granted domain d
+            # Records of d keep arriving while the command is applied: the first are delivered
+            # before the switch takes effect, the rest held.
+            racing = asyncio.create_task(_trickle(settings, "r", COUNTS["r"]))
+
+            async def racing_delivered() -> bool:
+                return any(i.startswith("r") for i in await _delivered(settings))
+
+            await wait_until(racing_delivered, timeout_s=30, interval_s=0.02)
             on = await http.post("/v1/stop-switch", headers=op, json=body)
+            await racing
             assert on.status_code == 200, on.text
             assert on.json()["errors"] == []
             effective = {int(p): o for p, o in on.json()["effective_offsets"].items()}
@@ -152,30 +171,32 @@ async def test_the_stop_switch_holds_by_offset_and_survives_restarts(tmp_path: P
             await produce(settings.topics.outputs, _records("b", 12, "d"))
             await produce(settings.topics.outputs, _records("e", 6, "support-chat"))
 
-            async def held(n: int) -> Any:
+            async def settled(*prefixes: str) -> Any:
+                wanted = {f"{p}{i}" for p in prefixes for i in range(COUNTS[p])}
+
                 async def check() -> bool:
-                    return len(await index.members(POOL)) >= n
+                    seen = set(await _delivered(settings)) | set(await index.members(POOL))
+                    return wanted <= seen
 
                 return check
 
-            await wait_until(await held(12), timeout_s=30)
-            await wait_until(await delivered(24), timeout_s=30)
+            await wait_until(await settled("b", "e", "r"), timeout_s=30)
         # A takeover (graceful), then the taker is SIGKILLed and restarted.
         gateway.request_stop()
         await asyncio.wait_for(task, 30)
         process.start()
         await produce(settings.topics.outputs, _records("f", 6, "d"))
-        await wait_until(await held(18), timeout_s=60)
+        await wait_until(await settled("f"), timeout_s=60)
         process.kill()
         process.start()
         await produce(settings.topics.outputs, _records("g", 6, "d"))
-        await wait_until(await held(24), timeout_s=60)
+        await wait_until(await settled("g"), timeout_s=60)
         # Redis loses its data: the index, the switch with it, is rebuilt from the holds topic.
         process.kill()
         await _flush(settings)
         process.start()
         await produce(settings.topics.outputs, _records("h", 6, "d"))
-        await wait_until(await held(30), timeout_s=60)
+        await wait_until(await settled("h"), timeout_s=60)
         switched = await current(index, settings.topics.partitions)
         assert [(s["domain"], s["on"]) for s in switched["switches"]] == [("d", True)]
 
@@ -186,10 +207,10 @@ async def test_the_stop_switch_holds_by_offset_and_survives_restarts(tmp_path: P
         assert off.returncode == 0, off.stdout + off.stderr
         ended = {int(p): o for p, o in orjson.loads(off.stdout)["effective_offsets"].items()}
         await produce(settings.topics.outputs, _records("k", 6, "d"))
-        await wait_until(await delivered(30), timeout_s=60)
+        await wait_until(await settled("k"), timeout_s=60)
 
         out, holds = await _delivered(settings), await _held(index)
-        d_ids = [f"{p}{i}" for p in "abfghk" for i in range(12 if p in "ab" else 6)]
+        d_ids = [f"{p}{i}" for p in "abfghkr" for i in range(COUNTS[p])]
         assert sorted(i for i in d_ids if i in out or i in holds) == sorted(d_ids)
         for item_id, (p, offset) in holds.items():  # held: from the switch on to its off
             assert effective[p] <= offset < ended[p], (item_id, p, offset)
@@ -199,7 +220,12 @@ async def test_the_stop_switch_holds_by_offset_and_survives_restarts(tmp_path: P
                 p, offset = out[item_id]
                 assert offset < effective[p] or offset >= ended[p], (item_id, p, offset)
         assert {i for i in out if i[0] in "ce"} == {f"{p}{i}" for p in "ce" for i in range(6)}
-        assert len(holds) == 30  # b, f, g, h: every record of d while on
+        # Every record of d while on is held (b, f, g, h); before and after, delivered (a, k);
+        # of those arriving meanwhile (r), some were delivered and some held.
+        assert {i for i in d_ids if i[0] in "bfgh"} <= set(holds)
+        assert {i for i in d_ids if i[0] in "ak"} <= set(out)
+        assert any(i[0] == "r" for i in out)
+        assert any(i[0] == "r" for i in holds)
         audit = [orjson.loads(r.value) for r in await read_all(settings.topics.audit)]
         kinds = [e["type"] for e in audit if e["type"].startswith("stop_switch")]
         assert sorted(kinds) == ["stop_switch_off"] * 3 + ["stop_switch_on"] * 3
