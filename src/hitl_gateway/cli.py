@@ -158,6 +158,8 @@ def _with_settings(settings: Settings, args: argparse.Namespace) -> int:
         return asyncio.run(_audit(settings, args))
     if args.command == "holds":
         return asyncio.run(operator_cli.reassign(settings, args))
+    if args.command == "stop-switch":
+        return asyncio.run(operator_cli.stop_switch(settings, args))
     if args.command == "run":
         _run_loop(settings, _run(settings, args.max_records, args.idle_timeout))
         return 0

@@ -36,6 +36,7 @@ from hitl_gateway.routing import Router, Tally
 from hitl_gateway.settings import Settings
 from hitl_gateway.sink import Outgoing
 from hitl_gateway.source import Source
+from hitl_gateway.stopswitch import merged
 
 log = structlog.get_logger(__name__)
 
@@ -155,11 +156,16 @@ class Committer:
             # rewinds the batch like a failed transaction, or its records would be skipped.
             # One policy set per partition batch: a reload never splits a batch.
             outgoing, tally = (
-                await self._router.route(inputs, self._policies.current, chain)
+                await self._router.route(inputs, self._policies.current, chain, lane.switches)
                 if inputs
                 else ([], Tally())
             )
-            applied = await self._applier.apply(decisions, p, chain) if decisions else Applied()
+            applied = (
+                await self._applier.apply(decisions, p, chain, switches=lane.switches,
+                                          switch_offset=self._switch_offset(p, offsets))
+                if decisions
+                else Applied()
+            )  # fmt: skip
             outgoing += applied.outgoing
             metadata = await producer.commit(outgoing, offsets, self._settings.kafka.group_id)
             if not self._settings.kafka.exactly_once:
@@ -183,9 +189,20 @@ class Committer:
             raise
         chain.commit()
         self._owner.next_offset.update(offsets)
+        if applied.switches:
+            lane.switches = merged(lane.switches, applied.switches)
+            self._owner.show_switches()
         self._metrics.batch_seconds.observe(time.monotonic() - fetched_at)
         self._account(tally, applied, len(inputs), len(decisions))
         await self._update_index(lane, outgoing, metadata, applied)
+
+    def _switch_offset(self, p: int, offsets: dict[TopicPartition, int]) -> int:
+        """Where a stop switch applied in this batch takes effect: the next input offset to
+        route, that is the input offset this transaction commits (records routed before it,
+        in this batch too, were decided without the switch), or the partition's committed
+        one when the batch has no inputs (0 before its first commit)."""
+        tp = TopicPartition(self._topics.outputs, p)
+        return offsets.get(tp, self._owner.next_offset.get(tp, 0))
 
     async def publish(self, p: int, outgoing: list[Outgoing]) -> None:
         """A transaction on partition p's producer that consumes nothing (SLA escalations).
@@ -214,10 +231,11 @@ class Committer:
         upserts, removals = index_changes(records, p, [o.hold for o in written])
         last = written_to.get(TopicPartition(self._topics.holds, p), -1)
         applied_offsets = {(self._topics.holds, p): last + 1} if last >= 0 else {}
-        if not (upserts or removals or applied.results):
+        switches = [(p, e) for e in applied.switches]
+        if not (upserts or removals or applied.results or switches):
             return
         try:
-            await self._index.apply(upserts, removals, applied.results, applied_offsets)
+            await self._index.apply(upserts, removals, applied.results, applied_offsets, switches)
         except InfrastructureError as exc:
             self._metrics.infrastructure_errors.labels(component="redis").inc()
             await self._owner.drop(lane)

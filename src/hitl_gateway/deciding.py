@@ -1,5 +1,6 @@
-"""Routing's reads of Redis for one partition batch: the policy decisions, with budget slots
-claimed atomically, then the id claims of the records that would write a hold (ids.py).
+"""Routing's reads of Redis for one partition batch: the policy decisions (a stop switch's
+override included), with budget slots claimed atomically, then the id claims of the records
+that would write a hold (ids.py).
 
 Both run before anything is produced; a Redis failure here rewinds the batch (commit.py).
 """
@@ -16,6 +17,7 @@ from hitl_gateway.policy.budget import MemoryLedger
 from hitl_gateway.policy.engine import Decision, decide
 from hitl_gateway.policy.loader import PolicySet
 from hitl_gateway.policy.selection import candidate_claim_keys
+from hitl_gateway.stopswitch import SwitchEvent, active, override
 
 
 async def decide_all(
@@ -23,7 +25,10 @@ async def decide_all(
     records: list[Any],
     verdicts: list[InputRecord | Invalid],
     policies: PolicySet,
+    switches: list[SwitchEvent] | None = None,
 ) -> list[Decision | None]:
+    """``switches``: the partition's stop switch events. A record under an active switch is
+    held instead of passing (stopswitch.override), before any budget slot is claimed for it."""
     valid = [(i, v) for i, v in enumerate(verdicts) if isinstance(v, InputRecord)]
     # Each budget key, with the ids of the records that might claim a slot in it.
     keys: dict[str, list[str]] = {}
@@ -42,6 +47,10 @@ async def decide_all(
     while pending:
         for i, v in pending:
             decided[i] = decide(v, policies, timestamp_ms=records[i].timestamp, budgets=ledger)
+            if switches:
+                switch = active(switches, decided[i].domain, records[i].offset)
+                if switch is not None:
+                    decided[i] = override(decided[i], switch, records[i].timestamp)
             ledger.apply(v.id, decided[i].claims)
         claiming = [(i, v) for i, v in pending if decided[i].claims]
         if not claiming or budgets is None:

@@ -14,6 +14,7 @@ DECISION_REVIEWER = "hitl.decision.reviewer"  # its reviewer (on the hold's tomb
 REJECT_REASON = "hitl.reject.reason"
 # On the decisions topic: an operator's command rather than a reviewer's decision.
 COMMAND = "hitl.command"
+SWITCH = "hitl.switch"  # on the holds topic: a stop switch event, not a hold (stopswitch.py)
 GATEWAY_VERSION = "hitl.gateway.version"
 SOURCE_TOPIC = "hitl.source.topic"
 SOURCE_PARTITION = "hitl.source.partition"

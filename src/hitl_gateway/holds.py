@@ -11,8 +11,9 @@ domains only), ``domain:{d}`` sets, ``sla:{partition}`` sorted set (next SLA che
 ``closed:{id}`` (the decision id that closed it and its reviewer), ``id:{id}`` (the id's
 claim, ids.py), ``result:{item id}\0
 {reviewer}\0{decision id}`` (a decision's result: decision ids are scoped to their item and
-reviewer, so one reviewer's id can neither read nor squat another's), ``applied.v3:{topic}:
-{partition}``. The applied offsets are named by the key layout's
+reviewer, so one reviewer's id can neither read nor squat another's), ``switch:{partition}``
+hash (the partition's stop switch events, by scope and effective offset: stopswitch.py),
+``applied.v3:{topic}:{partition}``. The applied offsets are named by the key layout's
 version: after a layout change, every partition's index is rebuilt from the topic.
 """
 
@@ -20,7 +21,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
-from collections.abc import Collection
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import orjson
@@ -39,6 +40,7 @@ from hitl_gateway.models import HoldMeta
 from hitl_gateway.redis_client import CLOSED_TTL_S, RedisWrapper
 from hitl_gateway.review.state import ClosedBy
 from hitl_gateway.settings import RedisSettings
+from hitl_gateway.stopswitch import SwitchEvent, merged
 
 RESULT_TTL_S = 7 * 86_400
 
@@ -65,7 +67,8 @@ def _bytes(value: bytes | str) -> bytes:
 # JSON array ([id, pool, domain, sla deadline, held at, next check, partition, has key, id
 # claim] per upsert: one argument instead of nine per hold for the client to pack), then 4
 # values per upsert (meta, value, key, headers), 3 per removal, 3 per result (key, JSON,
-# "nx" to keep an existing one) and 2 per offset. An item moving pools leaves its old
+# "nx" to keep an existing one), 2 per offset, then the count of stop switch events and 3
+# per event (partition, field, JSON). An item moving pools leaves its old
 # queues. An open hold's id claim (ids.py) is written back if Redis lost it and does not
 # expire; a closed item's claim lives as long as its closed marker.
 _APPLY = """
@@ -134,6 +137,12 @@ for _ = 1, nap do
   redis.call('SET', p .. 'applied.v3:' .. ARGV[i], ARGV[i + 1])
   i = i + 2
 end
+local nsw = tonumber(ARGV[i] or '0')
+i = i + 1
+for _ = 1, nsw do
+  redis.call('HSET', p .. 'switch:' .. ARGV[i], ARGV[i + 1], ARGV[i + 2])
+  i = i + 3
+end
 return nu + nr
 """
 
@@ -152,9 +161,11 @@ class HoldIndex(RedisWrapper):
         removals: list[tuple[str, str, int]],
         results: dict[ResultKey, dict[str, Any]],
         applied: dict[tuple[str, int], int],
+        switches: Sequence[tuple[int, SwitchEvent]] = (),
     ) -> None:
         """Upsert holds, remove closed ones ((item, closing decision, partition)), store
-        decision results and advance the applied offsets: one atomic script call."""
+        decision results, stop switch events ((partition, event)) and advance the applied
+        offsets: one atomic script call."""
         args: list[Any] = [self._p, len(upserts), len(removals), len(results), len(applied),
                            CLOSED_TTL_S, RESULT_TTL_S]  # fmt: skip
         fields: list[list[Any]] = []
@@ -188,6 +199,9 @@ class HoldIndex(RedisWrapper):
             args += [result_key(item_id, reviewer, decision_id), orjson.dumps(result), keep]
         for (topic, partition), offset in applied.items():
             args += [f"{topic}:{partition}", offset]
+        args.append(len(switches))
+        for partition, event in switches:
+            args += [partition, event.field, event.model_dump_json()]
         with redis_errors("redis hold index update"):
             await self._apply(args=args)
 
@@ -217,6 +231,12 @@ class HoldIndex(RedisWrapper):
         with redis_errors("redis read"):
             raw = await self._r.get(f"{self._p}result:{result_key(item_id, reviewer, decision_id)}")
         return orjson.loads(raw) if raw else None
+
+    async def switches(self, partition: int) -> list[SwitchEvent]:
+        """The stop switch events of ``partition``, by effective offset."""
+        with redis_errors("redis read"):
+            raw = await self._r.hvals(f"{self._p}switch:{partition}")
+        return merged([], (SwitchEvent.model_validate_json(v) for v in raw))
 
     async def applied_offset(self, topic: str, partition: int) -> int | None:
         with redis_errors("redis read"):

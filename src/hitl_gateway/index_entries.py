@@ -2,7 +2,8 @@
 
 A hold record (value, the original key and headers, the hold metadata header) becomes an
 ``IndexedHold``; a tombstone becomes a removal naming the decision that closed the item.
-``holds.HoldIndex`` stores them; recovery and the commit path compute them.
+``holds.HoldIndex`` stores them; recovery and the commit path compute them. A stop switch's
+event (stopswitch.py) shares the topic: it is no hold, but the index keeps it too.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import orjson
 
 from hitl_gateway import headers
 from hitl_gateway.models import HoldMeta
+from hitl_gateway.stopswitch import SWITCH_HEADER, SwitchEvent
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,8 @@ def index_changes(
     the records' metadata as built, where the caller has it (the records it just wrote)."""
     latest: dict[str, IndexedHold | str] = {}
     for n, (key, value, hdrs) in enumerate(records):
+        if _is_switch(hdrs):
+            continue
         item_id = (key or b"").decode()
         if value is None:
             found = dict(hdrs)
@@ -78,6 +82,21 @@ def index_changes(
     upserts = [v for v in latest.values() if isinstance(v, IndexedHold)]
     removals = [(item, v, partition) for item, v in latest.items() if isinstance(v, str)]
     return upserts, removals
+
+
+def _is_switch(hdrs: list[tuple[str, bytes]]) -> bool:
+    return any(k == SWITCH_HEADER for k, _ in hdrs)
+
+
+def switch_changes(
+    records: Iterable[tuple[bytes | None, bytes | None, list[tuple[str, bytes]]]],
+) -> list[SwitchEvent]:
+    """The stop switch events among these holds-topic records, in topic order."""
+    return [
+        SwitchEvent.model_validate_json(value)
+        for _, value, hdrs in records
+        if value is not None and _is_switch(hdrs)
+    ]
 
 
 def encode_headers(headers: list[tuple[str, bytes]]) -> bytes:

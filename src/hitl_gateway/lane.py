@@ -20,6 +20,7 @@ from aiokafka import TopicPartition
 
 from hitl_gateway.audit import AuditChain
 from hitl_gateway.sink import PartitionProducer
+from hitl_gateway.stopswitch import SwitchEvent
 
 Work = dict[TopicPartition, list[Any]]  # aiokafka ConsumerRecord is untyped
 
@@ -37,6 +38,9 @@ class Lane:
     count: int = 0
     paused: bool = False  # its partitions are paused in the consumer (too much waiting)
     clock: Callable[[], float] = time.monotonic
+    # The partition's stop switch events (stopswitch.py): loaded when it is taken, extended
+    # when a command commits, so routing reads no Redis for them.
+    switches: list[SwitchEvent] = field(default_factory=list)
     _buffer: Work = field(default_factory=dict)
     # Per topic-partition, its buffered records as fetched: [fetch time, how many are left].
     _fetches: dict[TopicPartition, deque[list[Any]]] = field(default_factory=dict)

@@ -33,6 +33,12 @@ class GatewayMetrics:
             ["pool"],
             registry=r,
         )
+        self.stop_switch = Gauge(
+            "hitl_stop_switch",
+            "1 while the stop switch of a domain ('*': all) is on in a partition this instance"
+            " owns: its records are held for review instead of passing.",
+            ["domain"], registry=r,
+        )  # fmt: skip
         # Backlog and capacity: sampled from the shared hold index (every instance reports
         # the same global values: aggregate with max(), not sum()).
         self.holds = Gauge(

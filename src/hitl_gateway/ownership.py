@@ -28,6 +28,7 @@ from hitl_gateway.recovery import Reader, audit_head, restore_holds
 from hitl_gateway.settings import Settings
 from hitl_gateway.sink import PartitionProducer
 from hitl_gateway.source import Source
+from hitl_gateway.stopswitch import SwitchEvent, state
 
 log = structlog.get_logger(__name__)
 
@@ -63,6 +64,7 @@ class Ownership:
         # The group join completed at least once (possibly with no partitions: a group can
         # have more instances than partitions).
         self.joined = False
+        self._switch_scopes: set[str] = set()  # every scope the metric has shown
 
     def assigned(self, partition: int) -> set[TopicPartition]:
         """Partition p's topic-partitions in the consumer (outputs and decisions)."""
@@ -137,7 +139,7 @@ class Ownership:
                 if isinstance(result, BaseException):
                     failures.append(result)
                     continue
-                producer, head = result
+                producer, head, switches = result
                 if p not in self.pending:  # revoked meanwhile
                     await producer.stop()
                     continue
@@ -155,11 +157,12 @@ class Ownership:
                     failures.append(exc)
                     continue
                 self._source.resume(self.assigned(p))  # if paused when dropped
-                lane = Lane(p, producer, AuditChain(head))
+                lane = Lane(p, producer, AuditChain(head), switches=switches)
                 lane.task = self._start_lane(lane)
                 self.lanes[p] = lane
                 self.pending.discard(p)
             self._metrics.assigned_partitions.set(len(self.lanes))
+            self.show_switches()
         log.info(
             "partitions_taken",
             partitions=sorted(set(pending) - self.pending),
@@ -171,7 +174,7 @@ class Ownership:
         if failures:
             raise InfrastructureError(f"could not take {len(failures)} partition(s): {failures[0]}")
 
-    async def _prepare(self, p: int) -> tuple[PartitionProducer, str]:
+    async def _prepare(self, p: int) -> tuple[PartitionProducer, str, list[SwitchEvent]]:
         tp = TopicPartition(self._topics.outputs, p)
         producer = PartitionProducer(
             self._settings.kafka, tp, self._settings.limits.max_record_bytes
@@ -180,10 +183,13 @@ class Ownership:
         try:
             await restore_holds(self._reader, self._index, self._topics.holds, p)
             head = await audit_head(self._reader, self._topics.audit, p)
+            # After the index is restored: its stop switch events are complete up to the
+            # partition's last stable offset (the lane keeps them for routing).
+            switches = await self._index.switches(p)
         except BaseException:
             await producer.stop()
             raise
-        return producer, head
+        return producer, head, switches
 
     # -- giving partitions up --------------------------------------------------------------
 
@@ -195,6 +201,7 @@ class Ownership:
             for tp in self.assigned(p):
                 self.next_offset.pop(tp, None)
         self._metrics.assigned_partitions.set(len(self.lanes))
+        self.show_switches()
 
     async def _retire(self, p: int) -> None:
         lane = self.lanes.pop(p, None)  # nothing more is dispatched to it
@@ -221,6 +228,17 @@ class Ownership:
         lane.ready.set()  # its task wakes up and sees it is no longer current
         await lane.producer.stop()
         self._metrics.assigned_partitions.set(len(self.lanes))
+        self.show_switches()
+
+    def show_switches(self) -> None:
+        """``hitl_stop_switch{domain}``: 1 while a scope's switch is on in a partition this
+        instance owns (0 once it is off, or its partitions are gone)."""
+        on: set[str] = set()
+        for lane in self.lanes.values():
+            on |= {scope for scope, e in state(lane.switches).items() if e.on}
+        self._switch_scopes |= on
+        for scope in self._switch_scopes:
+            self._metrics.stop_switch.labels(domain=scope).set(1 if scope in on else 0)
 
 
 def _names(tps: set[TopicPartition]) -> list[str]:

@@ -2,7 +2,8 @@
 
 The index is rebuilt from the compacted holds partition when it is behind (a crash between
 a commit and the index update) or empty (Redis lost its data): records from the index's
-applied offset (or the start) to the last stable offset are applied in order. The audit
+applied offset (or the start) to the last stable offset are applied in order, stop switch
+events among them. The audit
 chain head is the hash of the partition's last committed audit event.
 """
 
@@ -22,7 +23,7 @@ from hitl_gateway.errors import (
     kafka_errors,
 )
 from hitl_gateway.holds import HoldIndex
-from hitl_gateway.index_entries import index_changes
+from hitl_gateway.index_entries import index_changes, switch_changes
 from hitl_gateway.settings import KafkaSettings
 
 log = structlog.get_logger(__name__)
@@ -112,10 +113,10 @@ async def restore_holds(reader: Reader, index: HoldIndex, holds_topic: str, part
     records, end = await reader.read(tp, applied)
     if applied is not None and not records and applied >= end:
         return 0
-    upserts, removals = index_changes(
-        ((r.key, r.value, list(r.headers or ())) for r in records), partition
-    )
-    await index.apply(upserts, removals, {}, {(holds_topic, partition): end})
+    rows = [(r.key, r.value, list(r.headers or ())) for r in records]
+    upserts, removals = index_changes(rows, partition)
+    switches = [(partition, e) for e in switch_changes(rows)]  # stop switch events, kept too
+    await index.apply(upserts, removals, {}, {(holds_topic, partition): end}, switches)
     log.info(
         "hold_index_restored",
         partition=partition,

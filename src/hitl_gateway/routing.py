@@ -42,6 +42,7 @@ from hitl_gateway.policy.engine import Decision
 from hitl_gateway.policy.loader import PolicySet
 from hitl_gateway.settings import Settings
 from hitl_gateway.sink import Outgoing
+from hitl_gateway.stopswitch import SwitchEvent
 
 # Header values per route, encoded once (an enum's ``.value`` is a Python-level descriptor).
 _ROUTE_BYTES = {route: route.value.encode() for route in Route}
@@ -85,8 +86,13 @@ class Router:
         self._light_bytes = settings.limits.max_wire_bytes // 5 - 16 * 1024
 
     async def route(
-        self, records: list[Any], policies: PolicySet, chain: AuditChain
+        self,
+        records: list[Any],
+        policies: PolicySet,
+        chain: AuditChain,
+        switches: list[SwitchEvent] | None = None,
     ) -> tuple[list[Outgoing], Tally]:
+        """``switches``: the partition's stop switch events (held in its lane)."""
         limits = self._settings.limits
         tally = Tally()
         verdicts: list[InputRecord | Invalid] = []
@@ -101,7 +107,7 @@ class Router:
                 )
                 for r in records[start : start + YIELD_EVERY]
             ]
-        decisions = await decide_all(self._budgets, records, verdicts, policies)
+        decisions = await decide_all(self._budgets, records, verdicts, policies, switches)
         claims = await claim_ids(self._ids, records, verdicts, decisions)
         out: list[Outgoing] = []
         for n, (record, verdict, decision) in enumerate(

@@ -39,6 +39,7 @@ from hitl_gateway.outputs import (
 from hitl_gateway.poison import poisoned
 from hitl_gateway.policy.rubrics import grade_problem
 from hitl_gateway.policy.store import PolicyStore
+from hitl_gateway.review import stop_switch
 from hitl_gateway.review.auth import ReviewerLookup
 from hitl_gateway.review.batch import Applied, Batch
 from hitl_gateway.review.events import (
@@ -66,6 +67,7 @@ from hitl_gateway.review.state import (
 )
 from hitl_gateway.settings import TopicSettings
 from hitl_gateway.sink import Outgoing
+from hitl_gateway.stopswitch import SwitchEvent
 from hitl_gateway.verdicts import TERMINAL_STATE, Verdict
 
 
@@ -88,11 +90,22 @@ class DecisionApplier:
         self._policies = policies
         self._learning = Learning(topics, policies, calibration, max_record_bytes)
         self._reassigner = Reassigner(topics, index, reviewers, policies, reassign_chunk)
+        self._switcher = stop_switch.Switcher(topics, reviewers, policies)
         self._version = __version__.encode()
 
-    async def apply(self, records: list[Any], partition: int, chain: AuditChain) -> Applied:
+    async def apply(
+        self,
+        records: list[Any],
+        partition: int,
+        chain: AuditChain,
+        *,
+        switches: list[SwitchEvent] | None = None,
+        switch_offset: int = 0,
+    ) -> Applied:
+        """``switches``: the partition's stop switch events; ``switch_offset``: the input
+        offset this batch's transaction commits up to, where a switch command takes effect."""
         out = Applied()
-        b = Batch(out, chain, partition)
+        b = Batch(out, chain, partition, switches=switches or [], switch_offset=switch_offset)
         # Holds as this batch has left them: later decisions in the batch see earlier ones.
         overlay: dict[str, IndexedHold | ClosedBy] = {}
         for record in records:
@@ -154,7 +167,7 @@ class DecisionApplier:
 
         A header name that is not UTF-8 (it could not even be forwarded), or an unreadable
         batch's stand-in (poison.py), is refused like any malformed decision; an operator's
-        command (reassign.py) is applied as one."""
+        command (reassign.py, stop_switch.py) is applied as one."""
         fault = poisoned(b.record)
         if fault is not None:
             outcome = refuse(Refusal.MALFORMED, fault.message)
@@ -162,6 +175,9 @@ class DecisionApplier:
             return True
         if is_command(b.record):
             await self._reassigner.apply(b, overlay)
+            return True
+        if stop_switch.is_command(b.record):
+            await self._switcher.apply(b)
             return True
         return False
 

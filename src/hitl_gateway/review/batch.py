@@ -8,6 +8,7 @@ from typing import Any
 from hitl_gateway.audit import AuditChain
 from hitl_gateway.index_entries import ResultKey
 from hitl_gateway.sink import Outgoing
+from hitl_gateway.stopswitch import SwitchEvent
 
 
 @dataclass(slots=True)
@@ -19,6 +20,7 @@ class Applied:
     refusals: list[str] = field(default_factory=list)
     calibration_events: list[str] = field(default_factory=list)  # event types
     moves: list[tuple[str, str]] = field(default_factory=list)  # (kind, pool): reassignments
+    switches: list[SwitchEvent] = field(default_factory=list)  # stop switch events written
 
 
 @dataclass(slots=True)
@@ -30,3 +32,7 @@ class Batch:
     chain: AuditChain
     partition: int
     record: Any = None
+    # The partition's stop switch events before this batch, and the input offset a switch
+    # command takes effect from (the offset this batch's transaction commits inputs up to).
+    switches: list[SwitchEvent] = field(default_factory=list)
+    switch_offset: int = 0
