@@ -142,18 +142,7 @@ class GatewayMetrics:
             ["component"],
             registry=r,
         )
-        self.reviewer_reloads = Counter(
-            "hitl_reviewers_reloads",
-            "Reloads of the reviewers file, by outcome (failure: the old reviewers stay).",
-            ["outcome"],
-            registry=r,
-        )
         self._oidc(r)
-        self.api_requests_limited = Counter(
-            "hitl_api_requests_limited",
-            "API requests refused with 429: the reviewer was over the rate limit.",
-            registry=r,
-        )
         self.kafka_client_retries = Counter(
             "hitl_kafka_client_retries",
             "Retries the Kafka client reported and expected (coordinator loading or moving,"
@@ -256,7 +245,19 @@ class GatewayMetrics:
                 self.notifications.labels(kind=kind, outcome=outcome)
 
     def _oidc(self, r: CollectorRegistry) -> None:
-        """Reviewers signed in by the OpenID Connect issuer (review/oidc.py)."""
+        """Who may use the review API: the reviewers file, its request limit, and reviewers
+        signed in by the OpenID Connect issuer (review/oidc.py)."""
+        self.reviewer_reloads = Counter(
+            "hitl_reviewers_reloads",
+            "Reloads of the reviewers file, by outcome (failure: the old reviewers stay).",
+            ["outcome"],
+            registry=r,
+        )
+        self.api_requests_limited = Counter(
+            "hitl_api_requests_limited",
+            "API requests refused with 429: the reviewer was over the rate limit.",
+            registry=r,
+        )
         self.oidc_groups_reloads = Counter(
             "hitl_oidc_groups_reloads",
             "Reloads of the OIDC groups file, by outcome (failure: the old groups stay).",
