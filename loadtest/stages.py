@@ -6,6 +6,8 @@ real Redis.
     .venv/bin/python loadtest/stages.py [--records 20000] [--reps 3]
     .venv/bin/python loadtest/stages.py --instructions [--records 5000]
 
+Redis is ``HITL_REDIS__URL`` (default ``redis://127.0.0.1:6379/0``).
+
 The first form prints CPU microseconds per record for each stage. On a shared machine those
 move by 10% from minute to minute; ``--instructions`` counts the instructions per record
 under valgrind instead (one pass minus a pass that only starts up), which repeat to within
@@ -60,7 +62,9 @@ class Consumed:
 async def measure(records: int, reps: int, payload_bytes: int, invalid_share: float) -> None:
     prefix = f"stages-{uuid.uuid4().hex[:8]}:"
     settings = Settings(
-        redis=RedisSettings(key_prefix=prefix),
+        redis=RedisSettings(
+            url=os.environ.get("HITL_REDIS__URL", RedisSettings().url), key_prefix=prefix
+        ),
         policy=PolicySettings(dir=ROOT / "configs" / "policies"),
     )
     policy = settings.policy
