@@ -1,5 +1,6 @@
 """Command line: ``hitl-gateway run``, ``policy check|simulate|schema``, ``plan``, ``audit
-verify|export``, ``reviewers token``, ``topics ensure``, ``settings show``, ``version``."""
+verify|export|new-key``, ``reviewers token``, ``topics ensure``, ``settings show``,
+``version``."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from hitl_gateway.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from hitl_gateway.admin import TopicChanges
-    from hitl_gateway.audit import Verification
+    from hitl_gateway.audit_verify import Retention, Verification
     from hitl_gateway.policy.loader import PolicySet
 
 log = structlog.get_logger(__name__)
@@ -32,6 +33,7 @@ log = structlog.get_logger(__name__)
 EXIT_CONFIG = 2
 DEFAULT_POLICY_DIR = Path("configs/policies")
 EXIT_FAILURE = 1
+DAY_MS = 86_400_000
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,13 +83,34 @@ def _parser() -> argparse.ArgumentParser:
 
     audit = sub.add_parser("audit", help="export and verify the tamper-evident audit trail")
     audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    verify_cmd = audit_sub.add_parser("verify", help="recompute the hash chains; exit 1 if broken")
+    verify_cmd = audit_sub.add_parser(
+        "verify", help="recompute the chains and check their checkpoints; exit 1 on any problem"
+    )
     verify_cmd.add_argument("--file", type=Path, help="verify an export instead of the topic")
+    verify_cmd.add_argument(
+        "--keys", type=Path, help="the audit keys file (default: HITL_AUDIT__KEYS_FILE)"
+    )
+    verify_cmd.add_argument(
+        "--retention-days",
+        type=_retention_days,
+        metavar="DAYS|unlimited",
+        help="what retention may have removed from the front (default: the topic's own"
+        " retention.ms; an export: not checked)",
+    )
+    verify_cmd.add_argument(
+        "--anchor",
+        type=Path,
+        action="append",
+        default=[],
+        help="an earlier export whose checkpoints must be found again (repeatable)",
+    )
     export = audit_sub.add_parser("export", help="write audit events as JSON lines")
     export.add_argument("--out", type=Path, required=True)
     export.add_argument("--item", help="only this item's events")
     export.add_argument("--since", type=_iso_ms, help="ISO 8601 start (inclusive)")
     export.add_argument("--until", type=_iso_ms, help="ISO 8601 end (exclusive)")
+    new_key = audit_sub.add_parser("new-key", help="print a new key line for the keys file")
+    new_key.add_argument("--id", required=True, help="the key id (A-Z a-z 0-9 _ . -)")
 
     plan_cmd = sub.add_parser("plan", help="reviews, reviewer-hours, headcount and cost per pool")
     plan_cmd.add_argument("--traffic", type=Path, required=True, help="a traffic profile (YAML)")
@@ -100,6 +123,19 @@ def _parser() -> argparse.ArgumentParser:
     operator_cli.add_parser(sub)
     sub.add_parser("version", help="print the version")
     return parser
+
+
+def _retention_days(text: str) -> float:
+    """Days, or ``unlimited`` (-1)."""
+    if text == "unlimited":
+        return -1.0
+    try:
+        days = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"not a number of days or 'unlimited': {text!r}") from exc
+    if days <= 0:
+        raise argparse.ArgumentTypeError("retention days must be above 0 (or 'unlimited')")
+    return days
 
 
 def _iso_ms(text: str) -> int:
@@ -128,10 +164,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"token (give to the reviewer, shown once): {token}")
         print(f"token_sha256 (put in reviewers.yaml):     {digest}")
         return 0
-    if args.command == "audit" and args.audit_command == "verify" and args.file is not None:
-        return _report(_verify_file(args.file))
+    if args.command == "audit" and args.audit_command == "new-key":
+        from hitl_gateway.audit_keys import new_key  # noqa: PLC0415
+
+        try:
+            print(new_key(args.id))
+        except ConfigError as exc:
+            print(f"hitl-gateway: {exc}", file=sys.stderr)
+            return EXIT_CONFIG
+        return 0
     try:
         settings = load_settings()
+        if args.command == "audit" and args.audit_command == "verify" and args.file is not None:
+            return _verify_file(args, settings)
     except ConfigError as exc:
         print(f"hitl-gateway: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -239,27 +284,74 @@ def _plan(traffic_path: Path, policies_dir: Path) -> int:
     return 0 if result.feasible else 1
 
 
-def _verify_file(path: Path) -> Verification:
-    from hitl_gateway.review.trail import verify_file  # noqa: PLC0415
+def _audit_keys(args: argparse.Namespace, settings: Settings) -> dict[str, bytes]:
+    from hitl_gateway.audit_keys import load_keys  # noqa: PLC0415
 
-    return verify_file(path)
+    path = args.keys or settings.audit.keys_file
+    return load_keys(path) if path is not None else {}
 
 
-def _report(result: Verification) -> int:
-    if result.first_break is not None:
-        print(f"BROKEN after {result.events} event(s): {result.first_break}")
-        return 1
-    print(f"ok: {result.events} event(s) in {result.partitions} chain(s), every link holds")
-    return 0
+def _anchors(args: argparse.Namespace) -> list[tuple[int, int, bytes | None]]:
+    from hitl_gateway.review.trail import read_export  # noqa: PLC0415
+
+    return [record for path in args.anchor for record in read_export(path)]
+
+
+def _verify_file(args: argparse.Namespace, settings: Settings) -> int:
+    from hitl_gateway.audit_verify import verify  # noqa: PLC0415
+    from hitl_gateway.review.trail import read_export  # noqa: PLC0415
+
+    keys = _audit_keys(args, settings)
+    if args.retention_days is None:
+        retention, source = None, "not checked (--retention-days)"
+    else:
+        retention, source = _retention(args.retention_days * DAY_MS, "--retention-days")
+    result = verify(read_export(args.file), keys, retention=retention, anchor=_anchors(args))
+    return _report(result, keys, source)
+
+
+def _retention(retention_ms: float, source: str) -> tuple[Retention, str]:
+    from hitl_gateway.audit_verify import Retention  # noqa: PLC0415
+
+    if retention_ms < 0:
+        return Retention(None), f"unlimited ({source})"
+    retention = Retention.of(int(retention_ms), int(time.time() * 1000))
+    return retention, f"{retention_ms / DAY_MS:g} days ({source})"
+
+
+def _report(result: Verification, keys: dict[str, bytes], retention: str) -> int:
+    from hitl_gateway.audit_verify import render  # noqa: PLC0415
+
+    for line in render(result):
+        print(line)
+    if result.keyed:
+        print(f"keys held: {', '.join(sorted(keys)) or 'none'}; retention: {retention}")
+    return 1 if result.problems else 0
+
+
+async def _verify_topic(settings: Settings, args: argparse.Namespace) -> int:
+    from hitl_gateway.audit_verify import verify  # noqa: PLC0415
+    from hitl_gateway.review.trail import read_trail, topic_retention  # noqa: PLC0415
+
+    keys = _audit_keys(args, settings)
+    if args.retention_days is not None:
+        retention, source = _retention(args.retention_days * DAY_MS, "--retention-days")
+    else:
+        retention_ms, source = await topic_retention(settings)
+        retention = None
+        if retention_ms is not None:
+            retention, source = _retention(retention_ms, source)
+    trail = await read_trail(settings)
+    result = verify(trail, keys, retention=retention, anchor=_anchors(args))
+    return _report(result, keys, source)
 
 
 async def _audit(settings: Settings, args: argparse.Namespace) -> int:
-    from hitl_gateway.audit import verify  # noqa: PLC0415
     from hitl_gateway.review.trail import read_trail, select  # noqa: PLC0415
 
-    trail = await read_trail(settings)
     if args.audit_command == "verify":
-        return _report(verify(trail))
+        return await _verify_topic(settings, args)
+    trail = await read_trail(settings)
     rows = select(trail, item_id=args.item, since_ms=args.since, until_ms=args.until)
     count = 0
     with args.out.open("wb") as out:
