@@ -171,6 +171,7 @@ class _Walk:
         self._cover: dict[str, Any] | None = None  # the first genuine checkpoint
         self._vouched = -1  # the last seq a genuine checkpoint vouches for
         self._genesis = False
+        self._leading = 0  # unkeyed events before the first keyed one
 
     def report(self, offset: int, kind: Kind, message: str, seq: int | None = None) -> None:
         last = self.problems[-1] if self.problems else None
@@ -215,6 +216,8 @@ class _Walk:
 
     def _unkeyed(self, offset: int, event: dict[str, Any]) -> None:
         self.chain.unkeyed += 1
+        if self.chain.first_seq is None:
+            self._leading += 1
         if self._seq is not None:
             message = "an unkeyed event after keyed ones: its plain SHA-256 link proves nothing"
             self.report(offset, Kind.UNKEYED_AFTER_KEYED, message)
@@ -232,7 +235,7 @@ class _Walk:
         c.key_ids.add(key_id)
         if c.first_seq is None:
             c.first_seq = seq
-            if c.unkeyed and seq != 0:
+            if self._leading and seq != 0:
                 why = f"the keyed chain starts at seq {seq} after unkeyed events: {seq} missing"
                 self.report(offset, Kind.SEQ_GAP, why, seq)
         if self._seq is not None and seq != self._seq + 1:
@@ -296,16 +299,17 @@ class _Walk:
     def _front(self, retention: Retention | None) -> None:
         c = self.chain
         s = c.first_seq
-        if s is None or c.unkeyed:
-            c.front = "the chain's start" if self._genesis else "not known (unkeyed events)"
-            if c.unkeyed and s is not None:
-                c.front += f", {c.unkeyed} unkeyed event(s) before the keyed chain"
+        if s is None or self._leading:  # an unkeyed chain, or unkeyed events before seq 0
+            c.front = "the chain's start" if self._genesis else "after GENESIS: not known"
+            if s is not None:
+                c.front += f"; {self._leading} unkeyed event(s) before seq {s}"
             return
         if s == 0:
-            c.front = "the chain's start" if self._genesis else "seq 0 (after unkeyed events)"
+            c.front = "the chain's start" if self._genesis else "seq 0 (unkeyed events before)"
             return
         cover = self._cover
         offset = c.first_offset or 0
+        c.front = f"seq {s}: removed before it"
         if cover is None or cover["first_seq"] > s:
             why = (
                 f"the trail starts at seq {s} and no checkpoint vouches for where it starts:"
@@ -319,11 +323,9 @@ class _Walk:
             f" written from {_iso(since)}"
         )
         if retention is None:
-            c.front = f"events before seq {s} removed (retention not checked; {vouched})"
+            c.front = f"seq {s}: removed before it (retention not checked; {vouched})"
         elif retention.horizon_ms is None:
-            why = (
-                f"events before seq {s} were removed though the retention is unlimited ({vouched})"
-            )
+            why = f"events before seq {s} were removed; the retention is unlimited ({vouched})"
             self.report(offset, Kind.FRONT_TRUNCATED, why, s)
         elif since - CLOCK_SLACK_MS > retention.horizon_ms:
             why = (
@@ -332,7 +334,7 @@ class _Walk:
             )
             self.report(offset, Kind.FRONT_TRUNCATED, why, s)
         else:
-            c.front = f"events before seq {s} removed by retention ({vouched})"
+            c.front = f"seq {s}: removed before it by retention ({vouched})"
 
     def _anchored(self) -> None:
         c = self.chain
@@ -442,7 +444,7 @@ def render(result: Verification, *, max_problems: int = 200) -> list[str]:
         keys = f", key(s) {', '.join(sorted(c.key_ids))}" if c.key_ids else ", unkeyed"
         lines.append(
             f"partition {c.partition}: {c.events} event(s){seqs}, {c.checkpoints}"
-            f" checkpoint(s){keys}; from {c.front or 'seq 0'}"
+            f" checkpoint(s){keys}; front: {c.front}"
         )
     if result.anchored:
         lines.append(f"anchor: {result.anchored} earlier checkpoint(s) found again")

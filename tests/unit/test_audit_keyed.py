@@ -235,7 +235,7 @@ def test_a_keyed_chain_starts_at_seq_0_after_unkeyed_events() -> None:
     new = _run(_chain(clock=clock, head=head), 7, clock)
     result = verify(_records(old + new), KEYS)
     assert result.problems == []
-    assert "3 unkeyed event(s) before the keyed chain" in result.chains[0].front
+    assert result.chains[0].front == "the chain's start; 3 unkeyed event(s) before seq 0"
 
 
 # -- verification: the untouched trail ----------------------------------------------------
@@ -253,10 +253,8 @@ def test_an_untouched_keyed_trail_verifies() -> None:
     ) == (0, 13, 2)
     lines = render(result)
     assert lines[0] == "ok: 17 event(s) in 2 chain(s), every link holds"
-    assert (
-        "partition 0: 14 event(s), seq 0 to 13, 2 checkpoint(s), key(s) k1; from the chain's start"
-        in lines
-    )
+    summary = "partition 0: 14 event(s), seq 0 to 13, 2 checkpoint(s), key(s) k1"
+    assert f"{summary}; front: the chain's start" in lines
 
 
 # -- in the middle, at the end -------------------------------------------------------------
@@ -315,19 +313,26 @@ def test_a_front_cut_past_every_checkpoint_is_truncation() -> None:
     assert "no checkpoint vouches" in problem.message
 
 
+def test_an_unkeyed_event_appended_does_not_hide_a_front_cut() -> None:
+    trail = _trail(12)[12:]
+    head = _event(trail[-1])["hash"]
+    trail.append((0, 14, AuditChain(ChainHead(head)).seal({"type": "routed"})))
+    assert _kinds(trail) == [(Kind.UNKEYED_AFTER_KEYED, None), (Kind.FRONT_TRUNCATED, 12)]
+
+
 def test_a_front_cut_a_checkpoint_vouches_for_is_judged_by_the_retention() -> None:
     trail = _trail(12)[3:]  # starts at seq 3; the checkpoint at seq 5 vouches for seq 0 on
     recent = T0 + 60_000
     assert _kinds(trail) == []  # retention unknown: accepted, and said so
     front = verify(trail, KEYS).chains[0].front
-    assert front.startswith("events before seq 3 removed (retention not checked")
+    assert front.startswith("seq 3: removed before it (retention not checked")
     # Written at T0: inside a 7-day retention a minute later, so not retention's doing.
     assert _kinds(trail, retention=Retention.of(7 * DAY_MS, recent)) == [(Kind.FRONT_TRUNCATED, 3)]
     assert _kinds(trail, retention=Retention(None)) == [(Kind.FRONT_TRUNCATED, 3)]
     # Eight days later a 7-day retention may have removed them.
     later = Retention.of(7 * DAY_MS, T0 + 8 * DAY_MS)
     assert _kinds(trail, retention=later) == []
-    assert "removed by retention" in verify(trail, KEYS, retention=later).chains[0].front
+    assert "removed before it by retention" in verify(trail, KEYS, retention=later).chains[0].front
     # Within the clocks' slack of the horizon: given the benefit of the doubt.
     edge = Retention(T0 - CLOCK_SLACK_MS + 1)
     assert _kinds(trail, retention=edge) == []
