@@ -179,6 +179,9 @@ async def test_a_keyed_trail_verifies_and_each_tampering_is_reported(tmp_path: P
             checkpoints = [e for e in events if e["type"] == CHECKPOINT]
             assert len(checkpoints) >= 2, events
             assert {e["key_id"] for e in checkpoints} == {"k1", "k2"}
+            # The second gateway found the first one's last checkpoint: the ranges join up.
+            starts = [0] + [c["seq"] + 1 for c in checkpoints[:-1]]
+            assert [c["first_seq"] for c in checkpoints] == starts
         untouched = _cli(second, "audit", "verify", "--file", str(export))
         assert untouched.returncode == 0, untouched.stdout + untouched.stderr
         assert "retention: not checked" in untouched.stdout
