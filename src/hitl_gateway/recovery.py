@@ -150,7 +150,8 @@ async def audit_head(
         head, known = restore([(r.value, r.timestamp) for r in records], complete=start == 0)
         if known or (step >= scan_offsets and records):
             break
-        step *= 8
+        # Past the bound only while nothing at all was found (as ``tail``).
+        step = min(step * 8, scan_offsets) if records else step * 8
     if not known:
         log.warning("audit_checkpoint_not_found", partition=partition, scanned=end - start,
                     next_seq=head.seq)  # fmt: skip

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+from types import SimpleNamespace
 from typing import Any
 
 import orjson
 import pytest
+from aiokafka import TopicPartition
 
 from hitl_gateway.audit import (
     CHECKPOINT,
@@ -26,6 +28,7 @@ from hitl_gateway.audit import (
     restore,
 )
 from hitl_gateway.audit_verify import CLOCK_SLACK_MS, Kind, Retention, render, verify
+from hitl_gateway.recovery import audit_head
 
 KEYS = {"k1": b"1" * 32, "k2": b"2" * 32}
 T0 = 1_795_000_000_000  # ms
@@ -454,3 +457,42 @@ def test_a_forged_anchor_is_not_trusted() -> None:
     _put(earlier, 11, checkpoint)
     problems = verify(_trail(12), KEYS, anchor=earlier).problems
     assert [p.kind for p in problems] == [Kind.FORGED_CHECKPOINT]
+
+
+# -- reading a partition back to its last checkpoint ----------------------------------------
+
+
+class FakeReader:
+    """A partition's committed records by offset, every other offset a transaction marker."""
+
+    def __init__(self, values: list[bytes]) -> None:
+        self.records = [
+            SimpleNamespace(offset=2 * n, value=v, timestamp=T0 + n) for n, v in enumerate(values)
+        ]
+        self.end = 2 * len(values)
+        self.reads: list[int] = []
+
+    async def window(self, tp: TopicPartition, size: int) -> tuple[int, int]:
+        return max(0, self.end - size), self.end
+
+    async def tail(self, tp: TopicPartition) -> list[Any]:
+        return self.records[-8:]
+
+    async def read(self, tp: TopicPartition, start: int | None) -> tuple[list[Any], int]:
+        self.reads.append(self.end - (start or 0))
+        return [r for r in self.records if r.offset >= (start or 0)], self.end
+
+
+async def test_taking_a_partition_reads_back_to_its_last_checkpoint() -> None:
+    clock = Clock()
+    values = _run(_chain(clock=clock, every=50), 80, clock)  # checkpoint at seq 50, then 29
+    reader = FakeReader(values)
+    head = await audit_head(reader, "audit", 0, scan_offsets=10_000)  # type: ignore[arg-type]
+    assert reader.reads == [16, 128]
+    assert (head.seq, head.first_seq) == (81, 51)
+    far = FakeReader(values)
+    head = await audit_head(far, "audit", 0, scan_offsets=40)  # type: ignore[arg-type]
+    assert far.reads == [16, 40]  # bounded: the range starts afresh at the next event
+    assert (head.seq, head.first_seq, head.since_ms) == (81, 81, None)
+    unkeyed = FakeReader(values)
+    assert (await audit_head(unkeyed, "audit", 0, None)).hash == head.hash  # type: ignore[arg-type]
