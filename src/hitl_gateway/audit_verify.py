@@ -14,14 +14,14 @@ from __future__ import annotations
 
 import hmac
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from typing import Any
 
 import orjson
 
 from hitl_gateway.audit import CHECKPOINT, GENESIS, checkpoint_mac, link
+from hitl_gateway.audit_report import Chain, Kind, Problem, Verification
 
 Record = tuple[int, int, bytes | None]  # partition, offset, value
 
@@ -29,43 +29,8 @@ Record = tuple[int, int, bytes | None]  # partition, offset, value
 # retention only when they were written this long after its horizon.
 CLOCK_SLACK_MS = 10 * 60 * 1000
 
-
-class Kind(StrEnum):
-    MALFORMED = "malformed"
-    BROKEN_LINK = "broken_link"
-    SEQ_GAP = "seq_gap"
-    HASH_MISMATCH = "hash_mismatch"
-    TAIL_TAMPERED = "tail_tampered"
-    UNKNOWN_KEY = "unknown_key_id"
-    UNKEYED_AFTER_KEYED = "unkeyed_after_keyed"
-    FORGED_CHECKPOINT = "forged_checkpoint"
-    CHECKPOINT_MISMATCH = "checkpoint_mismatch"
-    FRONT_TRUNCATED = "front_truncated"
-    TAIL_TRUNCATED = "tail_truncated"
-    REWRITTEN = "rewritten"
-
-
 # Kinds that a run of consecutive events shares (one rewrite recomputes every later hash).
 _RUNS = {Kind.MALFORMED, Kind.HASH_MISMATCH, Kind.UNKNOWN_KEY, Kind.UNKEYED_AFTER_KEYED}
-
-
-@dataclass(slots=True)
-class Problem:
-    partition: int
-    offset: int
-    kind: Kind
-    message: str
-    seq: int | None = None
-    count: int = 1  # consecutive events with this problem, from ``offset`` to ``last_offset``
-    last_offset: int | None = None
-
-    def __str__(self) -> str:
-        where = f"partition {self.partition} offset {self.offset}"
-        if self.seq is not None:
-            where += f" seq {self.seq}"
-        if self.count > 1:
-            where += f" (and the next {self.count - 1} events, to offset {self.last_offset})"
-        return f"{where}: {self.kind}: {self.message}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,42 +43,6 @@ class Retention:
     @classmethod
     def of(cls, retention_ms: int, now_ms: int) -> Retention:
         return cls(None if retention_ms < 0 else now_ms - retention_ms)
-
-
-@dataclass(slots=True)
-class Chain:
-    """One partition's chain as verified."""
-
-    partition: int
-    events: int = 0
-    unkeyed: int = 0
-    checkpoints: int = 0
-    first_offset: int | None = None
-    last_offset: int | None = None
-    first_seq: int | None = None  # of the first keyed event
-    last_seq: int | None = None
-    key_ids: set[str] = field(default_factory=set)
-    front: str = ""  # what precedes the first event
-
-
-@dataclass(slots=True)
-class Verification:
-    events: int = 0
-    chains: dict[int, Chain] = field(default_factory=dict)
-    problems: list[Problem] = field(default_factory=list)
-    anchored: int = 0  # an anchor's checkpoints found again
-
-    @property
-    def partitions(self) -> int:
-        return sum(1 for c in self.chains.values() if c.events)
-
-    @property
-    def first_break(self) -> Problem | None:
-        return self.problems[0] if self.problems else None
-
-    @property
-    def keyed(self) -> bool:
-        return any(c.key_ids for c in self.chains.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -420,37 +349,3 @@ def verify(
         result.problems += walk.problems
         result.anchored += walk.anchored
     return result
-
-
-def render(result: Verification, *, max_problems: int = 200) -> list[str]:
-    """What ``audit verify`` prints: the verdict, each problem, each chain."""
-    lines: list[str] = []
-    if result.problems:
-        lines.append(
-            f"BROKEN: {len(result.problems)} problem(s) in {result.events} event(s) in"
-            f" {result.partitions} chain(s)"
-        )
-        lines += [f"  {p}" for p in result.problems[:max_problems]]
-        if len(result.problems) > max_problems:
-            lines.append(f"  ... and {len(result.problems) - max_problems} more")
-    else:
-        lines.append(
-            f"ok: {result.events} event(s) in {result.partitions} chain(s), every link holds"
-        )
-    for c in result.chains.values():
-        if not c.events:
-            continue
-        seqs = f", seq {c.first_seq} to {c.last_seq}" if c.first_seq is not None else ""
-        keys = f", key(s) {', '.join(sorted(c.key_ids))}" if c.key_ids else ", unkeyed"
-        lines.append(
-            f"partition {c.partition}: {c.events} event(s){seqs}, {c.checkpoints}"
-            f" checkpoint(s){keys}; front: {c.front}"
-        )
-    if result.anchored:
-        lines.append(f"anchor: {result.anchored} earlier checkpoint(s) found again")
-    if result.events and not result.keyed:
-        lines.append(
-            "unkeyed: the links are plain SHA-256; whoever can write the topic can rewrite"
-            " events and recompute every hash (docs/security.md)"
-        )
-    return lines

@@ -10,22 +10,19 @@ import gc
 import sys
 import time
 from collections.abc import Coroutine, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import structlog
 import uvloop
 
-from hitl_gateway import __version__, operator_cli
+from hitl_gateway import __version__, audit_cli, operator_cli
 from hitl_gateway.errors import ConfigError, GatewayError
 from hitl_gateway.logs import configure_logging
 from hitl_gateway.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from hitl_gateway.admin import TopicChanges
-    from hitl_gateway.audit_verify import Retention, Verification
     from hitl_gateway.policy.loader import PolicySet
 
 log = structlog.get_logger(__name__)
@@ -33,7 +30,6 @@ log = structlog.get_logger(__name__)
 EXIT_CONFIG = 2
 DEFAULT_POLICY_DIR = Path("configs/policies")
 EXIT_FAILURE = 1
-DAY_MS = 86_400_000
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -81,36 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     schema = policy_sub.add_parser("schema", help="write the JSON Schemas of the policy files")
     schema.add_argument("--out", type=Path, default=Path("configs/schema"))
 
-    audit = sub.add_parser("audit", help="export and verify the tamper-evident audit trail")
-    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    verify_cmd = audit_sub.add_parser(
-        "verify", help="recompute the chains and check their checkpoints; exit 1 on any problem"
-    )
-    verify_cmd.add_argument("--file", type=Path, help="verify an export instead of the topic")
-    verify_cmd.add_argument(
-        "--keys", type=Path, help="the audit keys file (default: HITL_AUDIT__KEYS_FILE)"
-    )
-    verify_cmd.add_argument(
-        "--retention-days",
-        type=_retention_days,
-        metavar="DAYS|unlimited",
-        help="what retention may have removed from the front (default: the topic's own"
-        " retention.ms; an export: not checked)",
-    )
-    verify_cmd.add_argument(
-        "--anchor",
-        type=Path,
-        action="append",
-        default=[],
-        help="an earlier export whose checkpoints must be found again (repeatable)",
-    )
-    export = audit_sub.add_parser("export", help="write audit events as JSON lines")
-    export.add_argument("--out", type=Path, required=True)
-    export.add_argument("--item", help="only this item's events")
-    export.add_argument("--since", type=_iso_ms, help="ISO 8601 start (inclusive)")
-    export.add_argument("--until", type=_iso_ms, help="ISO 8601 end (exclusive)")
-    new_key = audit_sub.add_parser("new-key", help="print a new key line for the keys file")
-    new_key.add_argument("--id", required=True, help="the key id (A-Z a-z 0-9 _ . -)")
+    audit_cli.add_parser(sub)
 
     plan_cmd = sub.add_parser("plan", help="reviews, reviewer-hours, headcount and cost per pool")
     plan_cmd.add_argument("--traffic", type=Path, required=True, help="a traffic profile (YAML)")
@@ -123,29 +90,6 @@ def _parser() -> argparse.ArgumentParser:
     operator_cli.add_parser(sub)
     sub.add_parser("version", help="print the version")
     return parser
-
-
-def _retention_days(text: str) -> float:
-    """Days, or ``unlimited`` (-1)."""
-    if text == "unlimited":
-        return -1.0
-    try:
-        days = float(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not a number of days or 'unlimited': {text!r}") from exc
-    if days <= 0:
-        raise argparse.ArgumentTypeError("retention days must be above 0 (or 'unlimited')")
-    return days
-
-
-def _iso_ms(text: str) -> int:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -164,19 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"token (give to the reviewer, shown once): {token}")
         print(f"token_sha256 (put in reviewers.yaml):     {digest}")
         return 0
-    if args.command == "audit" and args.audit_command == "new-key":
-        from hitl_gateway.audit_keys import new_key  # noqa: PLC0415
-
-        try:
-            print(new_key(args.id))
-        except ConfigError as exc:
-            print(f"hitl-gateway: {exc}", file=sys.stderr)
-            return EXIT_CONFIG
-        return 0
     try:
+        if args.command == "audit" and args.audit_command == "new-key":
+            return audit_cli.print_new_key(args)
         settings = load_settings()
         if args.command == "audit" and args.audit_command == "verify" and args.file is not None:
-            return _verify_file(args, settings)
+            return audit_cli.verify_file(args, settings)
     except ConfigError as exc:
         print(f"hitl-gateway: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -200,7 +137,7 @@ def _with_settings(settings: Settings, args: argparse.Namespace) -> int:
         print(asyncio.run(_ensure_topics(settings)))
         return 0
     if args.command == "audit":
-        return asyncio.run(_audit(settings, args))
+        return asyncio.run(audit_cli.run(settings, args))
     if args.command == "holds":
         return asyncio.run(operator_cli.reassign(settings, args))
     if args.command == "run":
@@ -282,84 +219,6 @@ def _plan(traffic_path: Path, policies_dir: Path) -> int:
         return EXIT_CONFIG
     print(render(result))
     return 0 if result.feasible else 1
-
-
-def _audit_keys(args: argparse.Namespace, settings: Settings) -> dict[str, bytes]:
-    from hitl_gateway.audit_keys import load_keys  # noqa: PLC0415
-
-    path = args.keys or settings.audit.keys_file
-    return load_keys(path) if path is not None else {}
-
-
-def _anchors(args: argparse.Namespace) -> list[tuple[int, int, bytes | None]]:
-    from hitl_gateway.review.trail import read_export  # noqa: PLC0415
-
-    return [record for path in args.anchor for record in read_export(path)]
-
-
-def _verify_file(args: argparse.Namespace, settings: Settings) -> int:
-    from hitl_gateway.audit_verify import verify  # noqa: PLC0415
-    from hitl_gateway.review.trail import read_export  # noqa: PLC0415
-
-    keys = _audit_keys(args, settings)
-    if args.retention_days is None:
-        retention, source = None, "not checked (--retention-days)"
-    else:
-        retention, source = _retention(args.retention_days * DAY_MS, "--retention-days")
-    result = verify(read_export(args.file), keys, retention=retention, anchor=_anchors(args))
-    return _report(result, keys, source)
-
-
-def _retention(retention_ms: float, source: str) -> tuple[Retention, str]:
-    from hitl_gateway.audit_verify import Retention  # noqa: PLC0415
-
-    if retention_ms < 0:
-        return Retention(None), f"unlimited ({source})"
-    retention = Retention.of(int(retention_ms), int(time.time() * 1000))
-    return retention, f"{retention_ms / DAY_MS:g} days ({source})"
-
-
-def _report(result: Verification, keys: dict[str, bytes], retention: str) -> int:
-    from hitl_gateway.audit_verify import render  # noqa: PLC0415
-
-    for line in render(result):
-        print(line)
-    if result.keyed:
-        print(f"keys held: {', '.join(sorted(keys)) or 'none'}; retention: {retention}")
-    return 1 if result.problems else 0
-
-
-async def _verify_topic(settings: Settings, args: argparse.Namespace) -> int:
-    from hitl_gateway.audit_verify import verify  # noqa: PLC0415
-    from hitl_gateway.review.trail import read_trail, topic_retention  # noqa: PLC0415
-
-    keys = _audit_keys(args, settings)
-    if args.retention_days is not None:
-        retention, source = _retention(args.retention_days * DAY_MS, "--retention-days")
-    else:
-        retention_ms, source = await topic_retention(settings)
-        retention = None
-        if retention_ms is not None:
-            retention, source = _retention(retention_ms, source)
-    trail = await read_trail(settings)
-    result = verify(trail, keys, retention=retention, anchor=_anchors(args))
-    return _report(result, keys, source)
-
-
-async def _audit(settings: Settings, args: argparse.Namespace) -> int:
-    from hitl_gateway.review.trail import read_trail, select  # noqa: PLC0415
-
-    if args.audit_command == "verify":
-        return await _verify_topic(settings, args)
-    trail = await read_trail(settings)
-    rows = select(trail, item_id=args.item, since_ms=args.since, until_ms=args.until)
-    count = 0
-    with args.out.open("wb") as out:
-        for row in rows:
-            out.write(orjson.dumps(row) + b"\n")
-            count += 1
-    print(f"wrote {count} event(s) to {args.out}")
-    return 0
 
 
 async def _ensure_topics(settings: Settings) -> TopicChanges:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import orjson
 
 from hitl_gateway.audit import GENESIS, AuditChain, head_of, link
-from hitl_gateway.audit_verify import Kind, render, verify
+from hitl_gateway.audit_report import Kind, render
+from hitl_gateway.audit_verify import verify
 
 
 def _trail(n: int, partition: int = 0) -> list[tuple[int, int, bytes | None]]:

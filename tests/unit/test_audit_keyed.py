@@ -27,7 +27,8 @@ from hitl_gateway.audit import (
     link,
     restore,
 )
-from hitl_gateway.audit_verify import CLOCK_SLACK_MS, Kind, Retention, render, verify
+from hitl_gateway.audit_report import Kind, render
+from hitl_gateway.audit_verify import CLOCK_SLACK_MS, Retention, verify
 from hitl_gateway.recovery import audit_head
 
 KEYS = {"k1": b"1" * 32, "k2": b"2" * 32}
