@@ -4,7 +4,11 @@ outputs (``Router.route``), then the hold index update after a commit (``index_c
 real Redis.
 
     .venv/bin/python loadtest/stages.py [--records 20000] [--reps 3]
-    .venv/bin/python loadtest/stages.py --instructions [--records 5000]
+    .venv/bin/python loadtest/stages.py --instructions [--records 5000] [--audit-key]
+
+Redis is ``HITL_REDIS__URL`` (default ``redis://127.0.0.1:6379/0``). ``--audit-key`` seals
+the audit chain with a key, ending each batch with a checkpoint when one is due, as the
+commit path does.
 
 The first form prints CPU microseconds per record for each stage. On a shared machine those
 move by 10% from minute to minute; ``--instructions`` counts the instructions per record
@@ -30,7 +34,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_review
-from hitl_gateway.audit import AuditChain
+from hitl_gateway.audit import AuditChain, Sealing, SealingKey
 from hitl_gateway.budgets import RedisBudgets
 from hitl_gateway.holds import HoldIndex
 from hitl_gateway.ids import HeldIds
@@ -57,10 +61,14 @@ class Consumed:
     headers: tuple[tuple[str, bytes], ...] = ()
 
 
-async def measure(records: int, reps: int, payload_bytes: int, invalid_share: float) -> None:
+async def measure(
+    records: int, reps: int, payload_bytes: int, invalid_share: float, audit_key: bool
+) -> None:
     prefix = f"stages-{uuid.uuid4().hex[:8]}:"
     settings = Settings(
-        redis=RedisSettings(key_prefix=prefix),
+        redis=RedisSettings(
+            url=os.environ.get("HITL_REDIS__URL", RedisSettings().url), key_prefix=prefix
+        ),
         policy=PolicySettings(dir=ROOT / "configs" / "policies"),
     )
     policy = settings.policy
@@ -78,7 +86,8 @@ async def measure(records: int, reps: int, payload_bytes: int, invalid_share: fl
     gc.collect()
     gc.freeze()
     gc.set_threshold(100_000)  # as the gateway runs (cli.py)
-    chain = AuditChain()
+    key = SealingKey("stages", b"k" * 32) if audit_key else None
+    chain = AuditChain(sealing=Sealing(key))
     seconds = {"route": 0.0, "index_changes": 0.0, "index_apply": 0.0}
     produced = 0
     try:
@@ -86,6 +95,9 @@ async def measure(records: int, reps: int, payload_bytes: int, invalid_share: fl
             for start in range(0, len(consumed), BATCH):
                 t = time.process_time()
                 out, _ = await router.route(consumed[start : start + BATCH], policies, chain)
+                if chain.checkpoint(int(time.time() * 1000)) is not None:
+                    produced += 1
+                chain.commit()
                 seconds["route"] += time.process_time() - t
                 produced += len(out)
                 t = time.process_time()
@@ -118,15 +130,17 @@ def instructions(args: argparse.Namespace) -> None:
     for reps in (0, 1):
         argv = ["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", sys.executable,
                 __file__, "--records", str(args.records), "--reps", str(reps), "--payload-bytes",
-                str(args.payload_bytes), "--invalid-share", str(args.invalid_share)]  # fmt: skip
+                str(args.payload_bytes), "--invalid-share", str(args.invalid_share),
+                *(["--audit-key"] if args.audit_key else [])]  # fmt: skip
         run = subprocess.run(argv, capture_output=True, text=True, check=False,
                              env={**os.environ, "PYTHONHASHSEED": "0"})  # fmt: skip
         found = re.search(r"Collected : (\d+)", run.stderr)
         if run.returncode != 0 or found is None:
             sys.exit(f"valgrind run failed ({run.returncode}): {run.stderr[-2000:]}")
         counts.append(int(found.group(1)))
+    sealed = "keyed" if args.audit_key else "unkeyed"
     print(f"instructions   {(counts[1] - counts[0]) / args.records:9,.0f} per record "
-          f"(route and index update, {args.records:,} records)")  # fmt: skip
+          f"(route and index update, {args.records:,} records, {sealed} audit chain)")  # fmt: skip
 
 
 def main() -> None:
@@ -137,13 +151,16 @@ def main() -> None:
     parser.add_argument("--invalid-share", type=float, default=0.03)
     parser.add_argument("--instructions", action="store_true",
                         help="count instructions under valgrind instead of timing")  # fmt: skip
+    parser.add_argument("--audit-key", action="store_true",
+                        help="seal the audit chain with a key (and its checkpoints)")  # fmt: skip
     args = parser.parse_args()
     if args.records < 1 or args.reps < 0:
         parser.error("--records must be at least 1 and --reps at least 0")
     if args.instructions:
         instructions(args)
     else:
-        asyncio.run(measure(args.records, args.reps, args.payload_bytes, args.invalid_share))
+        asyncio.run(measure(args.records, args.reps, args.payload_bytes, args.invalid_share,
+                            args.audit_key))  # fmt: skip
 
 
 if __name__ == "__main__":

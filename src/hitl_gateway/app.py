@@ -19,6 +19,7 @@ import structlog
 from prometheus_client import CollectorRegistry
 
 from hitl_gateway import __version__
+from hitl_gateway.audit_keys import sealing
 from hitl_gateway.budgets import RedisBudgets
 from hitl_gateway.calibration.store import CalibrationStore
 from hitl_gateway.errors import KafkaAccessError
@@ -94,6 +95,7 @@ class Gateway:
             Router(settings, self.budgets, self.ids),
             applier,
             index=self.index,
+            sealing=sealing(settings.audit),  # the keys file is read here: fail fast
         )
         self.observer = Observer(
             self.metrics,

@@ -1,5 +1,6 @@
 """Command line: ``hitl-gateway run``, ``policy check|simulate|schema``, ``plan``, ``audit
-verify|export``, ``reviewers token``, ``topics ensure``, ``settings show``, ``version``."""
+verify|export|new-key``, ``reviewers token``, ``topics ensure``, ``settings show``,
+``version``."""
 
 from __future__ import annotations
 
@@ -9,22 +10,19 @@ import gc
 import sys
 import time
 from collections.abc import Coroutine, Sequence
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import orjson
 import structlog
 import uvloop
 
-from hitl_gateway import __version__, operator_cli
+from hitl_gateway import __version__, audit_cli, operator_cli
 from hitl_gateway.errors import ConfigError, GatewayError
 from hitl_gateway.logs import configure_logging
 from hitl_gateway.settings import Settings, load_settings
 
 if TYPE_CHECKING:
     from hitl_gateway.admin import TopicChanges
-    from hitl_gateway.audit import Verification
     from hitl_gateway.policy.loader import PolicySet
 
 log = structlog.get_logger(__name__)
@@ -79,15 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     schema = policy_sub.add_parser("schema", help="write the JSON Schemas of the policy files")
     schema.add_argument("--out", type=Path, default=Path("configs/schema"))
 
-    audit = sub.add_parser("audit", help="export and verify the tamper-evident audit trail")
-    audit_sub = audit.add_subparsers(dest="audit_command", required=True)
-    verify_cmd = audit_sub.add_parser("verify", help="recompute the hash chains; exit 1 if broken")
-    verify_cmd.add_argument("--file", type=Path, help="verify an export instead of the topic")
-    export = audit_sub.add_parser("export", help="write audit events as JSON lines")
-    export.add_argument("--out", type=Path, required=True)
-    export.add_argument("--item", help="only this item's events")
-    export.add_argument("--since", type=_iso_ms, help="ISO 8601 start (inclusive)")
-    export.add_argument("--until", type=_iso_ms, help="ISO 8601 end (exclusive)")
+    audit_cli.add_parser(sub)
 
     plan_cmd = sub.add_parser("plan", help="reviews, reviewer-hours, headcount and cost per pool")
     plan_cmd.add_argument("--traffic", type=Path, required=True, help="a traffic profile (YAML)")
@@ -100,16 +90,6 @@ def _parser() -> argparse.ArgumentParser:
     operator_cli.add_parser(sub)
     sub.add_parser("version", help="print the version")
     return parser
-
-
-def _iso_ms(text: str) -> int:
-    try:
-        moment = datetime.fromisoformat(text)
-    except ValueError as exc:
-        raise argparse.ArgumentTypeError(f"not an ISO 8601 time: {text!r}") from exc
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=UTC)
-    return int(moment.timestamp() * 1000)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -128,10 +108,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"token (give to the reviewer, shown once): {token}")
         print(f"token_sha256 (put in reviewers.yaml):     {digest}")
         return 0
-    if args.command == "audit" and args.audit_command == "verify" and args.file is not None:
-        return _report(_verify_file(args.file))
     try:
+        if args.command == "audit" and args.audit_command == "new-key":
+            return audit_cli.print_new_key(args)
         settings = load_settings()
+        if args.command == "audit" and args.audit_command == "verify" and args.file is not None:
+            return audit_cli.verify_file(args, settings)
     except ConfigError as exc:
         print(f"hitl-gateway: {exc}", file=sys.stderr)
         return EXIT_CONFIG
@@ -155,7 +137,7 @@ def _with_settings(settings: Settings, args: argparse.Namespace) -> int:
         print(asyncio.run(_ensure_topics(settings)))
         return 0
     if args.command == "audit":
-        return asyncio.run(_audit(settings, args))
+        return asyncio.run(audit_cli.run(settings, args))
     if args.command == "holds":
         return asyncio.run(operator_cli.reassign(settings, args))
     if args.command == "stop-switch":
@@ -239,37 +221,6 @@ def _plan(traffic_path: Path, policies_dir: Path) -> int:
         return EXIT_CONFIG
     print(render(result))
     return 0 if result.feasible else 1
-
-
-def _verify_file(path: Path) -> Verification:
-    from hitl_gateway.review.trail import verify_file  # noqa: PLC0415
-
-    return verify_file(path)
-
-
-def _report(result: Verification) -> int:
-    if result.first_break is not None:
-        print(f"BROKEN after {result.events} event(s): {result.first_break}")
-        return 1
-    print(f"ok: {result.events} event(s) in {result.partitions} chain(s), every link holds")
-    return 0
-
-
-async def _audit(settings: Settings, args: argparse.Namespace) -> int:
-    from hitl_gateway.audit import verify  # noqa: PLC0415
-    from hitl_gateway.review.trail import read_trail, select  # noqa: PLC0415
-
-    trail = await read_trail(settings)
-    if args.audit_command == "verify":
-        return _report(verify(trail))
-    rows = select(trail, item_id=args.item, since_ms=args.since, until_ms=args.until)
-    count = 0
-    with args.out.open("wb") as out:
-        for row in rows:
-            out.write(orjson.dumps(row) + b"\n")
-            count += 1
-    print(f"wrote {count} event(s) to {args.out}")
-    return 0
 
 
 async def _ensure_topics(settings: Settings) -> TopicChanges:

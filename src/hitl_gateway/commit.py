@@ -18,6 +18,7 @@ import time
 import structlog
 from aiokafka import TopicPartition
 
+from hitl_gateway.audit import AuditChain
 from hitl_gateway.errors import (
     FencedError,
     InfrastructureError,
@@ -28,6 +29,7 @@ from hitl_gateway.holds import HoldIndex
 from hitl_gateway.index_entries import index_changes
 from hitl_gateway.lane import Lane, Work
 from hitl_gateway.metrics import GatewayMetrics
+from hitl_gateway.outputs import checkpoint_record
 from hitl_gateway.ownership import Ownership
 from hitl_gateway.policy.store import PolicyStore
 from hitl_gateway.review.applier import DecisionApplier
@@ -167,6 +169,7 @@ class Committer:
                 else Applied()
             )  # fmt: skip
             outgoing += applied.outgoing
+            outgoing += self._checkpoint(chain)
             metadata = await producer.commit(outgoing, offsets, self._settings.kafka.group_id)
             if not self._settings.kafka.exactly_once:
                 await self._source.commit(offsets)  # after every output is acknowledged
@@ -209,12 +212,19 @@ class Committer:
         The caller holds the partition's lock and has sealed audit events on its chain."""
         lane = self._owner.lanes[p]
         try:
+            outgoing = [*outgoing, *self._checkpoint(lane.chain)]
             metadata = await lane.producer.commit(outgoing, {}, self._settings.kafka.group_id)
         except InfrastructureError:
             lane.chain.rollback()
             raise
         lane.chain.commit()
         await self._update_index(lane, outgoing, metadata, Applied())
+
+    def _checkpoint(self, chain: AuditChain) -> list[Outgoing]:
+        """The audit chain's checkpoint when one is due: in the transaction that commits the
+        events it vouches for, so it is written exactly when they are."""
+        record = checkpoint_record(self._topics.audit, chain, int(time.time() * 1000))
+        return [record] if record is not None else []
 
     async def _update_index(
         self,

@@ -127,6 +127,16 @@ def audit_event(
     )
 
 
+def checkpoint_record(topic: str, chain: AuditChain, now_ms: int) -> Outgoing | None:
+    """The chain's checkpoint, if one is due, for the transaction that is about to commit
+    the events it vouches for (on the chain's own audit partition)."""
+    sealed = chain.checkpoint(now_ms)
+    if sealed is None:
+        return None
+    key = f"checkpoint-{chain.partition}".encode()
+    return Outgoing(topic, sealed, key, [], partition=chain.partition)
+
+
 # Room for a record's framing in its batch (lengths, attributes, the batch header).
 _FRAMING_BYTES = 512
 # A dead letter's message names the field, never quotes a payload at length.

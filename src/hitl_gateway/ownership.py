@@ -19,7 +19,7 @@ from collections.abc import Callable
 import structlog
 from aiokafka import TopicPartition
 
-from hitl_gateway.audit import AuditChain
+from hitl_gateway.audit import AuditChain, ChainHead, Sealing
 from hitl_gateway.errors import InfrastructureError, KafkaAccessError
 from hitl_gateway.holds import HoldIndex
 from hitl_gateway.lane import Lane
@@ -43,6 +43,7 @@ class Ownership:
         index: HoldIndex,
         *,
         start_lane: Callable[[Lane], asyncio.Task[None]],
+        sealing: Sealing,
     ) -> None:
         self._settings = settings
         self._topics = settings.topics
@@ -51,6 +52,7 @@ class Ownership:
         self._reader = reader
         self._index = index
         self._start_lane = start_lane
+        self._sealing = sealing
         # Owned partitions' lanes; per input topic-partition, the next offset to process.
         self.lanes: dict[int, Lane] = {}
         self.next_offset: dict[TopicPartition, int] = {}
@@ -157,7 +159,12 @@ class Ownership:
                     failures.append(exc)
                     continue
                 self._source.resume(self.assigned(p))  # if paused when dropped
-                lane = Lane(p, producer, AuditChain(head), switches=switches)
+                lane = Lane(
+                    p,
+                    producer,
+                    AuditChain(head, partition=p, sealing=self._sealing),
+                    switches=switches,
+                )
                 lane.task = self._start_lane(lane)
                 self.lanes[p] = lane
                 self.pending.discard(p)
@@ -174,7 +181,7 @@ class Ownership:
         if failures:
             raise InfrastructureError(f"could not take {len(failures)} partition(s): {failures[0]}")
 
-    async def _prepare(self, p: int) -> tuple[PartitionProducer, str, list[SwitchEvent]]:
+    async def _prepare(self, p: int) -> tuple[PartitionProducer, ChainHead, list[SwitchEvent]]:
         tp = TopicPartition(self._topics.outputs, p)
         producer = PartitionProducer(
             self._settings.kafka, tp, self._settings.limits.max_record_bytes
@@ -182,7 +189,7 @@ class Ownership:
         await producer.start()
         try:
             await restore_holds(self._reader, self._index, self._topics.holds, p)
-            head = await audit_head(self._reader, self._topics.audit, p)
+            head = await audit_head(self._reader, self._topics.audit, p, self._scan_offsets())
             # After the index is restored: its stop switch events are complete up to the
             # partition's last stable offset (the lane keeps them for routing).
             switches = await self._index.switches(p)
@@ -190,6 +197,16 @@ class Ownership:
             await producer.stop()
             raise
         return producer, head, switches
+
+    def _scan_offsets(self) -> int | None:
+        """How far back a keyed chain's last checkpoint is looked for (None: unkeyed, only
+        the head). A checkpoint closes every transaction that brings the events waiting for
+        one to ``checkpoint_every``; one transaction seals a few events per record at most,
+        and each transaction adds a marker."""
+        if self._sealing.key is None:
+            return None
+        batch = self._settings.kafka.max_batch_records
+        return 4 * (self._sealing.checkpoint_every + 2 * batch) + 1_024
 
     # -- giving partitions up --------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import time
 import structlog
 from aiokafka import TopicPartition
 
-from hitl_gateway.audit import AuditChain
+from hitl_gateway.audit import AuditChain, Sealing
 from hitl_gateway.commit import Backoff, Committer
 from hitl_gateway.errors import InfrastructureError
 from hitl_gateway.holds import HoldIndex
@@ -50,6 +50,7 @@ class Pipeline:
         applier: DecisionApplier,
         *,
         index: HoldIndex,
+        sealing: Sealing,
     ) -> None:
         self._settings = settings
         self._metrics = metrics
@@ -57,8 +58,9 @@ class Pipeline:
         self._source = Source(settings.kafka, topics, owner=self)
         self._reader = Reader(settings.kafka)
         self._ownership = Ownership(
-            settings, metrics, self._source, self._reader, index, start_lane=self._start_lane
-        )
+            settings, metrics, self._source, self._reader, index,
+            start_lane=self._start_lane, sealing=sealing,
+        )  # fmt: skip
         self._committer = Committer(
             settings,
             metrics,

@@ -3,8 +3,9 @@
 The index is rebuilt from the compacted holds partition when it is behind (a crash between
 a commit and the index update) or empty (Redis lost its data): records from the index's
 applied offset (or the start) to the last stable offset are applied in order, stop switch
-events among them. The audit
-chain head is the hash of the partition's last committed audit event.
+events among them. The audit chain head is the hash (and, keyed, the next sequence number)
+after the partition's last committed audit event; a keyed chain's next checkpoint range
+starts after its last checkpoint, read back from the end.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 import structlog
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from hitl_gateway.audit import GENESIS, head_of
+from hitl_gateway.audit import ChainHead, restore
 from hitl_gateway.errors import (
     InfrastructureError,
     KafkaAccessError,
@@ -92,6 +93,14 @@ class Reader:
                     out.extend(r for r in batch.get(tp, ()) if r.offset < end)
                 return out, end
 
+    async def window(self, tp: TopicPartition, size: int) -> tuple[int, int]:
+        """The offsets of ``tp``'s last ``size`` positions: (start, end)."""
+        assert self._consumer is not None
+        async with self._lock:
+            with kafka_errors(f"reading {tp}"):
+                end = (await self._consumer.end_offsets([tp]))[tp]
+        return max(0, end - size), end
+
     async def tail(self, tp: TopicPartition) -> list[Any]:
         """The last committed records of ``tp`` (stepping back past control records)."""
         assert self._consumer is not None
@@ -127,6 +136,28 @@ async def restore_holds(reader: Reader, index: HoldIndex, holds_topic: str, part
     return len(records)
 
 
-async def audit_head(reader: Reader, audit_topic: str, partition: int) -> str:
-    records = await reader.tail(TopicPartition(audit_topic, partition))
-    return head_of(r.value for r in records) if records else GENESIS
+async def audit_head(
+    reader: Reader, audit_topic: str, partition: int, scan_offsets: int | None
+) -> ChainHead:
+    """Where the partition's chain stands. ``scan_offsets``: how far back from the end the
+    last checkpoint is looked for (None: an unkeyed chain, only its head is needed)."""
+    tp = TopicPartition(audit_topic, partition)
+    if scan_offsets is None:
+        records = await reader.tail(tp)
+        head = restore([(r.value, r.timestamp) for r in records], complete=False)[0]
+        if head.seq:  # its last event is keyed: what this instance seals, verify reports
+            log.warning("audit_chain_keyed_but_no_key", partition=partition)
+        return head
+    step = 16
+    while True:
+        start, end = await reader.window(tp, step)
+        records, _ = await reader.read(tp, start)
+        head, known = restore([(r.value, r.timestamp) for r in records], complete=start == 0)
+        if known or (step >= scan_offsets and records):
+            break
+        # Past the bound only while nothing at all was found (as ``tail``).
+        step = min(step * 8, scan_offsets) if records else step * 8
+    if not known:
+        log.warning("audit_checkpoint_not_found", partition=partition, scanned=end - start,
+                    next_seq=head.seq)  # fmt: skip
+    return head

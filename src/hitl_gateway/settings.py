@@ -443,6 +443,26 @@ class NotifySettings(_Section):
         return self
 
 
+class AuditSettings(_Section):
+    """The audit trail's keys and checkpoints (docs/security.md). Without a keys file the
+    chain's links are plain SHA-256, with no sequence numbers or checkpoints."""
+
+    # A YAML file of ``key_id: base64 secret`` entries: the active key seals new events, and
+    # every key in it verifies (a retired key stays while events sealed with it are kept).
+    keys_file: Path | None = None
+    active_key_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # A transaction ends with a checkpoint once this many events wait for one, or when
+    # events wait and the last checkpoint is older than the interval.
+    checkpoint_every: int = Field(default=1_000, ge=1, le=1_000_000)
+    checkpoint_interval_s: float = Field(default=60.0, gt=0, le=86_400)
+
+    @model_validator(mode="after")
+    def _key_named(self) -> AuditSettings:
+        if (self.keys_file is None) != (self.active_key_id is None):
+            raise ValueError("keys_file and active_key_id are set together (or neither)")
+        return self
+
+
 class Settings(BaseSettings):
     """Everything the process reads from its environment, validated once at start."""
 
@@ -464,6 +484,7 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     runtime: RuntimeSettings = RuntimeSettings()
     notify: NotifySettings = NotifySettings()
+    audit: AuditSettings = AuditSettings()
 
 
 def known_env_names(model: type[BaseModel], prefix: str) -> set[str]:

@@ -1,10 +1,12 @@
 """SIGKILL two gateway instances at random moments while records are being held and while
 decisions are being applied (12 kills across both phases). Afterwards: no held item lost,
-none delivered twice, none delivered without an approval."""
+none delivered twice, none delivered without an approval, and the keyed audit trail verifies
+(sequence numbers and checkpoints carried on across every takeover)."""
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import hashlib
 import random
 from collections import Counter
@@ -14,8 +16,15 @@ import orjson
 from aiokafka import AIOKafkaProducer
 
 from hitl_gateway.admin import ensure_topics
+from hitl_gateway.audit_verify import verify
 from hitl_gateway.review.auth import new_token
-from hitl_gateway.settings import KafkaSettings, PolicySettings, ReviewSettings, Settings
+from hitl_gateway.settings import (
+    AuditSettings,
+    KafkaSettings,
+    PolicySettings,
+    ReviewSettings,
+    Settings,
+)
 
 from .kafka_io import BOOTSTRAP, committed_offsets, fresh_settings, produce, read_all, wait_until
 from .processes import GatewayProcess
@@ -24,6 +33,7 @@ HELD = 2_400
 FREE = 600
 KILLS_PER_PHASE = 6
 UNAPPROVED_EVERY = 10  # every 10th held item never gets a decision
+AUDIT_KEY = b"a" * 32
 
 
 def _configs(root: Path) -> Settings:
@@ -40,6 +50,7 @@ def _configs(root: Path) -> Settings:
     (root / "reviewers.yaml").write_text(
         f"reviewers:\n  - {{id: r1, token_sha256: {digest}, pools: [p1]}}\n"
     )
+    (root / "audit-keys.yaml").write_text(f"k1: {base64.b64encode(AUDIT_KEY).decode()}\n")
     base = fresh_settings(policy_dir=root / "policies")
     kafka = base.kafka.model_dump()
     kafka.update(session_timeout_ms=3_000, max_batch_records=200)
@@ -48,6 +59,12 @@ def _configs(root: Path) -> Settings:
             "kafka": KafkaSettings(**kafka),
             "policy": PolicySettings(dir=root / "policies", reload_interval_s=0),
             "review": ReviewSettings(reviewers_file=root / "reviewers.yaml"),
+            "audit": AuditSettings(
+                keys_file=root / "audit-keys.yaml",
+                active_key_id="k1",
+                checkpoint_every=100,
+                checkpoint_interval_s=1,
+            ),
         }
     )
 
@@ -151,9 +168,13 @@ async def test_kills_while_holding_and_deciding(tmp_path: Path) -> None:
         latest[record.key.decode()] = record.value
     still_held = {k for k, v in latest.items() if v is not None}
     assert still_held == unapproved, "a held item was lost (or not closed)"
-    trail = [orjson.loads(r.value) for r in await read_all(t.audit, timeout_s=60)]
+    records = sorted(await read_all(t.audit, timeout_s=60), key=lambda r: (r.partition, r.offset))
+    trail = [orjson.loads(r.value) for r in records]
     refused = Counter(e.get("refusal") for e in trail if e["type"] == "decision_refused")
     assert refused["already_closed"] == len(range(0, len(approved), 5))
+    checked = verify([(r.partition, r.offset, r.value) for r in records], {"k1": AUDIT_KEY})
+    assert checked.problems == [], [str(p) for p in checked.problems[:5]]
+    assert all(c.checkpoints > 5 and c.first_seq == 0 for c in checked.chains.values())
 
 
 async def _feed_records(topic: str, records: list[tuple[bytes, bytes]]) -> None:

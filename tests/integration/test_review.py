@@ -19,7 +19,7 @@ import pytest
 import redis.asyncio as aioredis
 
 from hitl_gateway.admin import ensure_topics
-from hitl_gateway.audit import verify
+from hitl_gateway.audit_verify import verify
 from hitl_gateway.settings import ReviewSettings, Settings
 
 from .gateways import ApiStack, serving, start_gateway, write_reviewers
@@ -302,7 +302,7 @@ async def test_audit_export_and_verify_detect_tampering(stack: Stack, tmp_path: 
     tampered = _cli(s.settings, "audit", "verify", "--file", str(export))
     assert tampered.returncode == 1
     assert (
-        f"partition {row['partition']} offset {row['offset']}: hash does not match"
+        f"partition {row['partition']} offset {row['offset']}: hash_mismatch: hash does not match"
         in tampered.stdout
     )
     one = tmp_path / "one.jsonl"

@@ -19,7 +19,7 @@ import orjson
 from pydantic import SecretStr
 
 from hitl_gateway.admin import ensure_topics
-from hitl_gateway.audit import verify
+from hitl_gateway.audit_verify import verify
 from hitl_gateway.holds import HoldIndex
 from hitl_gateway.review.reassign import progress
 from hitl_gateway.settings import NotifySettings, ReviewSettings, Settings

@@ -21,7 +21,7 @@ class Rec:
 
 def _lane() -> Lane:
     producer: Any = object()  # never used by the buffer
-    return Lane(2, producer, AuditChain(""))
+    return Lane(2, producer, AuditChain())
 
 
 def _offsets(work: dict[TopicPartition, list[Rec]]) -> dict[TopicPartition, list[int]]:
@@ -86,7 +86,7 @@ class Clock:
 def test_oldest_fetch_time_follows_what_is_left_after_a_partial_take() -> None:
     clock = Clock()
     producer: Any = object()
-    lane = Lane(2, producer, AuditChain(""), clock=clock)
+    lane = Lane(2, producer, AuditChain(), clock=clock)
     lane.add(OUT, [Rec(o) for o in range(0, 4)])  # fetched at 100
     clock.now = 101.0
     lane.add(OUT, [Rec(o) for o in range(4, 8)])  # fetched at 101

@@ -12,7 +12,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from hitl_gateway.audit import AuditChain
+from hitl_gateway.audit import GENESIS, AuditChain, Sealing, SealingKey
 from hitl_gateway.ids import Claim, Claimed
 from hitl_gateway.outputs import MAX_MESSAGE_CHARS, dead_letter, wire_size
 from hitl_gateway.policy.loader import load_policy_set
@@ -182,8 +182,12 @@ async def test_a_record_whose_hold_would_not_fit_is_a_dead_letter_and_leaves_no_
     assert [h.key for h in got["holds"]] == [b"c-10"]
     [event] = [orjson.loads(a.value) for a in got["audit"]]
     assert event["item_id"] == "c-10"
-    assert event["prev_hash"] == AuditChain().head, "the dropped record's event left no link"
+    assert event["prev_hash"] == AuditChain().head.hash, "the dropped record's event left no link"
     assert tally.dead_letters == {"too_large": 1}
+    keyed = AuditChain(sealing=Sealing(SealingKey("k1", b"k" * 32)))
+    out, _ = await router.route([_record(1, big), _record(2, small)], _policies(), keyed)
+    [event] = [orjson.loads(a.value) for a in _by_topic(out, limited)["audit"]]
+    assert (event["seq"], event["prev_hash"]) == (0, GENESIS), "nor a sequence number"
 
 
 def test_a_dead_letter_always_fits() -> None:
