@@ -19,7 +19,7 @@ import redis.asyncio as aioredis
 
 from hitl_gateway import headers
 from hitl_gateway.admin import ensure_topics
-from hitl_gateway.audit import verify
+from hitl_gateway.audit_verify import verify
 from hitl_gateway.holds import HoldIndex
 from hitl_gateway.review.stop_switch import current
 from hitl_gateway.settings import ReviewSettings, Settings
