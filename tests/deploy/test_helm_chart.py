@@ -20,6 +20,7 @@ from prometheus_client import CollectorRegistry
 
 from hitl_gateway import __version__
 from hitl_gateway.review.auth import ReviewerFile
+from hitl_gateway.review.groups import GroupMap
 from hitl_gateway.server import build_app
 from hitl_gateway.settings import ENV_PREFIX, Settings, known_env_names, load_settings
 
@@ -237,7 +238,9 @@ def test_config_is_a_directory_mount_of_the_configmap(values: tuple[str, ...]) -
     assert env["HITL_POLICY__POOLS_FILE"] == f"{base}/pools.yaml"
     assert env["HITL_POLICY__ROUTING_FILE"] == f"{base}/routing.yaml"
     volume = next(v for v in pod["volumes"] if v["name"] == "config")["configMap"]
-    (configmap,) = of_kind(values, "ConfigMap")
+    (configmap,) = [
+        c for c in of_kind(values, "ConfigMap") if c["metadata"]["name"].endswith("-config")
+    ]
     assert volume["name"] == configmap["metadata"]["name"]
     laid_out = {item["path"]: configmap["data"][item["key"]] for item in volume["items"]}
     expected = {path: content.decode() for path, content in config_sources().items()}
@@ -278,6 +281,10 @@ def test_secrets_from_existing_secrets() -> None:
         "HITL_REDIS__PASSWORD": {
             "name": production["redis"]["existingSecret"],
             "key": "redis-password",
+        },
+        "HITL_OIDC__CLIENT_SECRET": {
+            "name": production["oidc"]["clientSecret"]["existingSecret"],
+            "key": "oidc-client-secret",
         },
     }
     assert not of_kind(PRODUCTION_VALUES, "Secret"), "existing Secrets only"
@@ -557,3 +564,55 @@ def test_topics_job_runs_topics_ensure_with_the_gateway_settings() -> None:
     job_labels = job["spec"]["template"]["metadata"]["labels"]
     assert not selector.items() <= job_labels.items(), "the Service must not select the Job"
     assert selector.items() <= pod_labels.items()
+
+
+def test_audit_keys_and_oidc_groups_reach_the_gateway(tmp_path: Path) -> None:
+    """The audit keys Secret and the OIDC groups ConfigMap are directory mounts the settings
+    name, and the rendered groups file is one the gateway loads."""
+    production = yaml.safe_load(PRODUCTION.read_text())
+    env = literal_env(PRODUCTION_VALUES)
+    mounts = {m["name"]: m for m in container(PRODUCTION_VALUES)["volumeMounts"]}
+    pod = one(PRODUCTION_VALUES, "Deployment")["spec"]["template"]["spec"]
+    volumes = {v["name"]: v for v in pod["volumes"]}
+    keys = Path(env["HITL_AUDIT__KEYS_FILE"])
+    assert env["HITL_AUDIT__ACTIVE_KEY_ID"] == production["audit"]["activeKeyId"]
+    assert mounts["audit-keys"]["mountPath"] == str(keys.parent)
+    assert "subPath" not in mounts["audit-keys"]
+    assert volumes["audit-keys"]["secret"]["secretName"] == "hitl-audit-keys"
+    groups = Path(env["HITL_OIDC__GROUPS_FILE"])
+    assert mounts["oidc"]["mountPath"] == str(groups.parent)
+    assert env["HITL_OIDC__ISSUER"] == production["oidc"]["issuer"]
+    (configmap,) = [c for c in of_kind(PRODUCTION_VALUES, "ConfigMap")
+                    if c["metadata"]["name"] == volumes["oidc"]["configMap"]["name"]]  # fmt: skip
+    path = tmp_path / groups.name
+    path.write_text(configmap["data"][groups.name])
+    loaded = GroupMap.load(path)  # strict: an invalid file raises, naming the problem
+    assert loaded.names() == set(production["oidc"]["groups"])
+    # Neither is rendered by default.
+    assert "HITL_AUDIT__KEYS_FILE" not in literal_env(DEFAULT)
+    assert "HITL_OIDC__ISSUER" not in literal_env(DEFAULT)
+
+
+def test_half_configured_security_fails_rendering() -> None:
+    assert "set together" in failure("--set", "audit.activeKeyId=k1")
+    assert "oidc.issuer needs oidc.audience" in failure(
+        "--set", "oidc.issuer=https://login.example.com"
+    )
+    oauth = failure("--set", "kafka.securityProtocol=SASL_SSL", "--set",
+                    "kafka.saslMechanism=OAUTHBEARER", "--set",
+                    "keda.triggerAuthentication.existingName=ka")  # fmt: skip
+    assert "OAUTHBEARER needs kafka.oauth.tokenUrl" in oauth
+
+
+def test_oauthbearer_takes_its_client_secret_from_a_secret() -> None:
+    values = ("--set", "kafka.securityProtocol=SASL_SSL", "--set",
+              "kafka.saslMechanism=OAUTHBEARER", "--set",
+              "keda.triggerAuthentication.existingName=ka", "--set",
+              "kafka.oauth.tokenUrl=https://login.example.com/token", "--set",
+              "kafka.oauth.clientId=hitl", "--set",
+              "kafka.oauth.clientSecret.existingSecret=hitl-oauth")  # fmt: skip
+    env = env_of(values)
+    assert env["HITL_KAFKA__OAUTH_TOKEN_URL"]["value"] == "https://login.example.com/token"
+    ref = env["HITL_KAFKA__OAUTH_CLIENT_SECRET"]["valueFrom"]["secretKeyRef"]
+    assert ref == {"name": "hitl-oauth", "key": "oauth-client-secret"}
+    assert "HITL_KAFKA__SASL_PLAIN_PASSWORD" not in env

@@ -61,6 +61,8 @@ without an exponent (52428800, not 5.24288e+07).
 {{- define "hitl-gateway.configDir" -}}/etc/hitl-gateway/config{{- end }}
 {{- define "hitl-gateway.reviewersDir" -}}/etc/hitl-gateway/reviewers{{- end }}
 {{- define "hitl-gateway.kafkaTlsDir" -}}/etc/hitl-gateway/kafka-tls{{- end }}
+{{- define "hitl-gateway.auditKeysDir" -}}/etc/hitl-gateway/audit-keys{{- end }}
+{{- define "hitl-gateway.oidcDir" -}}/etc/hitl-gateway/oidc{{- end }}
 
 {{/* The Secret the chart makes for credentials given as values. */}}
 {{- define "hitl-gateway.credentialsSecret" -}}
@@ -141,6 +143,15 @@ without an exponent (52428800, not 5.24288e+07).
 
 {{/* Settings that cannot work, refused at rendering with the reason. */}}
 {{- define "hitl-gateway.validate" -}}
+{{- if ne (empty .Values.audit.keys.existingSecret) (empty .Values.audit.activeKeyId) }}
+{{- fail "audit.keys.existingSecret and audit.activeKeyId are set together (or neither)" }}
+{{- end }}
+{{- if and .Values.oidc.issuer (or (not .Values.oidc.audience) (not .Values.oidc.groups)) }}
+{{- fail "oidc.issuer needs oidc.audience and oidc.groups (group: {pools, domains, operator})" }}
+{{- end }}
+{{- if and (eq .Values.kafka.saslMechanism "OAUTHBEARER") (include "hitl-gateway.kafkaUsesSasl" .) (or (not .Values.kafka.oauth.tokenUrl) (not .Values.kafka.oauth.clientId) (not .Values.kafka.oauth.clientSecret.existingSecret)) }}
+{{- fail "kafka.saslMechanism OAUTHBEARER needs kafka.oauth.tokenUrl, kafka.oauth.clientId and kafka.oauth.clientSecret.existingSecret" }}
+{{- end }}
 {{- $drain := float64 .Values.runtime.shutdownTimeoutSeconds }}
 {{- if le $drain 0.0 }}
 {{- fail "runtime.shutdownTimeoutSeconds must be above 0" }}

@@ -19,6 +19,21 @@
 - name: HITL_KAFKA__SASL_MECHANISM
   value: {{ .Values.kafka.saslMechanism | quote }}
 {{- end }}
+{{- if and (include "hitl-gateway.kafkaUsesSasl" .) (eq .Values.kafka.saslMechanism "OAUTHBEARER") }}
+- name: HITL_KAFKA__OAUTH_TOKEN_URL
+  value: {{ .Values.kafka.oauth.tokenUrl | quote }}
+- name: HITL_KAFKA__OAUTH_CLIENT_ID
+  value: {{ .Values.kafka.oauth.clientId | quote }}
+{{- with .Values.kafka.oauth.scope }}
+- name: HITL_KAFKA__OAUTH_SCOPE
+  value: {{ . | quote }}
+{{- end }}
+- name: HITL_KAFKA__OAUTH_CLIENT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.kafka.oauth.clientSecret.existingSecret }}
+      key: {{ .Values.kafka.oauth.clientSecret.key }}
+{{- end }}
 {{- if include "hitl-gateway.kafkaSaslPassword" . }}
 - name: HITL_KAFKA__SASL_PLAIN_USERNAME
   valueFrom:
@@ -86,6 +101,41 @@
   value: {{ include "hitl-gateway.str" .Values.config.reloadIntervalSeconds | quote }}
 - name: HITL_REVIEW__REVIEWERS_FILE
   value: {{ printf "%s/%s" (include "hitl-gateway.reviewersDir" .) .Values.reviewers.key | quote }}
+{{- if .Values.audit.keys.existingSecret }}
+- name: HITL_AUDIT__KEYS_FILE
+  value: {{ printf "%s/%s" (include "hitl-gateway.auditKeysDir" .) .Values.audit.keys.key | quote }}
+- name: HITL_AUDIT__ACTIVE_KEY_ID
+  value: {{ .Values.audit.activeKeyId | quote }}
+{{- end }}
+{{- if .Values.oidc.issuer }}
+- name: HITL_OIDC__ISSUER
+  value: {{ .Values.oidc.issuer | quote }}
+- name: HITL_OIDC__AUDIENCE
+  value: {{ .Values.oidc.audience | quote }}
+- name: HITL_OIDC__ID_CLAIM
+  value: {{ .Values.oidc.idClaim | quote }}
+- name: HITL_OIDC__GROUPS_CLAIM
+  value: {{ .Values.oidc.groupsClaim | quote }}
+- name: HITL_OIDC__GROUPS_FILE
+  value: {{ printf "%s/groups.yaml" (include "hitl-gateway.oidcDir" .) | quote }}
+{{- with .Values.oidc.clientId }}
+- name: HITL_OIDC__CLIENT_ID
+  value: {{ . | quote }}
+- name: HITL_OIDC__SCOPES
+  value: {{ $.Values.oidc.scopes | quote }}
+{{- end }}
+{{- with .Values.oidc.redirectUrl }}
+- name: HITL_OIDC__REDIRECT_URL
+  value: {{ . | quote }}
+{{- end }}
+{{- if .Values.oidc.clientSecret.existingSecret }}
+- name: HITL_OIDC__CLIENT_SECRET
+  valueFrom:
+    secretKeyRef:
+      name: {{ .Values.oidc.clientSecret.existingSecret }}
+      key: {{ .Values.oidc.clientSecret.key }}
+{{- end }}
+{{- end }}
 - name: HITL_REDIS__URL
   value: {{ .Values.redis.url | quote }}
 - name: HITL_REDIS__KEY_PREFIX
@@ -143,6 +193,16 @@ volume reaches the pod only through a directory mount. */}}
   mountPath: {{ include "hitl-gateway.kafkaTlsDir" . }}
   readOnly: true
 {{- end }}
+{{- if .Values.audit.keys.existingSecret }}
+- name: audit-keys
+  mountPath: {{ include "hitl-gateway.auditKeysDir" . }}
+  readOnly: true
+{{- end }}
+{{- if .Values.oidc.issuer }}
+- name: oidc
+  mountPath: {{ include "hitl-gateway.oidcDir" . }}
+  readOnly: true
+{{- end }}
 - name: tmp
   mountPath: /tmp
 {{- end }}
@@ -173,6 +233,20 @@ volume reaches the pod only through a directory mount. */}}
   secret:
     secretName: {{ .Values.kafka.tls.existingSecret }}
     defaultMode: 0440
+{{- end }}
+{{- if .Values.audit.keys.existingSecret }}
+- name: audit-keys
+  secret:
+    secretName: {{ .Values.audit.keys.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.audit.keys.key }}
+        path: {{ .Values.audit.keys.key }}
+{{- end }}
+{{- if .Values.oidc.issuer }}
+- name: oidc
+  configMap:
+    name: {{ include "hitl-gateway.fullname" . }}-oidc-groups
 {{- end }}
 - name: tmp
   emptyDir:
