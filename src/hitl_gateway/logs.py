@@ -72,6 +72,7 @@ def configure_logging(
 _RETRY_TEMPLATES: dict[str, int | str] = {
     "Got error produce response on topic-partition %s, retrying. Error: %s": 1,
     "Group Coordinator Request failed: %s": 0,
+    "Failed fetch offsets from %s: %s": 1,  # a new partition's leader still being elected
     "Heartbeat failed for group %s because it is rebalancing": "RebalanceInProgressError",
     "Heartbeat failed for group %s: generation id is not  current.": "IllegalGenerationError",
     "Heartbeat failed for group %s: coordinator (node %s) is either not started or not valid": (
@@ -145,7 +146,11 @@ class ExpectedRetries(logging.Filter):
 _EXPECTED = ExpectedRetries()
 # The loggers that write the templates above. A filter on a logger sees only its own
 # records, so it is installed on each (adding it again is a no-op).
-_RETRY_LOGGERS = ("aiokafka.producer.sender", "aiokafka.consumer.group_coordinator")
+_RETRY_LOGGERS = (
+    "aiokafka.producer.sender",
+    "aiokafka.consumer.group_coordinator",
+    "aiokafka.consumer.fetcher",
+)
 
 
 def _install_expected_retries() -> None:

@@ -50,6 +50,8 @@ sender.warning(template, "tp-1", errors.NotEnoughReplicasError())
 unavailable = errors.GroupCoordinatorNotAvailableError()
 coordinator.error("Group Coordinator Request failed: %s", unavailable)
 coordinator.warning("Heartbeat failed for group %s because it is rebalancing", "g")
+fetcher = logging.getLogger("aiokafka.consumer.fetcher")
+fetcher.error("Failed fetch offsets from %s: %s", 1, errors.NotLeaderForPartitionError())
 sender.warning(template, "tp-2", errors.KafkaStorageError)
 coordinator.error("Group Coordinator Request failed: %s", errors.GroupAuthorizationFailedError())
 print(",".join(seen))
@@ -65,7 +67,8 @@ def _retries(level: str) -> tuple[list[str], list[dict[str, str]]]:
 def test_expected_kafka_retries_are_counted_and_not_shown() -> None:
     seen, lines = _retries("INFO")
     assert seen == ["NotEnoughReplicasError", "NotEnoughReplicasError",
-                    "GroupCoordinatorNotAvailableError", "RebalanceInProgressError"]  # fmt: skip
+                    "GroupCoordinatorNotAvailableError", "RebalanceInProgressError",
+                    "NotLeaderForPartitionError"]  # fmt: skip
     # What the client does not simply retry is shown as it was.
     assert [(line["level"], line["event"].rsplit(".", 1)[-1]) for line in lines] == [
         ("warning", "KafkaStorageError'>"),
@@ -75,6 +78,6 @@ def test_expected_kafka_retries_are_counted_and_not_shown() -> None:
 
 def test_expected_kafka_retries_are_debug_lines_at_debug_level() -> None:
     seen, lines = _retries("DEBUG")
-    assert len(seen) == 4
-    assert [line["level"] for line in lines] == ["debug"] * 4 + ["warning", "error"]
+    assert len(seen) == 5
+    assert [line["level"] for line in lines] == ["debug"] * 5 + ["warning", "error"]
     assert "NotEnoughReplicasError" in lines[0]["event"]
