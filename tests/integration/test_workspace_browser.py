@@ -79,10 +79,12 @@ def _shots(tmp_path: Path) -> Path:
     return Path(os.environ.get("HITL_SCREENSHOTS_DIR") or tmp_path)
 
 
-async def _sign_in(browser: Browser, base: str, token: str) -> Page:
+async def _sign_in(browser: Browser, base: str, token: str, shot: Path | None = None) -> Page:
     context = await browser.new_context(viewport={"width": 1360, "height": 900})
     page = await context.new_page()
     await page.goto(f"{base}/workspace/login")
+    if shot is not None:
+        await page.screenshot(path=str(shot))
     await page.fill("#token", token)
     await page.click("button[type=submit]")
     await page.wait_for_url(f"{base}/workspace/")
@@ -137,7 +139,7 @@ async def test_a_clinician_takes_edits_and_releases_a_summary(
     await _held(gateway, "enc-1042", "enc-1043", "enc-1044", "g-1")
     shots = _shots(tmp_path)
     async with chromium() as browser:
-        ana = await _sign_in(browser, base, tokens["ana"])
+        ana = await _sign_in(browser, base, tokens["ana"], shots / "workspace-login.png")
         assert "clinicians" in await ana.inner_text("[data-testid=pool-clinicians]")
         await ana.goto(f"{base}/workspace/pools/clinicians")
         assert await ana.inner_text("[data-testid=waiting]") == "3 waiting"
