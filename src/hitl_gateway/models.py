@@ -91,10 +91,10 @@ class HoldMeta:
 
     Wire format: a JSON object with these keys (orjson writes the dataclass as is). Holds
     written by earlier versions lack the keys added since (``stratum``, ``blind``,
-    ``judge``, ``language``, ``fallback``, ``sla_warned``) or the three that were written
-    only once set (``sla_breached``, ``review_pool``, ``gold``): ``of`` gives them their
-    defaults, which mean what their absence meant; keys this version does not know are
-    ignored.
+    ``judge``, ``language``, ``fallback``, ``sla_warned``, ``uncertainty``) or the three
+    that were written only once set (``sla_breached``, ``review_pool``, ``gold``): ``of``
+    gives them their defaults, which mean what their absence meant; keys this version does
+    not know are ignored.
     """
 
     item_id: str
@@ -126,6 +126,7 @@ class HoldMeta:
     language: str | None = None  # the record's (absent in holds of earlier versions)
     fallback: bool = False  # no pool spoke the language: the re-router may move it
     sla_warned: bool = False  # the SLA warning (a share of the SLA) was sent
+    uncertainty: float | None = None  # active learning: 1 most worth labelling, 0 least
 
     def to_json(self) -> bytes:
         return orjson.dumps(self)

@@ -173,7 +173,10 @@ async def test_human_grades_move_judge_agreement_and_trigger_one_recalibrate_eve
     assert sorted(t["item_id"] for t in disagreements) == sorted(ids[12:])
     assert disagreements[0]["judge"]["grade"] == "pass"
     assert disagreements[0]["human_grade"] == "fail"
-    assert disagreements[0]["output"] == {"text": disagreements[0]["item_id"]}
+    assert disagreements[0]["original_output"] == {"text": disagreements[0]["item_id"]}
+    assert disagreements[0]["schema_version"] == 2
+    assert disagreements[0]["reviewer"] is None  # the policy does not allow identities
+    assert disagreements[0]["reviewer_pool"] is not None
 
 
 async def test_reviewer_drift_is_flagged_and_gold_items_measure_without_releasing(

@@ -206,3 +206,44 @@ async def test_a_large_edit_in_a_consensus_round_is_kept_as_its_digest() -> None
     )  # fmt: skip
     delivered = [o for o in second.outgoing if o.topic == TOPICS.delivered]
     assert [orjson.loads(d.value)["output"] for d in delivered] == [same]
+
+
+async def test_a_training_record_stands_on_its_own() -> None:
+    held = orjson.dumps({
+        "id": "c-1", "domain": "clinical-summaries", "input": {"notes": "bp 120/80"},
+        "output": {"text": "draft"}, "model": "summarizer", "model_version": "3.1",
+        "confidence": 0.42, "language": "en-GB", "metadata": {"site": "north"},
+        "created_at": "2026-12-01T10:00:00Z",
+    })  # fmt: skip
+    applier = _applier(FakeIndex({"c-1": _held(held)}))
+    edit = _decision(verdict="edit", edited_output={"text": "fixed"}, grades={"accuracy": 3},
+                     reason=None, notes="dose")  # fmt: skip
+    applied = await applier.apply([Consumed(edit)], 1, AuditChain())
+    training = orjson.loads(applied.outgoing[1].value)
+    assert training == {
+        "type": "review", "schema_version": 2, "item_id": "c-1", "decision_id": "d-1",
+        "domain": "clinical-summaries", "rule": None, "blocking": True, "verdict": "edit",
+        "input": {"notes": "bp 120/80"}, "model": "summarizer", "model_version": "3.1",
+        "language": "en-GB", "created_at": "2026-12-01T10:00:00Z", "confidence": 0.42,
+        "uncertainty": None, "metadata": {"site": "north"},
+        "original_output": {"text": "draft"}, "edited_output": {"text": "fixed"},
+        "reject_reason": None, "rubric": "clinical-accuracy", "grade": None,
+        "grades": {"accuracy": 3}, "notes": "dose", "judge": None,
+        "reviewer_pool": "clinicians", "reviewer": None, "policy_version": "v1",
+        "held_at_ms": 1_794_999_000_000, "decided_at_ms": 1_795_000_000_000,
+    }  # fmt: skip
+
+
+async def test_a_rejection_carries_its_reason_and_an_input_too_large_is_referred_to() -> None:
+    held = orjson.dumps({"id": "c-1", "domain": "clinical-summaries", "input": "i" * 12_000,
+                         "output": {"text": "draft"}})  # fmt: skip
+    applier = _applier(FakeIndex({"c-1": _held(held)}))
+    reject = _decision(verdict="reject", reason="unsafe advice")
+    applied = await applier.apply([Consumed(reject)], 1, AuditChain())
+    assert _topics(applied) == [TOPICS.blocked, TOPICS.training, TOPICS.holds, TOPICS.audit]
+    training = orjson.loads(applied.outgoing[1].value)
+    assert (training["verdict"], training["reject_reason"]) == ("reject", "unsafe advice")
+    assert training["input"] is None
+    assert training["input_ref"] == {"topic": "outputs", "partition": 1, "offset": 9,
+                                     "content_hash": HASH}  # fmt: skip
+    assert training["original_output"] == {"text": "draft"}  # still fits once input is out

@@ -45,6 +45,11 @@ class Pool(Model):
     agreement_min_items: int = Field(
         default=50, ge=2, description="items with two or more ratings before alpha is judged"
     )
+    queue_order: Literal["deadline", "uncertainty"] = Field(
+        default="deadline",
+        description="how reviewers' queues list items: nearest deadline, or most uncertain "
+        "(active learning) first",
+    )
 
     @property
     def cases_per_week(self) -> float:
@@ -68,6 +73,15 @@ class Audit(Model):
         default="full", description="full: every routing decision; reviews: only reviewed items"
     )
     retention_days: int = Field(default=2_555, ge=1, description="a hint for topic retention")
+
+
+class Training(Model):
+    """What the domain's training examples (hitl.training) may say about who reviewed."""
+
+    reviewer_identity: bool = Field(
+        default=False,
+        description="name the reviewer in training examples (default: only their pool)",
+    )
 
 
 class GoldItems(Model):
@@ -131,6 +145,7 @@ class DomainPolicy(Model):
     languages: LanguageRouting = LanguageRouting()
     audit: Audit = Audit()
     calibration: Calibration = Calibration()
+    training: Training = Training()
     expected_daily_volume: int | None = Field(
         default=None, ge=0, description="used by policy check to warn about pool capacity"
     )

@@ -68,6 +68,7 @@ from hitl_gateway.review.state import (
 from hitl_gateway.settings import TopicSettings
 from hitl_gateway.sink import Outgoing
 from hitl_gateway.stopswitch import SwitchEvent
+from hitl_gateway.training import example
 from hitl_gateway.verdicts import TERMINAL_STATE, Verdict
 
 
@@ -239,20 +240,16 @@ class DecisionApplier:
             out.outgoing.append(Outgoing(self._topics.delivered, edited, held.key, base))
         else:
             out.outgoing.append(Outgoing(self._topics.delivered, held.value, held.key, base))
-        training = {
-            "type": "review",
-            "item_id": meta.item_id,
-            "domain": meta.domain,
-            "verdict": verdict.value,
-            "rubric": meta.rubric,
-            "grades": request.grades,
-            "notes": request.notes,
-            "reviewer": request.reviewer,
-            "original_output": original.get("output"),
-            "edited_output": outcome.final_vote.edited_output,
-            "judge": meta.judge,  # as validated when routed: bounded fields only
-            "policy_version": meta.policy_version,
-        }
+        training = example(
+            "review",
+            meta,
+            original,
+            request,
+            decided_at_ms=record.timestamp,
+            reviewer_identity=self._reviewer_identity(meta.domain),
+            verdict=verdict,
+            edited_output=outcome.final_vote.edited_output,
+        )
         if not gold:
             out.outgoing.append(
                 training_record(
@@ -260,6 +257,7 @@ class DecisionApplier:
                     training,
                     meta.item_id,
                     self._max_bytes,
+                    ("input", original_ref(meta)),
                     ("original_output", original_ref(meta)),
                     ("edited_output", source_of(record)),  # the decision record carries it
                 )
@@ -281,6 +279,10 @@ class DecisionApplier:
         out.verdicts.append((meta.pool, verdict.value, "applied"))
         latency = max(0.0, (record.timestamp - meta.held_at_ms) / 1000)
         out.latencies_s.append((meta.pool, verdict.value, latency))
+
+    def _reviewer_identity(self, domain: str) -> bool:
+        loaded = self._policies.current.policy_for(domain)
+        return loaded is not None and loaded.policy.training.reviewer_identity
 
     def _progress(
         self,

@@ -12,13 +12,14 @@ from hitl_gateway.calibration.judge import Status
 from hitl_gateway.calibration.store import CalibrationStore, Change
 from hitl_gateway.codec import read_json
 from hitl_gateway.index_entries import IndexedHold
-from hitl_gateway.outputs import audit_event, original_ref, training_record
+from hitl_gateway.outputs import audit_event, original_ref, source_of, training_record
 from hitl_gateway.policy.schema import Calibration
 from hitl_gateway.policy.store import PolicyStore
 from hitl_gateway.review.batch import Batch
 from hitl_gateway.review.state import DecisionRequest, Hold, Outcome
 from hitl_gateway.settings import TopicSettings
 from hitl_gateway.sink import Outgoing
+from hitl_gateway.training import example
 
 
 class Learning:
@@ -55,28 +56,26 @@ class Learning:
         changes = await self._calibration.record(request.decision_id, found, settings, rubrics)
         pair = found.judge
         if pair is not None and not pair.agree:
-            example = {
-                "type": "judge_disagreement",
-                "item_id": meta.item_id,
-                "domain": pair.domain,
-                "stratum": pair.stratum,
-                "judge": meta.judge,
-                "human_grade": pair.human,
-                "grades": request.grades,
-                "notes": request.notes,
-                "rubric": meta.rubric,
-                "reviewer": request.reviewer,
-                "decision_id": request.decision_id,
-                "output": read_json(held.value).get("output"),
-                "policy_version": meta.policy_version,
-            }
+            doc = example(
+                "judge_disagreement",
+                meta,
+                read_json(held.value),
+                request,
+                decided_at_ms=record.timestamp,
+                reviewer_identity=loaded is not None and loaded.policy.training.reviewer_identity,
+                verdict=outcome.terminal,
+                edited_output=outcome.final_vote.edited_output,
+            )
+            doc.update(stratum=pair.stratum, human_grade=pair.human)
             out.outgoing.append(
                 training_record(
                     self._topics.training,
-                    example,
+                    doc,
                     meta.item_id,
                     self._max_bytes,
-                    ("output", original_ref(meta)),
+                    ("input", original_ref(meta)),
+                    ("original_output", original_ref(meta)),
+                    ("edited_output", source_of(record)),
                 )
             )
         for change in changes:
