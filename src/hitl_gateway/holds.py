@@ -5,16 +5,18 @@ after each commit (idempotently, by item id) and rebuilt from the topic when it 
 behind (``applied_offset`` per holds partition). Losing Redis costs availability, never a hold.
 
 Keys: ``hold:{id}`` hash (meta JSON, value, key, headers, partition), ``queue:{pool}`` and
-``age:{pool}`` sorted sets (by SLA deadline and by hold time), the same per domain within a
-pool (``dqueue:{pool}:{domain}``, ``dage:{pool}:{domain}``: pages for reviewers granted some
+``age:{pool}`` and ``uqueue:{pool}`` sorted sets (by SLA deadline, by hold time, and most
+uncertain first: ``uncertainty_score``), the same per domain within a pool
+(``dqueue:{pool}:{domain}``, ``dage:``, ``duqueue:``: pages for reviewers granted some
 domains only), ``domain:{d}`` sets, ``sla:{partition}`` sorted set (next SLA check),
 ``closed:{id}`` (the decision id that closed it and its reviewer), ``id:{id}`` (the id's
 claim, ids.py), ``result:{item id}\0
 {reviewer}\0{decision id}`` (a decision's result: decision ids are scoped to their item and
 reviewer, so one reviewer's id can neither read nor squat another's), ``switch:{partition}``
 hash (the partition's stop switch events, by scope and effective offset: stopswitch.py),
-``applied.v3:{topic}:{partition}``. The applied offsets are named by the key layout's
-version: after a layout change, every partition's index is rebuilt from the topic.
+``applied.v4:{topic}:{partition}`` (v4 added the uncertainty queues). The applied offsets
+are named by the key layout's version: after a layout change, every partition's index is
+rebuilt from the topic.
 """
 
 from __future__ import annotations
@@ -43,6 +45,19 @@ from hitl_gateway.settings import RedisSettings
 from hitl_gateway.stopswitch import SwitchEvent, merged
 
 RESULT_TTL_S = 7 * 86_400
+ORDERS = ("deadline", "age", "uncertainty")
+# Uncertainty steps of 1/1000, each wide enough for a millisecond deadline (< 8e12: the
+# year 2223): the largest score, 1000 steps, stays an exact integer in a double (< 2**53).
+_STEP = 8 * 10**12
+
+
+def uncertainty_score(meta: HoldMeta) -> int:
+    """The ``uqueue`` score: most uncertain first (active learning's uncertainty, in steps
+    of 1/1000), then nearest deadline. An item with no uncertainty (not from an active
+    learning rule) counts as the least uncertain."""
+    u = meta.uncertainty if meta.uncertainty is not None else 0.0
+    step = round((1.0 - min(1.0, max(0.0, u))) * 1000)
+    return step * _STEP + min(meta.sla_deadline_ms or 0, _STEP - 1)
 
 
 def _claim(meta: HoldMeta) -> str:
@@ -90,6 +105,8 @@ local function leave(id, old)
   redis.call('ZREM', p .. 'age:' .. old['pool'], id)
   redis.call('ZREM', p .. 'dqueue:' .. old['pool'] .. ':' .. old['domain'], id)
   redis.call('ZREM', p .. 'dage:' .. old['pool'] .. ':' .. old['domain'], id)
+  redis.call('ZREM', p .. 'uqueue:' .. old['pool'], id)
+  redis.call('ZREM', p .. 'duqueue:' .. old['pool'] .. ':' .. old['domain'], id)
 end
 for u = 1, nu do
   local f = fields[u]
@@ -104,6 +121,8 @@ for u = 1, nu do
   redis.call('ZADD', p .. 'age:' .. pool, int(f[5]), id)
   redis.call('ZADD', p .. 'dqueue:' .. pool .. ':' .. domain, int(f[4]), id)
   redis.call('ZADD', p .. 'dage:' .. pool .. ':' .. domain, int(f[5]), id)
+  redis.call('ZADD', p .. 'uqueue:' .. pool, int(f[10]), id)
+  redis.call('ZADD', p .. 'duqueue:' .. pool .. ':' .. domain, int(f[10]), id)
   redis.call('SADD', p .. 'domain:' .. domain, id)
   redis.call('SADD', p .. 'pools', pool)
   redis.call('ZADD', p .. 'sla:' .. partition, int(f[6]), id)
@@ -134,7 +153,7 @@ for _ = 1, nres do
   i = i + 3
 end
 for _ = 1, nap do
-  redis.call('SET', p .. 'applied.v3:' .. ARGV[i], ARGV[i + 1])
+  redis.call('SET', p .. 'applied.v4:' .. ARGV[i], ARGV[i + 1])
   i = i + 2
 end
 local nsw = tonumber(ARGV[i] or '0')
@@ -182,6 +201,7 @@ class HoldIndex(RedisWrapper):
                 hold.partition,
                 "1" if hold.key is not None else "0",
                 _claim(meta),
+                uncertainty_score(meta),
             ])  # fmt: skip
             blobs += [
                 hold.meta_json if hold.meta_json is not None else meta.to_json(),
@@ -240,7 +260,7 @@ class HoldIndex(RedisWrapper):
 
     async def applied_offset(self, topic: str, partition: int) -> int | None:
         with redis_errors("redis read"):
-            raw = await self._r.get(f"{self._p}applied.v3:{topic}:{partition}")
+            raw = await self._r.get(f"{self._p}applied.v4:{topic}:{partition}")
         return int(raw) if raw is not None else None
 
     async def queue(
@@ -252,13 +272,16 @@ class HoldIndex(RedisWrapper):
         limit: int = 50,
         domains: Collection[str] | None = None,
     ) -> tuple[int, list[HoldMeta]]:
-        """A page of a pool's queue (nearest deadline or oldest first) and its total size;
-        with ``domains``, of those domains' items only (paged and counted among them)."""
+        """A page of a pool's queue (nearest deadline, oldest, or most uncertain first) and
+        its total size; with ``domains``, of those domains' items only (paged and counted
+        among them)."""
+        if order not in ORDERS:
+            raise ValueError(f"order must be one of {', '.join(ORDERS)}, got {order!r}")
+        whole = {"deadline": "queue", "age": "age", "uncertainty": "uqueue"}[order]
         if domains is None:
-            keys = [f"{self._p}queue:{pool}" if order == "deadline" else f"{self._p}age:{pool}"]
+            keys = [f"{self._p}{whole}:{pool}"]
         else:
-            kind = "dqueue" if order == "deadline" else "dage"
-            keys = [f"{self._p}{kind}:{pool}:{d}" for d in sorted(set(domains))]
+            keys = [f"{self._p}d{whole}:{pool}:{d}" for d in sorted(set(domains))]
         with redis_errors("redis read"):
             if len(keys) == 1:
                 total = await self._r.zcard(keys[0])

@@ -271,6 +271,7 @@ def hold_meta(
         stratum=d.stratum,
         language=d.language,
         fallback=d.fallback,
+        uncertainty=d.uncertainty,
     )
 
 

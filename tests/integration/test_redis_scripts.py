@@ -75,8 +75,10 @@ def _hold(
     domain: str = "clinical-summaries",
     deadline_ms: int = 1_795_576_317_737,
     held_at_ms: int = 1_795_576_017_001,
+    uncertainty: float | None = None,
 ) -> IndexedHold:
     meta = {
+        "uncertainty": uncertainty,
         "item_id": item,
         "pool": pool,
         "domain": domain,
@@ -186,5 +188,39 @@ async def test_queue_pages_among_the_granted_domains_only() -> None:
         assert await ids(domains=["b"]) == (2, ["i07", "i10"])
         total, metas = await index.queue("doctors", domains=["b"])
         assert (total, [m.item_id for m in metas]) == (1, ["i01"])
+    finally:
+        await index.stop()
+
+
+async def test_the_uncertainty_queue_lists_the_most_uncertain_first_then_by_deadline() -> None:
+    settings = fresh_settings().redis
+    index = HoldIndex(settings)
+    # Real deadlines (ms since 1970, this century): the score keeps them exact.
+    base = 1_795_576_317_737
+    spec = [("u30", 0.3, base + 5), ("u90", 0.9, base + 9), ("none", None, base),
+            ("u90b", 0.9, base + 1), ("u0", 0.0, base + 2), ("u1", 1.0, base + 7),
+            ("other", 0.5, base + 3)]  # fmt: skip
+    holds = [
+        _hold(i, "annotators", key=None, partition=0, domain="b" if i == "other" else "a",
+              deadline_ms=d, uncertainty=u)
+        for i, u, d in spec
+    ]  # fmt: skip
+
+    async def ids(**kwargs: Any) -> list[str]:
+        _, metas = await index.queue("annotators", order="uncertainty", **kwargs)
+        return [m.item_id for m in metas]
+
+    try:
+        await index.apply(holds, [], {}, {})
+        # Ties in uncertainty by deadline; no uncertainty counts as none (0), by deadline.
+        assert await ids() == ["u1", "u90b", "u90", "other", "u30", "none", "u0"]
+        assert await ids(domains=["a"], limit=3) == ["u1", "u90b", "u90"]
+        assert await ids(domains=["a", "b"], offset=3, limit=2) == ["other", "u30"]
+        # A removal and a pool move leave the uncertainty queues too.
+        await index.apply([_hold("u1", "elsewhere", key=None, partition=0, domain="a",
+                                 uncertainty=1.0)], [("u90b", "d1", 0)], {}, {})  # fmt: skip
+        assert await ids(domains=["a"]) == ["u90", "u30", "none", "u0"]
+        with pytest.raises(ValueError, match="order must be one of deadline, age, uncertainty"):
+            await index.queue("annotators", order="random")
     finally:
         await index.stop()

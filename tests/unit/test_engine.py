@@ -298,3 +298,33 @@ def test_sampled_record_is_delivered_and_reviewed(tmp_path: Path) -> None:
     policies = _policy_set(tmp_path, "sampling: {rate: 1.0, pool: p-sample}\n")
     d = decide(rec("x", confidence=0.9), policies, timestamp_ms=T0, budgets=MemoryLedger())
     assert (d.route, d.blind) == (Route.DELIVER_AND_REVIEW, True)
+
+
+def test_active_learning_carries_its_uncertainty_least_confident_or_nearest_the_boundary(
+    tmp_path: Path,
+) -> None:
+    d = route(rec("ticket-classifier", "lo", confidence=0.15))
+    assert d.uncertainty == pytest.approx(0.75)  # band [0, 0.6]: (0.6 - 0.15) / 0.6
+    bounded = _policy_set(
+        tmp_path,
+        "active_learning: {band: [0.3, 0.7], boundary: 0.5, budget: {count: 10, window: 1w},"
+        " pool: p-al}\n",
+    )
+
+    def uncertainty(c: float) -> float | None:
+        record = rec("x", f"c{c}", confidence=c)
+        return decide(record, bounded, timestamp_ms=T0, budgets=MemoryLedger()).uncertainty
+
+    assert uncertainty(0.5) == 1.0  # on the boundary: most uncertain
+    assert uncertainty(0.6) == pytest.approx(0.5)
+    assert uncertainty(0.3) == 0.0 == uncertainty(0.7)
+    assert route(rec("clinical-summaries")).uncertainty is None  # not active learning
+
+
+def test_a_boundary_outside_the_band_is_refused(tmp_path: Path) -> None:
+    with pytest.raises(Exception, match=r"boundary 0.9 must lie in the band \[0.3, 0.7\]"):
+        _policy_set(
+            tmp_path,
+            "active_learning: {band: [0.3, 0.7], boundary: 0.9, budget: {count: 10, window: 1w},"
+            " pool: p-al}\n",
+        )

@@ -66,6 +66,7 @@ class Decision(NamedTuple):
     gold: GoldItem | None = None  # a known-answer item to slip into the same pool's queue
     language: str | None = None  # the record's, for re-routing and reassignment by language
     fallback: bool = False  # no pool speaks the language: the fallback pool took it
+    uncertainty: float | None = None  # active learning: 1 most worth labelling, 0 least
 
     @property
     def rule(self) -> str:
@@ -81,6 +82,7 @@ class _Fired:  # internal to decide(): the rule that fired
     blind: bool = False
     claims: tuple[Claim, ...] = ()
     stratum: str = ""
+    uncertainty: float | None = None
 
 
 def decide(
@@ -137,6 +139,7 @@ def decide(
         gold=_gold_pick(loaded, record.id),
         language=record.language,
         fallback=choice.fallback,
+        uncertainty=fired.uncertainty,
     )
 
 
@@ -250,8 +253,7 @@ def _active_learning(
     c = record.confidence
     if c is None or not low <= c <= high:
         return None
-    # 1 at the bottom of the band (least confident: most worth labelling), 0 at its top.
-    uncertainty = (high - c) / (high - low)
+    uncertainty = rule.uncertainty(c)
     key = window_key(loaded, "active_learning", rule.budget.window, timestamp_ms)
     cap = rule.budget.count
     if not budgets.claimed(key, record.id):
@@ -267,7 +269,8 @@ def _active_learning(
     else:
         claims = ()
         detail = f"confidence {c:.4g} in band [{low}, {high}]; budget slot already held"
-    return _Fired("active_learning", detail, ReviewAction.DELIVER_AND_REVIEW, rule, claims=claims)
+    return _Fired("active_learning", detail, ReviewAction.DELIVER_AND_REVIEW, rule, claims=claims,
+                  uncertainty=round(uncertainty, 6))  # fmt: skip
 
 
 def _sampling(

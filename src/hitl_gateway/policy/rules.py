@@ -109,6 +109,11 @@ class ActiveLearning(Reviewed):
     """Label the uncertain cases within a budget; as it runs low, only the least confident."""
 
     band: tuple[Fraction, Fraction] = Field(description="confidence range counted as uncertain")
+    boundary: Fraction | None = Field(
+        default=None,
+        description="the model's decision boundary: uncertainty is nearness to it "
+        "(absent: the least confident, at the band's bottom, is the most uncertain)",
+    )
     budget: Quota
     sla: Duration = 7 * 86_400.0
 
@@ -117,7 +122,18 @@ class ActiveLearning(Reviewed):
         low, high = self.band
         if not low < high:
             raise ValueError(f"band must be [low, high] with low < high, got {list(self.band)}")
+        if self.boundary is not None and not low <= self.boundary <= high:
+            raise ValueError(f"boundary {self.boundary} must lie in the band {list(self.band)}")
         return self
+
+    def uncertainty(self, confidence: float) -> float:
+        """How much a case in the band is worth labelling: 1 most, 0 least. At the bottom of
+        the band (least confident), or at the ``boundary`` when one is declared."""
+        low, high = self.band
+        if self.boundary is None:
+            return (high - confidence) / (high - low)
+        reach = max(self.boundary - low, high - self.boundary)
+        return 1.0 - abs(confidence - self.boundary) / reach
 
 
 class LanguageRouting(Model):

@@ -62,6 +62,7 @@ class ItemView(BaseModel):
     content_hash: str
     reasons: list[dict[str, Any]]
     blind: bool = False  # the judge's grade is withheld from the record
+    uncertainty: float | None = None  # active learning: 1 most worth labelling
     record: JsonValue = None
 
 
@@ -91,6 +92,7 @@ def _view(meta: HoldMeta, value: bytes | None = None) -> ItemView:
         content_hash=meta.content_hash,
         reasons=meta.reasons,
         blind=bool(meta.blind),
+        uncertainty=meta.uncertainty,
         record=record,
     )
 
@@ -137,11 +139,12 @@ def review_router(reviewing: Reviewing, identities: Identities) -> APIRouter:
     async def list_queue(
         pool: Annotated[str, Path(min_length=1, max_length=64)],
         who: Who,
-        order: Literal["deadline", "age"] = "deadline",
+        order: Literal["deadline", "age", "uncertainty"] = "deadline",
         offset: Annotated[int, Query(ge=0, le=1_000_000)] = 0,
         limit: Annotated[int, Query(ge=1, le=500)] = 50,
     ) -> QueuePage:
-        """A page of a pool's held items, nearest SLA deadline (or oldest) first."""
+        """A page of a pool's held items, nearest SLA deadline (or oldest, or most uncertain)
+        first."""
         if pool not in who.pools and ANY not in who.pools:
             raise HTTPException(403, f"{who.id} is not granted pool {pool}")
         # A reviewer granted some domains only pages and counts among those domains' items.

@@ -91,7 +91,8 @@ class Workspace:
         visible = who.domains_in(pool)
         granted = None if visible is None else list(visible)
         domains = [domain] if domain and (granted is None or domain in granted) else granted
-        total, metas = await self.r.index.queue(pool, limit=200, domains=domains)
+        order = self.policies.current.pools[pool].queue_order
+        total, metas = await self.r.index.queue(pool, order=order, limit=200, domains=domains)
         if language:
             wanted = language.lower()
             metas = [m for m in metas if (m.language or "").lower().startswith(wanted)]
