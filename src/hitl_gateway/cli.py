@@ -1,6 +1,6 @@
 """Command line: ``hitl-gateway run``, ``policy check|simulate|schema``, ``plan``, ``audit
 verify|export|new-key``, ``reviewers token``, ``topics ensure``, ``settings show``,
-``version``."""
+``training export``, ``version``."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 import uvloop
 
-from hitl_gateway import __version__, audit_cli, operator_cli
+from hitl_gateway import __version__, audit_cli, operator_cli, training_export
 from hitl_gateway.errors import ConfigError, GatewayError
 from hitl_gateway.logs import configure_logging
 from hitl_gateway.settings import Settings, load_settings
@@ -88,6 +88,7 @@ def _parser() -> argparse.ArgumentParser:
     reviewers_sub.add_parser("token", help="make a bearer token and the hash for reviewers.yaml")
 
     operator_cli.add_parser(sub)
+    training_export.add_parser(sub)
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -140,6 +141,8 @@ def _with_settings(settings: Settings, args: argparse.Namespace) -> int:
         return asyncio.run(audit_cli.run(settings, args))
     if args.command == "holds":
         return asyncio.run(operator_cli.reassign(settings, args))
+    if args.command == "training":
+        return asyncio.run(training_export.run(settings, args))
     if args.command == "stop-switch":
         return asyncio.run(operator_cli.stop_switch(settings, args))
     if args.command == "run":
