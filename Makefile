@@ -4,14 +4,14 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck unit integration screenshots image stack-up stack-down stack-status venv clean
+.PHONY: demo test bench lint typecheck unit integration screenshots image stack-up stack-down stack-status venv clean label-studio-up label-studio-down test-label-studio
 
 # The gateway's main job, end to end on the local stack.
 demo: $(STAMP) stack-up
 	$(BIN)/python loadtest/demo.py
 
-# The whole test suite against the real services.
-test: $(STAMP) stack-up lint typecheck
+# The whole test suite against the real services (Label Studio included: docs/label-studio.md).
+test: $(STAMP) stack-up label-studio-up lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider tests
 
 # Throughput and latency side by side with the bare Kafka client (docs/performance.md).
@@ -29,7 +29,7 @@ image: $(STAMP)
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
-integration: $(STAMP) stack-up
+integration: $(STAMP) stack-up label-studio-up
 	$(BIN)/pytest -q tests/integration
 
 lint: $(STAMP)
@@ -56,5 +56,16 @@ stack-down: $(STAMP)
 stack-status: $(STAMP)
 	$(BIN)/python deploy/local/stack.py status
 
-clean: stack-down
+# A real Label Studio for the bridge (its own virtualenv under .cache; docs/local-stack.md).
+label-studio-up: $(STAMP)
+	$(BIN)/python deploy/local/labelstudio.py up
+
+label-studio-down: $(STAMP)
+	$(BIN)/python deploy/local/labelstudio.py down
+
+# The Label Studio bridge's round trip on its own (make test runs it too).
+test-label-studio: $(STAMP) stack-up label-studio-up
+	$(BIN)/pytest -q -p no:cacheprovider tests/integration/test_label_studio_bridge.py
+
+clean: stack-down label-studio-down
 	rm -rf $(VENV) .cache .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -1,6 +1,6 @@
 """Command line: ``hitl-gateway run``, ``policy check|simulate|schema``, ``plan``, ``audit
 verify|export|new-key``, ``reviewers token``, ``topics ensure``, ``settings show``,
-``training export``, ``version``."""
+``training export``, ``bridge label-studio``, ``version``."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import structlog
 import uvloop
 
 from hitl_gateway import __version__, audit_cli, operator_cli, training_export
+from hitl_gateway.bridge import command as bridge_command
 from hitl_gateway.errors import ConfigError, GatewayError
 from hitl_gateway.logs import configure_logging
 from hitl_gateway.settings import Settings, load_settings
@@ -89,6 +90,7 @@ def _parser() -> argparse.ArgumentParser:
 
     operator_cli.add_parser(sub)
     training_export.add_parser(sub)
+    bridge_command.add_parser(sub)
     sub.add_parser("version", help="print the version")
     return parser
 
@@ -143,6 +145,8 @@ def _with_settings(settings: Settings, args: argparse.Namespace) -> int:
         return asyncio.run(operator_cli.reassign(settings, args))
     if args.command == "training":
         return asyncio.run(training_export.run(settings, args))
+    if args.command == "bridge":
+        return asyncio.run(bridge_command.run(settings, args))
     if args.command == "stop-switch":
         return asyncio.run(operator_cli.stop_switch(settings, args))
     if args.command == "run":

@@ -463,6 +463,28 @@ class AuditSettings(_Section):
         return self
 
 
+class LabelStudioSettings(_Section):
+    """The Label Studio bridge (``hitl-gateway bridge label-studio``; docs/label-studio.md):
+    which pools it mirrors, where Label Studio is, and who its annotators are."""
+
+    url: str = "http://127.0.0.1:8080"
+    # A legacy API token or a personal access token of a Label Studio administrator.
+    token: SecretStr | None = None
+    pools: tuple[str, ...] = ()
+    # YAML: ``annotators: {<Label Studio user e-mail>: <reviewer id>}``; the reviewers file
+    # grants each reviewer id its pools and domains.
+    annotators_file: Path | None = None
+    interval_s: float = Field(default=5.0, gt=0, le=3_600)
+    project_prefix: str = Field(default="hitl", min_length=1, max_length=40)
+
+    @field_validator("url")
+    @classmethod
+    def _http(cls, url: str) -> str:
+        if not url.startswith(("http://", "https://")):
+            raise ValueError("url must be an http:// or https:// URL")
+        return url.rstrip("/")
+
+
 class Settings(BaseSettings):
     """Everything the process reads from its environment, validated once at start."""
 
@@ -485,6 +507,7 @@ class Settings(BaseSettings):
     runtime: RuntimeSettings = RuntimeSettings()
     notify: NotifySettings = NotifySettings()
     audit: AuditSettings = AuditSettings()
+    label_studio: LabelStudioSettings = LabelStudioSettings()
 
 
 def known_env_names(model: type[BaseModel], prefix: str) -> set[str]:

@@ -1,0 +1,1 @@
+"""Bridges to the annotation tools reviewers already use (Label Studio)."""
