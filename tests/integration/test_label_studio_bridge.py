@@ -34,7 +34,15 @@ from hitl_gateway.settings import LabelStudioSettings, ReviewSettings, Settings
 from hitl_gateway.sink import Publisher
 
 from .gateways import ApiStack, serving, write_reviewers
-from .kafka_io import CONFIGS, fresh_settings, produce, read_all, settings_env, wait_until
+from .kafka_io import (
+    CONFIGS,
+    committed_offsets,
+    fresh_settings,
+    produce,
+    read_all,
+    settings_env,
+    wait_until,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -212,6 +220,17 @@ async def test_items_reviewed_in_label_studio_are_released_or_blocked_once(rig: 
         return {b"c-approve", b"c-edit"} <= delivered and b"c-reject" in blocked
 
     await wait_until(settled, timeout_s=60)
+    # The edit's decision once more, as a bridge that died before remembering it would
+    # publish it: the gateway consumes it (its offset committed) and applies nothing.
+    (edit_decision,) = [r for r in await read_all(topics.review_decisions)
+                        if r.key == b"c-edit"]  # fmt: skip
+    (again_sent,) = await produce(topics.review_decisions, [(b"c-edit", edit_decision.value)])
+
+    async def consumed() -> bool:
+        offsets = await committed_offsets(rig.settings, topics.review_decisions)
+        return offsets.get(again_sent.partition, -1) > again_sent.offset
+
+    await wait_until(consumed, timeout_s=30)
     delivered = [r for r in await read_all(topics.delivered) if r.key != b"c-elsewhere"]
     assert sorted(r.key for r in delivered) == [b"c-approve", b"c-edit"]
     released = {r.key: orjson.loads(r.value) for r in delivered}
