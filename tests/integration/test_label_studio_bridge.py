@@ -28,6 +28,9 @@ from pydantic import SecretStr
 
 from hitl_gateway.bridge.label_studio import Bridge, load_annotators
 from hitl_gateway.holds import HoldIndex
+from hitl_gateway.models import InputRecord
+from hitl_gateway.policy.budget import MemoryLedger
+from hitl_gateway.policy.engine import decide
 from hitl_gateway.policy.loader import load_policy_set
 from hitl_gateway.review.auth import Reviewers
 from hitl_gateway.settings import LabelStudioSettings, ReviewSettings, Settings
@@ -103,7 +106,8 @@ async def rig(label_studio: LabelStudio, tmp_path: Path) -> AsyncIterator[Rig]:
     tokens = write_reviewers(tmp_path / "reviewers.yaml", {"ana": ["clinicians"]})
     (tmp_path / "annotators.yaml").write_text(f"annotators:\n  {ana_email}: ana\n")
     ls = LabelStudioSettings(url=label_studio.url, token=SecretStr(label_studio.token),
-                             pools=("clinicians",), annotators_file=tmp_path / "annotators.yaml",
+                             pools=("clinicians", "domain-experts"),
+                             annotators_file=tmp_path / "annotators.yaml",
                              project_prefix=f"t{uid}")  # fmt: skip
     settings = fresh_settings(policy_dir=CONFIGS / "policies").model_copy(
         update={
@@ -131,6 +135,18 @@ async def rig(label_studio: LabelStudio, tmp_path: Path) -> AsyncIterator[Rig]:
             await index.stop()
 
 
+def _sampled_blind() -> str:
+    """An id the engineering-answers policy samples (2%, blind): routing is a pure function
+    of the id, so the engine finds one before the gateway sees it."""
+    policies = load_policy_set(CONFIGS / "policies")
+    for n in range(10_000):
+        record = InputRecord.model_validate({"id": f"e-{n}", "domain": "engineering-answers"})
+        d = decide(record, policies, timestamp_ms=0, budgets=MemoryLedger())
+        if d.rule == "sampling" and d.blind:
+            return record.id
+    raise AssertionError("no sampled id among 10,000")
+
+
 async def _tasks(admin: AsyncLabelStudio, project: int) -> dict[str, Any]:
     pager = await admin.tasks.list(project=project, fields="all", page_size=100)
     return {t.data["item_id"]: t async for t in pager}
@@ -153,13 +169,29 @@ async def test_items_reviewed_in_label_studio_are_released_or_blocked_once(rig: 
                                            "input": {"encounter": i}, "model": "summarizer",
                                            "confidence": 0.8, "output": {"text": f"draft {i}"}}))
                for i in ids]  # fmt: skip
+    blind_id = _sampled_blind()
+    records.append((blind_id.encode(), orjson.dumps({
+        "id": blind_id, "domain": "engineering-answers", "output": "use a mutex",
+        "judge": {"grade": "A", "score": 0.97, "model": "judge-v2"}})))  # fmt: skip
     await produce(topics.outputs, records)
     held = {i: await s.item("ana", i) for i in ids}
 
+    async def blind_held() -> bool:
+        return await rig.bridge._index.get(blind_id) is not None
+
+    await wait_until(blind_held, timeout_s=30)
+
     # Mirrored once, however often the bridge runs.
     first = await rig.bridge.sync()
-    assert (first.open_items, first.created) == (4, 4)
+    assert (first.open_items, first.created) == (5, 5)
     assert (await rig.bridge.sync()).created == 0
+    # A blind item: no judge in its task, though the hold keeps it for calibration.
+    pager = await rig.admin.projects.list(title=f"{rig.settings.label_studio.project_prefix}: "
+                                          "domain-experts / technical-accuracy")  # fmt: skip
+    (experts,) = [p async for p in pager]
+    blind_task = (await _tasks(rig.admin, experts.id))[blind_id]
+    assert (blind_task.data["judge"], blind_task.data["output"]) == ("", "use a mutex")
+    assert "judge-v2" not in json.dumps(blind_task.data)
     pager = await rig.admin.projects.list(title=f"{rig.settings.label_studio.project_prefix}: "
                                           "clinicians / clinical-accuracy")  # fmt: skip
     (project,) = [p async for p in pager]
@@ -231,7 +263,8 @@ async def test_items_reviewed_in_label_studio_are_released_or_blocked_once(rig: 
         return offsets.get(again_sent.partition, -1) > again_sent.offset
 
     await wait_until(consumed, timeout_s=30)
-    delivered = [r for r in await read_all(topics.delivered) if r.key != b"c-elsewhere"]
+    delivered = [r for r in await read_all(topics.delivered)
+                 if r.key not in (b"c-elsewhere", blind_id.encode())]  # fmt: skip
     assert sorted(r.key for r in delivered) == [b"c-approve", b"c-edit"]
     released = {r.key: orjson.loads(r.value) for r in delivered}
     assert released[b"c-edit"]["output"] == {"text": "fixed dose"}
@@ -252,4 +285,4 @@ async def test_items_reviewed_in_label_studio_are_released_or_blocked_once(rig: 
 
     # Annotated tasks stay in Label Studio (the record of who labelled what).
     final = await rig.bridge.sync()
-    assert (final.open_items, final.created, final.removed) == (0, 0, 0)
+    assert (final.open_items, final.created, final.removed) == (1, 0, 0)  # the blind item
