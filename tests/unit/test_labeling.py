@@ -3,11 +3,13 @@ item as a task (blind items without the judge), annotations as decisions or refu
 
 from __future__ import annotations
 
+import asyncio
 import xml.etree.ElementTree as ET
 from pathlib import Path
 from typing import Any
 
 import orjson
+import pytest
 
 from hitl_gateway.bridge.labeling import Unusable, decision, instructions, label_config, task_data
 from hitl_gateway.models import HoldMeta
@@ -94,3 +96,82 @@ def test_annotations_that_cannot_be_decisions_say_why() -> None:
                    DATA, "ana", "d")  # fmt: skip
     assert isinstance(bad, Unusable)
     assert bad.reason.startswith("the edited output is not JSON")
+
+
+class _EmptyIndex:
+    async def queue(self, *_: Any, **__: Any) -> tuple[int, list[HoldMeta]]:
+        return 0, []
+
+
+async def test_the_bridge_logs_a_failed_cycle_and_tries_again(tmp_path: Path) -> None:
+    from label_studio_sdk import AsyncLabelStudio  # noqa: PLC0415
+    from structlog.testing import capture_logs  # noqa: PLC0415
+
+    from hitl_gateway.bridge.label_studio import Bridge  # noqa: PLC0415
+    from hitl_gateway.settings import KafkaSettings, LabelStudioSettings  # noqa: PLC0415
+    from hitl_gateway.sink import Publisher  # noqa: PLC0415
+
+    # Nothing listens on port 9 here: every Label Studio call is refused.
+    settings = LabelStudioSettings(url="http://127.0.0.1:9", pools=("clinicians",),
+                                   interval_s=0.05)  # fmt: skip
+    client = AsyncLabelStudio(base_url=settings.url, api_key="x", timeout=2)
+    bridge = Bridge(settings, client, _EmptyIndex(), Publisher(KafkaSettings()),  # type: ignore[arg-type]
+                    decisions_topic="d", annotators={},
+                    policies=load_policy_set(CONFIGS / "policies"))  # fmt: skip
+    stop = asyncio.Event()
+    with capture_logs() as logs:
+        running = asyncio.create_task(bridge.run(stop))
+        for _ in range(200):
+            if sum(e["event"] == "label_studio_sync_failed" for e in logs) >= 2:
+                break
+            await asyncio.sleep(0.05)
+        stop.set()
+        await asyncio.wait_for(running, 5)
+    failures = [e for e in logs if e["event"] == "label_studio_sync_failed"]
+    assert len(failures) >= 2, logs  # the loop went on after the first
+    assert "ConnectError" in failures[0]["error"]
+
+
+def test_pools_the_policies_do_not_know_are_refused() -> None:
+    from label_studio_sdk import AsyncLabelStudio  # noqa: PLC0415
+
+    from hitl_gateway.bridge.label_studio import Bridge  # noqa: PLC0415
+    from hitl_gateway.errors import ConfigError  # noqa: PLC0415
+    from hitl_gateway.settings import KafkaSettings, LabelStudioSettings  # noqa: PLC0415
+    from hitl_gateway.sink import Publisher  # noqa: PLC0415
+
+    settings = LabelStudioSettings(pools=("clinicians", "nurses"))
+    client = AsyncLabelStudio(base_url=settings.url, api_key="x")
+    policies = load_policy_set(CONFIGS / "policies")
+    with pytest.raises(ConfigError, match=r"^label_studio.pools: not in pools.yaml: nurses$"):
+        Bridge(
+            settings,
+            client,
+            _EmptyIndex(),
+            Publisher(KafkaSettings()),  # type: ignore[arg-type]
+            decisions_topic="d",
+            annotators={},
+            policies=policies,
+        )
+
+
+def test_the_annotators_file_names_reviewers_of_the_reviewers_file(tmp_path: Path) -> None:
+    from hitl_gateway.bridge.label_studio import load_annotators  # noqa: PLC0415
+    from hitl_gateway.errors import ConfigError  # noqa: PLC0415
+    from hitl_gateway.review.auth import Reviewer, Reviewers  # noqa: PLC0415
+
+    reviewers = Reviewers((Reviewer(id="ana", token_sha256="0" * 64, pools=("clinicians",)),))
+    path = tmp_path / "annotators.yaml"
+    path.write_text("annotators:\n  Ana@Example.com: ana\n")
+    assert load_annotators(path, reviewers) == {"ana@example.com": "ana"}
+    path.write_text("annotators:\n  ana@example.com: ana\n  bo@example.com: bo\n")
+    with pytest.raises(ConfigError, match="reviewer id\\(s\\) not in the reviewers file: bo"):
+        load_annotators(path, reviewers)
+    path.write_text("annotators: [ana]\n")
+    with pytest.raises(ConfigError, match="expected 'annotators: \\{e-mail: reviewer id\\}'"):
+        load_annotators(path, reviewers)
+    path.write_text("annotators:\n  a@example.com: ana\n  a@example.com: ana\n")
+    with pytest.raises(ConfigError, match="duplicate key"):
+        load_annotators(path, reviewers)
+    with pytest.raises(ConfigError, match="No such file"):
+        load_annotators(tmp_path / "missing.yaml", reviewers)

@@ -19,6 +19,7 @@ from typing import Any
 
 import orjson
 import structlog
+import yaml
 from label_studio_sdk import AsyncLabelStudio
 
 from hitl_gateway import yamlfile
@@ -40,6 +41,7 @@ from hitl_gateway.sink import Publisher
 log = structlog.get_logger(__name__)
 
 _PAGE = 500
+_CHANGES = ("created", "removed", "published", "unusable", "unmapped")
 
 
 async def publish_decision(publisher: Publisher, topic: str, body: dict[str, Any]) -> None:
@@ -56,6 +58,8 @@ def load_annotators(path: Path, reviewers: Reviewers | None) -> dict[str, str]:
         raw = yamlfile.load(path.read_text(encoding="utf-8"))
     except OSError as exc:
         raise ConfigError(f"annotators file {path}: {exc.strerror}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"annotators file {path}: {yamlfile.describe(exc)}") from exc
     mapping = raw.get("annotators") if isinstance(raw, dict) else None
     if not isinstance(mapping, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()
@@ -118,10 +122,17 @@ class Bridge:
         self._told: set[str] = set()  # annotations already reported unusable or unmapped
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Reconcile every ``interval_s`` until ``stop`` is set."""
+        """Reconcile every ``interval_s`` until ``stop`` is set. A cycle that fails (Label
+        Studio, Redis or Kafka unreachable) is logged and the next one tries again: each
+        cycle starts from what is, so nothing is lost in between."""
         while not stop.is_set():
-            report = await self.sync()
-            log.info("label_studio_synced", **vars_of(report))
+            try:
+                report = await self.sync()
+            except Exception as exc:  # noqa: BLE001 - the loop's one broad except: retried next cycle
+                log.warning("label_studio_sync_failed", error=f"{type(exc).__name__}: {exc}")
+            else:
+                changed = any(vars_of(report)[k] for k in _CHANGES)
+                (log.info if changed else log.debug)("label_studio_synced", **vars_of(report))
             try:
                 await asyncio.wait_for(stop.wait(), self._s.interval_s)
             except TimeoutError:
