@@ -22,7 +22,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, SettingsConfigDict, SettingsError
 
 from hitl_gateway import kafka_options
 from hitl_gateway.errors import ConfigError
@@ -540,6 +540,10 @@ def load_settings(**overrides: Any) -> Settings:
         raise ConfigError(f"unknown setting(s) in the environment: {', '.join(unknown)}")
     try:
         return Settings(**overrides)
+    except SettingsError as exc:  # a list or map setting whose value is not JSON
+        raise ConfigError(
+            f"invalid settings: {exc} ({exc.__cause__}; list settings take JSON, e.g. '[\"a\"]')"
+        ) from exc
     except ValidationError as exc:
         problems = "; ".join(
             f"{ENV_PREFIX}{NESTED_DELIMITER.join(str(p).upper() for p in err['loc'])}: {err['msg']}"

@@ -175,3 +175,18 @@ def test_the_annotators_file_names_reviewers_of_the_reviewers_file(tmp_path: Pat
         load_annotators(path, reviewers)
     with pytest.raises(ConfigError, match="No such file"):
         load_annotators(tmp_path / "missing.yaml", reviewers)
+
+
+def test_a_list_setting_that_is_not_json_is_refused_naming_its_section(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hitl_gateway.errors import ConfigError  # noqa: PLC0415
+    from hitl_gateway.settings import load_settings  # noqa: PLC0415
+
+    monkeypatch.setenv("HITL_LABEL_STUDIO__POOLS", "clinicians")
+    with pytest.raises(ConfigError, match=r'field "label_studio".*list settings take JSON'):
+        load_settings()
+    monkeypatch.setenv("HITL_LABEL_STUDIO__POOLS", '["clinicians"]')
+    monkeypatch.setenv("HITL_LABEL_STUDIO__URL", "label-studio:8080")
+    with pytest.raises(ConfigError, match="URL: Value error, url must be an http"):
+        load_settings()

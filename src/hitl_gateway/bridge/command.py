@@ -29,7 +29,8 @@ def add_parser(sub: Any) -> None:
 
 def _required(settings: Settings) -> None:
     s = settings.label_studio
-    missing = [name for name, value in (("HITL_LABEL_STUDIO__TOKEN", s.token),
+    token = s.token.get_secret_value() if s.token is not None else ""
+    missing = [name for name, value in (("HITL_LABEL_STUDIO__TOKEN", token),
                                         ("HITL_LABEL_STUDIO__POOLS", s.pools),
                                         ("HITL_LABEL_STUDIO__ANNOTATORS_FILE",
                                          s.annotators_file)) if not value]  # fmt: skip
