@@ -4,6 +4,7 @@ calibration store are faked; the real ones are tested against Redis in tests/int
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from hitl_gateway.calibration.store import Change
 from hitl_gateway.index_entries import IndexedHold
 from hitl_gateway.models import HoldMeta
 from hitl_gateway.policy.loader import PolicySet, load_policy_set
+from hitl_gateway.policy.schema import Training
 from hitl_gateway.review.applier import DecisionApplier
 from hitl_gateway.review.auth import Reviewer, Reviewers
 from hitl_gateway.review.state import ClosedBy
@@ -247,3 +249,19 @@ async def test_a_rejection_carries_its_reason_and_an_input_too_large_is_referred
     assert training["input_ref"] == {"topic": "outputs", "partition": 1, "offset": 9,
                                      "content_hash": HASH}  # fmt: skip
     assert training["original_output"] == {"text": "draft"}  # still fits once input is out
+
+
+async def test_a_policy_that_allows_it_names_the_reviewer_in_training_records() -> None:
+    applier = _applier(FakeIndex({"c-1": _held()}))
+    policies = applier._policies.current
+    clinical = policies.policies["clinical-summaries"]
+    allowed = clinical.policy.model_copy(update={"training": Training(reviewer_identity=True)})
+    named = dataclasses.replace(
+        policies,
+        policies={**policies.policies,
+                  "clinical-summaries": dataclasses.replace(clinical, policy=allowed)},
+    )  # fmt: skip
+    applier._policies = FakePolicies(named)  # type: ignore[assignment]
+    applied = await applier.apply([Consumed(_decision())], 1, AuditChain())
+    training = orjson.loads(applied.outgoing[1].value)
+    assert (training["reviewer"], training["reviewer_pool"]) == ("ana", "clinicians")
