@@ -190,3 +190,11 @@ def test_a_list_setting_that_is_not_json_is_refused_naming_its_section(
     monkeypatch.setenv("HITL_LABEL_STUDIO__URL", "label-studio:8080")
     with pytest.raises(ConfigError, match="URL: Value error, url must be an http"):
         load_settings()
+
+
+def test_the_example_annotators_file_names_reviewers_of_the_example_reviewers_file() -> None:
+    from hitl_gateway.bridge.label_studio import load_annotators  # noqa: PLC0415
+    from hitl_gateway.review.auth import Reviewers  # noqa: PLC0415
+
+    reviewers = Reviewers.load(CONFIGS / "reviewers.example.yaml")
+    assert load_annotators(CONFIGS / "annotators.example.yaml", reviewers)
