@@ -95,6 +95,7 @@ class Rig:
     admin: AsyncLabelStudio
     clinician: AsyncLabelStudio
     stranger: AsyncLabelStudio
+    lawyers: dict[str, AsyncLabelStudio]
 
 
 @pytest.fixture
@@ -103,10 +104,14 @@ async def rig(label_studio: LabelStudio, tmp_path: Path) -> AsyncIterator[Rig]:
     ana_email, stranger_email = f"ana-{uid}@example.com", f"stranger-{uid}@example.com"
     ana_token = await label_studio.sign_up(ana_email)
     stranger_token = await label_studio.sign_up(stranger_email)
-    tokens = write_reviewers(tmp_path / "reviewers.yaml", {"ana": ["clinicians"]})
-    (tmp_path / "annotators.yaml").write_text(f"annotators:\n  {ana_email}: ana\n")
+    lawyer_tokens = {who: await label_studio.sign_up(f"{who}-{uid}@example.com")
+                     for who in ("leo", "lia")}  # fmt: skip
+    grants = {"ana": ["clinicians"], "leo": ["lawyers"], "lia": ["lawyers"]}
+    tokens = write_reviewers(tmp_path / "reviewers.yaml", grants)
+    mapping = "".join(f"  {who}-{uid}@example.com: {who}\n" for who in ("leo", "lia"))
+    (tmp_path / "annotators.yaml").write_text(f"annotators:\n  {ana_email}: ana\n{mapping}")
     ls = LabelStudioSettings(url=label_studio.url, token=SecretStr(label_studio.token),
-                             pools=("clinicians", "domain-experts"),
+                             pools=("clinicians", "domain-experts", "lawyers"),
                              annotators_file=tmp_path / "annotators.yaml",
                              project_prefix=f"t{uid}")  # fmt: skip
     settings = fresh_settings(policy_dir=CONFIGS / "policies").model_copy(
@@ -129,7 +134,9 @@ async def rig(label_studio: LabelStudio, tmp_path: Path) -> AsyncIterator[Rig]:
             url = label_studio.url
             yield Rig(ApiStack(settings, gateway, tokens, http), label_studio, settings, bridge,
                       admin, AsyncLabelStudio(base_url=url, api_key=ana_token),
-                      AsyncLabelStudio(base_url=url, api_key=stranger_token))  # fmt: skip
+                      AsyncLabelStudio(base_url=url, api_key=stranger_token),
+                      {who: AsyncLabelStudio(base_url=url, api_key=token)
+                       for who, token in lawyer_tokens.items()})  # fmt: skip
         finally:
             await publisher.stop()
             await index.stop()
@@ -286,3 +293,37 @@ async def test_items_reviewed_in_label_studio_are_released_or_blocked_once(rig: 
     # Annotated tasks stay in Label Studio (the record of who labelled what).
     final = await rig.bridge.sync()
     assert (final.open_items, final.created, final.removed) == (1, 0, 0)  # the blind item
+
+
+async def test_a_consensus_item_needs_two_annotators_in_label_studio(rig: Rig) -> None:
+    s, topics = rig.api, rig.settings.topics
+    body = {"id": "clause-1", "domain": "legal-drafts", "output": {"clause": "unlimited"}}
+    await produce(topics.outputs, [(b"clause-1", orjson.dumps(body))])
+    await s.item("leo", "clause-1")
+    await rig.bridge.sync()
+    pager = await rig.admin.projects.list(title=f"{rig.settings.label_studio.project_prefix}: "
+                                          "lawyers / legal-soundness")  # fmt: skip
+    (project,) = [p async for p in pager]
+    task = (await _tasks(rig.admin, project.id))["clause-1"]
+    assert task.overlap == 2  # Label Studio hands it to two annotators
+
+    async def votes(n: int) -> bool:
+        item = await s.http.get("/v1/items/clause-1", headers=s.auth("leo"))
+        return item.status_code == 200 and item.json()["votes"] == n
+
+    await rig.lawyers["leo"].annotations.create(id=task.id, result=[_choice("verdict", "approve")])
+    assert (await rig.bridge.sync()).published == 1
+    await wait_until(lambda: votes(1), timeout_s=30)
+    assert not [r for r in await read_all(topics.delivered) if r.key == b"clause-1"]
+
+    await rig.lawyers["lia"].annotations.create(id=task.id, result=[_choice("verdict", "approve")])
+    assert (await rig.bridge.sync()).published == 1
+
+    async def released() -> bool:
+        return any(r.key == b"clause-1" for r in await read_all(topics.delivered))
+
+    await wait_until(released, timeout_s=30)
+    audit = [orjson.loads(r.value) for r in await read_all(topics.audit)
+             if orjson.loads(r.value).get("item_id") == "clause-1"]  # fmt: skip
+    kinds = [(e["type"], e.get("reviewer")) for e in audit if e["type"] != "routed"]
+    assert kinds == [("vote_recorded", "leo"), ("decided", "lia")]
