@@ -27,6 +27,7 @@ from label_studio_sdk import AsyncLabelStudio
 from pydantic import SecretStr
 
 from hitl_gateway.bridge.label_studio import Bridge, load_annotators
+from hitl_gateway.bridge.labeling import label_config
 from hitl_gateway.holds import HoldIndex
 from hitl_gateway.models import InputRecord
 from hitl_gateway.policy.budget import MemoryLedger
@@ -327,3 +328,18 @@ async def test_a_consensus_item_needs_two_annotators_in_label_studio(rig: Rig) -
              if orjson.loads(r.value).get("item_id") == "clause-1"]  # fmt: skip
     kinds = [(e["type"], e.get("reviewer")) for e in audit if e["type"] != "routed"]
     assert kinds == [("vote_recorded", "leo"), ("decided", "lia")]
+
+
+async def test_label_studio_accepts_the_interface_of_every_shipped_rubric(
+    label_studio: LabelStudio,
+) -> None:
+    admin = AsyncLabelStudio(base_url=label_studio.url, api_key=label_studio.token)
+    rubrics = load_policy_set(CONFIGS / "policies").routing.rubrics
+    uid = uuid.uuid4().hex[:8]
+    for name, rubric in [*rubrics.items(), ("none", None)]:
+        # Label Studio validates a labeling configuration when a project is created.
+        project = await admin.projects.create(title=f"check-{uid}: {name}",
+                                              label_config=label_config(rubric))  # fmt: skip
+        assert project.id is not None
+        await admin.projects.delete(project.id)
+    assert len(rubrics) >= 3
