@@ -80,7 +80,8 @@ class DecisionSignatures:
             return Checked(
                 problem="the decisions topic stamps records with the producer's clock"
                 " (CreateTime); signatures are judged by the broker's: set"
-                f" message.timestamp.type=LogAppendTime on {record.topic} (`hitl-gateway topics ensure`)"
+                f" message.timestamp.type=LogAppendTime on {record.topic}"
+                " (`hitl-gateway topics ensure`)"
             )
         at = int(record.timestamp)
         if at > signed.expires_ms:
