@@ -10,8 +10,10 @@ import yaml
 
 from hitl_gateway import headers
 from hitl_gateway.errors import ConfigError
+from hitl_gateway.review.signatures import DecisionSignatures
 from hitl_gateway.review.signing import (
     SignatureError,
+    Signed,
     Signer,
     TrustedKey,
     gateway_signer,
@@ -21,6 +23,7 @@ from hitl_gateway.review.signing import (
     unsigned,
     verify,
 )
+from hitl_gateway.settings import DecisionSettings
 
 VALUE = b'{"decision_id":"d1","item_id":"c1","reviewer":"ana","verdict":"approve"}'
 EXPIRES = 1_900_000_000_000
@@ -134,3 +137,42 @@ def test_keygen_entries_are_a_valid_keys_file(tmp_path: Path) -> None:
         new_key("no spaces", "ed25519")
     with pytest.raises(ConfigError, match="32 bytes"):
         tool_signer("t", "ed25519", base64.b64encode(b"x" * 16).decode())
+
+
+class _Record:
+    def __init__(self, value: bytes, hdrs: list[tuple[str, bytes]], timestamp: int, kind: int):
+        self.value, self.headers, self.timestamp, self.timestamp_type = value, hdrs, timestamp, kind
+        self.topic, self.partition, self.offset = "hitl.review.decisions", 0, 7
+
+
+class _Nonces:
+    def __init__(self) -> None:
+        self.first: dict[str, str] = {}
+
+    async def first_use(self, signed: Signed, where: str, ttl_ms: int) -> str:
+        assert ttl_ms > 0
+        return self.first.setdefault(signed.nonce, where)
+
+
+async def test_expiry_and_validity_are_judged_by_the_broker_timestamp(tmp_path: Path) -> None:
+    keys, tool, gateway = _keys(tmp_path)
+    settings = DecisionSettings(keys_file=tmp_path / "keys.yaml", gateway_key_id="gateway",
+                                max_validity_s=600)  # fmt: skip
+    check = DecisionSignatures(settings, keys, gateway, _Nonces())  # type: ignore[arg-type]
+    at = 1_800_000_000_000
+
+    async def problem(expires_ms: int, kind: int = 1) -> str | None:
+        hdrs = tool.headers(VALUE, expires_ms=expires_ms)
+        return (await check.check(_Record(VALUE, hdrs, at, kind), at)).problem
+
+    assert await problem(at + 60_000) is None
+    assert await problem(at) is None  # valid up to and including its expiry
+    assert "expired 0.0 s before" in (await problem(at - 1) or "")
+    assert "longer than the 600 s allowed" in (await problem(at + 600_001) or "")
+    assert "CreateTime" in (await problem(at + 60_000, kind=0) or "")
+    again = tool.headers(VALUE, expires_ms=at + 60_000, nonce="r" * 20)
+    first = await check.check(_Record(VALUE, again, at, 1), at)
+    assert first.signer is not None
+    copy = _Record(VALUE, again, at, 1)
+    copy.offset = 8
+    assert "replayed" in ((await check.check(copy, at)).problem or "")
