@@ -20,7 +20,8 @@ bench: $(STAMP) stack-up
 
 # The reviewer workspace's screenshots in docs/images, made by its browser tests.
 screenshots: $(STAMP) stack-up
-	HITL_SCREENSHOTS_DIR=docs/images $(BIN)/pytest -q tests/integration/test_workspace_browser.py
+	HITL_SCREENSHOTS_DIR=docs/images $(BIN)/pytest -q tests/integration/test_workspace_browser.py \
+		tests/integration/test_oidc_review.py
 
 # The container image (podman, no registry needed; docs/deploy.md).
 image: $(STAMP)

@@ -26,7 +26,8 @@ from hitl_gateway.admin import ensure_topics
 from hitl_gateway.app import Gateway
 from hitl_gateway.logs import configure_logging
 from hitl_gateway.review.auth import new_token
-from hitl_gateway.settings import Settings, load_settings
+from hitl_gateway.review.signing import new_key
+from hitl_gateway.settings import DecisionSettings, Settings, load_settings
 from records import make_stream
 
 
@@ -158,9 +159,15 @@ async def main(count: int, rate: float, invalid_share: float, serve: bool) -> in
         f"  - {{id: demo-clinician, token_sha256: {digest}, pools: [clinicians]}}\n"
         f"  - {{id: demo-reviewer, token_sha256: {person_digest}, pools: ['*'], operator: true}}\n"
     )
+    # Decisions on the topic are signed: the API's with this gateway key (docs/security.md).
+    keys = Path(".cache") / "demo-decision-keys.yaml"
+    if not keys.is_file():
+        keys.write_text(new_key("demo-gateway", "hmac-sha256")[1])
+        keys.chmod(0o600)
     settings = load_settings()
     review = settings.review.model_copy(update={"reviewers_file": reviewers})
-    settings = settings.model_copy(update={"review": review})
+    signing = DecisionSettings(keys_file=keys, gateway_key_id="demo-gateway")
+    settings = settings.model_copy(update={"review": review, "decisions": signing})
     configure_logging(settings.runtime.log_level, "console")
     await ensure_topics(settings)
     run_id = f"demo-{uuid.uuid4().hex[:8]}"
@@ -213,6 +220,7 @@ async def main(count: int, rate: float, invalid_share: float, serve: bool) -> in
     else:
         print(
             f"  the gateway stops now; to serve it again: HITL_REVIEW__REVIEWERS_FILE={reviewers}"
+            f" HITL_DECISIONS__KEYS_FILE={keys} HITL_DECISIONS__GATEWAY_KEY_ID=demo-gateway"
             " .venv/bin/hitl-gateway run"
         )
         gateway.request_stop()

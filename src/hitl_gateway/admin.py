@@ -23,6 +23,8 @@ log = structlog.get_logger(__name__)
 
 DAY_MS = 86_400_000
 RETENTION = "retention.ms"
+TIMESTAMP_TYPE = "message.timestamp.type"
+LOG_APPEND_TIME = "LogAppendTime"
 _DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs config source: set on the topic itself
 
 
@@ -31,12 +33,16 @@ class TopicChanges:
     created: list[str] = field(default_factory=list)
     # The audit topic's retention in ms (before, after), when it was raised.
     audit_retention_raised: tuple[int, int] | None = None
+    # The decisions topic was switched to the broker's timestamps (LogAppendTime).
+    decisions_stamped_by_broker: bool = False
 
     def __str__(self) -> str:
         lines = [f"created: {', '.join(self.created) if self.created else 'nothing (all present)'}"]
         if self.audit_retention_raised is not None:
             before, after = self.audit_retention_raised
             lines.append(f"audit retention raised: {_days(before)} -> {_days(after)} days")
+        if self.decisions_stamped_by_broker:
+            lines.append(f"decisions topic: {TIMESTAMP_TYPE} set to {LOG_APPEND_TIME}")
         return "\n".join(lines)
 
 
@@ -61,6 +67,8 @@ def topic_configs(
         for config in configs.values():
             config["min.insync.replicas"] = str(t.min_insync_replicas)
     configs[t.holds] = {**configs[t.holds], "cleanup.policy": "compact"}
+    # Decisions carry the broker's clock: signatures expire by it (review/signatures.py).
+    configs[t.review_decisions] = {**configs[t.review_decisions], TIMESTAMP_TYPE: LOG_APPEND_TIME}
     if audit_retention is not None:
         configs[t.audit] = {**configs[t.audit], RETENTION: str(audit_retention)}
     return configs
@@ -99,7 +107,9 @@ async def ensure_topics(settings: Settings, policies: PolicySet | None = None) -
         raised = None
         if retention is not None and settings.topics.audit in existing:
             raised = await _keep_for_at_least(admin, settings.topics.audit, retention)
-        return TopicChanges(created, raised)
+        decisions = settings.topics.review_decisions
+        stamped = decisions in existing and await _stamp_by_broker(admin, decisions)
+        return TopicChanges(created, raised, stamped)
     finally:
         await admin.close()
 
@@ -156,6 +166,42 @@ async def _create(
     return created, raced
 
 
+async def _own_configs(
+    admin: AIOKafkaAdminClient, topic: str
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(effective, set on the topic itself) configs of ``topic``."""
+    resource = ConfigResource(ConfigResourceType.TOPIC, topic)
+    (response,) = await admin.describe_configs([resource])
+    error, message, _, _, entries = response.resources[0][:5]
+    if error:
+        raise InfrastructureError(f"describing topic {topic}'s configs failed ({error}): {message}")
+    effective: dict[str, Any] = {e[0]: e[1] for e in entries}
+    own = {e[0]: e[1] for e in entries if e[3] == _DYNAMIC_TOPIC_CONFIG and not e[4]}
+    return effective, own
+
+
+async def _alter(admin: AIOKafkaAdminClient, topic: str, configs: dict[str, Any]) -> None:
+    """Set ``topic``'s own configs to ``configs`` (AlterConfigs replaces them as a whole)."""
+    wanted = ConfigResource(ConfigResourceType.TOPIC, topic, configs=configs)
+    for altered in await admin.alter_configs([wanted]):
+        for error, message, _, name in altered.resources:
+            if error:
+                raise InfrastructureError(
+                    f"altering topic {name}'s configs ({', '.join(configs)}) failed ({error}):"
+                    f" {message}"
+                )
+
+
+async def _stamp_by_broker(admin: AIOKafkaAdminClient, topic: str) -> bool:
+    """Switch ``topic`` to the broker's timestamps if it takes the producer's; True if it did."""
+    effective, own = await _own_configs(admin, topic)
+    if effective.get(TIMESTAMP_TYPE) == LOG_APPEND_TIME:
+        return False
+    await _alter(admin, topic, {**own, TIMESTAMP_TYPE: LOG_APPEND_TIME})
+    log.warning("decisions_stamped_by_broker", topic=topic, config=TIMESTAMP_TYPE)
+    return True
+
+
 async def _keep_for_at_least(
     admin: AIOKafkaAdminClient, topic: str, retention: int
 ) -> tuple[int, int] | None:
@@ -164,25 +210,11 @@ async def _keep_for_at_least(
 
     AlterConfigs replaces a topic's own settings as a whole, so the ones already set on the
     topic are sent along unchanged."""
-    resource = ConfigResource(ConfigResourceType.TOPIC, topic)
-    (response,) = await admin.describe_configs([resource])
-    error, message, _, _, entries = response.resources[0][:5]
-    if error:
-        raise InfrastructureError(f"describing topic {topic}'s configs failed ({error}): {message}")
-    effective: dict[str, Any] = {e[0]: e[1] for e in entries}
+    effective, own = await _own_configs(admin, topic)
     current = int(effective.get(RETENTION) or -1)
     if current < 0 or current >= retention:
         return None
-    own = {e[0]: e[1] for e in entries if e[3] == _DYNAMIC_TOPIC_CONFIG and not e[4]}
-    wanted = ConfigResource(
-        ConfigResourceType.TOPIC, topic, configs={**own, RETENTION: str(retention)}
-    )
-    for altered in await admin.alter_configs([wanted]):
-        for error, message, _, name in altered.resources:
-            if error:
-                raise InfrastructureError(
-                    f"raising topic {name}'s {RETENTION} to {retention} failed ({error}): {message}"
-                )
+    await _alter(admin, topic, {**own, RETENTION: str(retention)})
     log.warning("audit_retention_raised", topic=topic, from_ms=current, to_ms=retention,
                 days=retention // DAY_MS)  # fmt: skip
     return current, retention

@@ -46,6 +46,8 @@ from hitl_gateway.review.oidc import Verifier
 from hitl_gateway.review.oidc_records import OidcRecords
 from hitl_gateway.review.operations_api import operations_router
 from hitl_gateway.review.reviewer_file import FileWatcher, groups_watcher, reviewers_watcher
+from hitl_gateway.review.signatures import DecisionSignatures, Nonces
+from hitl_gateway.review.signing import gateway_signer, load_keys
 from hitl_gateway.review.sla import SlaSweeper
 from hitl_gateway.review.submit import Reviewing
 from hitl_gateway.review.work import WorkLog
@@ -79,6 +81,7 @@ class Gateway:
         self.oidc = _oidc(settings, self.redis, self.metrics)  # an invalid groups file: fail
         self.identities = Identities(self.reviewers, self.oidc)
         self.calibration = CalibrationStore(settings.redis, self.redis)
+        self.signatures = _signatures(settings, self.redis)  # an invalid keys file: fail
         applier = DecisionApplier(
             settings.topics,
             self.index,
@@ -87,6 +90,7 @@ class Gateway:
             self.calibration,
             max_record_bytes=settings.limits.max_record_bytes,
             reassign_chunk=settings.review.reassign_chunk,
+            signatures=self.signatures,
         )
         self.pipeline = Pipeline(
             settings,
@@ -138,6 +142,7 @@ class Gateway:
             metrics=self.metrics,
             limiter=limiter,
             identities=self.identities,
+            signatures=self.signatures,
         )
         self.http: HttpServer | None = None
         if settings.http.enabled:
@@ -273,6 +278,22 @@ class Gateway:
             await asyncio.sleep(self.settings.runtime.shutdown_timeout_s)
             log.error("shutdown_budget_exceeded", budget_s=self.settings.runtime.shutdown_timeout_s)
             os._exit(FORCED_EXIT_CODE)
+
+
+def _signatures(settings: Settings, redis: Redis) -> DecisionSignatures | None:
+    """The decision signature check when ``HITL_DECISIONS__KEYS_FILE`` is set (read now)."""
+    d = settings.decisions
+    if d.keys_file is None:
+        log.warning(
+            "decision_signing_off",
+            detail="decisions on the decisions topic are applied without a signature check;"
+            " set HITL_DECISIONS__KEYS_FILE (docs/security.md)",
+        )
+        return None
+    assert d.gateway_key_id is not None  # settings require it with a keys file
+    keys = load_keys(d.keys_file)
+    return DecisionSignatures(d, keys, gateway_signer(keys, d.gateway_key_id),
+                              Nonces(settings.redis, redis))  # fmt: skip
 
 
 def _oidc(settings: Settings, redis: Redis, metrics: GatewayMetrics) -> Oidc | None:

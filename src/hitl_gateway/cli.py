@@ -25,6 +25,7 @@ from hitl_gateway.settings import Settings, load_settings
 if TYPE_CHECKING:
     from hitl_gateway.admin import TopicChanges
     from hitl_gateway.policy.loader import PolicySet
+    from hitl_gateway.review.signing import Algorithm
 
 log = structlog.get_logger(__name__)
 
@@ -88,6 +89,14 @@ def _parser() -> argparse.ArgumentParser:
     reviewers_sub = reviewers.add_subparsers(dest="reviewers_command", required=True)
     reviewers_sub.add_parser("token", help="make a bearer token and the hash for reviewers.yaml")
 
+    decisions = sub.add_parser("decisions", help="signed decisions on the decisions topic")
+    decisions_sub = decisions.add_subparsers(dest="decisions_command", required=True)
+    keygen = decisions_sub.add_parser(
+        "keygen", help="make a review tool's signing key and its entry for the keys file"
+    )
+    keygen.add_argument("--key-id", required=True, help="the key id (the tool's name)")
+    keygen.add_argument("--algorithm", choices=("ed25519", "hmac-sha256"), default="ed25519")
+
     operator_cli.add_parser(sub)
     training_export.add_parser(sub)
     bridge_command.add_parser(sub)
@@ -112,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"token_sha256 (put in reviewers.yaml):     {digest}")
         return 0
     try:
+        if args.command == "decisions":
+            return _decision_keygen(args.key_id, args.algorithm)
         if args.command == "audit" and args.audit_command == "new-key":
             return audit_cli.print_new_key(args)
         settings = load_settings()
@@ -129,6 +140,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except GatewayError as exc:
         log.error("gateway_failed", error=str(exc))
         return EXIT_FAILURE
+
+
+def _decision_keygen(key_id: str, algorithm: Algorithm) -> int:
+    from hitl_gateway.review.signing import new_key  # noqa: PLC0415
+
+    secret, entry = new_key(key_id, algorithm)
+    kind = "private key" if algorithm == "ed25519" else "secret"
+    print(f"# the tool's {kind} (keep it secret, shown once; base64):")
+    print(secret)
+    print("# the entry for HITL_DECISIONS__KEYS_FILE:")
+    print(entry, end="")
+    return 0
 
 
 def _with_settings(settings: Settings, args: argparse.Namespace) -> int:

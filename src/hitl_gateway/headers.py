@@ -14,6 +14,12 @@ DECISION_REVIEWER = "hitl.decision.reviewer"  # its reviewer (on the hold's tomb
 REJECT_REASON = "hitl.reject.reason"
 # On the decisions topic: an operator's command rather than a reviewer's decision.
 COMMAND = "hitl.command"
+# On the decisions topic: a review tool's signature (review/signing.py).
+SIG_KEY = "hitl.sig.key"  # the signer's key id
+SIG = "hitl.sig"  # base64 signature over the value and the signature headers
+SIG_EXPIRES = "hitl.sig.expires"  # epoch ms; judged by the broker's timestamp
+SIG_NONCE = "hitl.sig.nonce"  # one use: the same nonce elsewhere is a replay
+SIG_ORIGIN = "hitl.sig.origin"  # the first signer, when the gateway re-signs a forward
 SWITCH = "hitl.switch"  # on the holds topic: a stop switch event, not a hold (stopswitch.py)
 GATEWAY_VERSION = "hitl.gateway.version"
 SOURCE_TOPIC = "hitl.source.topic"

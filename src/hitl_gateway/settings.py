@@ -463,6 +463,29 @@ class AuditSettings(_Section):
         return self
 
 
+class DecisionSettings(_Section):
+    """Signed decisions on the decisions topic (review/signing.py, docs/security.md). Without
+    a keys file decisions on the topic are not signature-checked (a warning at start)."""
+
+    # A YAML file of the trusted signers: ``key_id: {algorithm: ed25519, public_key: ...}`` or
+    # ``{algorithm: hmac-sha256, secret: ...}``. A Secret: it holds the HMAC secrets.
+    keys_file: Path | None = None
+    # The hmac-sha256 key in that file the gateway signs with: the review API's decisions, and
+    # a checked decision it forwards to its hold's partition.
+    gateway_key_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    # How long the gateway's own signatures last, and the longest any signature may.
+    validity_s: float = Field(default=300.0, gt=0, le=86_400)
+    max_validity_s: float = Field(default=3_600.0, gt=0, le=7 * 86_400)
+
+    @model_validator(mode="after")
+    def _key_named(self) -> DecisionSettings:
+        if (self.keys_file is None) != (self.gateway_key_id is None):
+            raise ValueError("keys_file and gateway_key_id are set together (or neither)")
+        if self.validity_s > self.max_validity_s:
+            raise ValueError("validity_s may not exceed max_validity_s")
+        return self
+
+
 class LabelStudioSettings(_Section):
     """The Label Studio bridge (``hitl-gateway bridge label-studio``; docs/label-studio.md):
     which pools it mirrors, where Label Studio is, and who its annotators are."""
@@ -507,6 +530,7 @@ class Settings(BaseSettings):
     runtime: RuntimeSettings = RuntimeSettings()
     notify: NotifySettings = NotifySettings()
     audit: AuditSettings = AuditSettings()
+    decisions: DecisionSettings = DecisionSettings()
     label_studio: LabelStudioSettings = LabelStudioSettings()
 
 

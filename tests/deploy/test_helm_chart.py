@@ -566,7 +566,7 @@ def test_topics_job_runs_topics_ensure_with_the_gateway_settings() -> None:
     assert selector.items() <= pod_labels.items()
 
 
-def test_audit_keys_and_oidc_groups_reach_the_gateway(tmp_path: Path) -> None:
+def test_audit_keys_decision_keys_and_oidc_groups_reach_the_gateway(tmp_path: Path) -> None:
     """The audit keys Secret and the OIDC groups ConfigMap are directory mounts the settings
     name, and the rendered groups file is one the gateway loads."""
     production = yaml.safe_load(PRODUCTION.read_text())
@@ -579,6 +579,11 @@ def test_audit_keys_and_oidc_groups_reach_the_gateway(tmp_path: Path) -> None:
     assert mounts["audit-keys"]["mountPath"] == str(keys.parent)
     assert "subPath" not in mounts["audit-keys"]
     assert volumes["audit-keys"]["secret"]["secretName"] == "hitl-audit-keys"
+    decision_keys = Path(env["HITL_DECISIONS__KEYS_FILE"])
+    assert env["HITL_DECISIONS__GATEWAY_KEY_ID"] == production["decisions"]["gatewayKeyId"]
+    assert mounts["decision-keys"]["mountPath"] == str(decision_keys.parent)
+    assert volumes["decision-keys"]["secret"]["secretName"] == "hitl-decision-keys"
+    assert volumes["decision-keys"]["secret"]["items"][0]["path"] == decision_keys.name
     groups = Path(env["HITL_OIDC__GROUPS_FILE"])
     assert mounts["oidc"]["mountPath"] == str(groups.parent)
     assert env["HITL_OIDC__ISSUER"] == production["oidc"]["issuer"]
@@ -590,11 +595,15 @@ def test_audit_keys_and_oidc_groups_reach_the_gateway(tmp_path: Path) -> None:
     assert loaded.names() == set(production["oidc"]["groups"])
     # Neither is rendered by default.
     assert "HITL_AUDIT__KEYS_FILE" not in literal_env(DEFAULT)
+    assert "HITL_DECISIONS__KEYS_FILE" not in literal_env(DEFAULT)
     assert "HITL_OIDC__ISSUER" not in literal_env(DEFAULT)
 
 
 def test_half_configured_security_fails_rendering() -> None:
     assert "set together" in failure("--set", "audit.activeKeyId=k1")
+    assert "decisions.keys.existingSecret and decisions.gatewayKeyId" in failure(
+        "--set", "decisions.gatewayKeyId=g1"
+    )
     assert "oidc.issuer needs oidc.audience" in failure(
         "--set", "oidc.issuer=https://login.example.com"
     )

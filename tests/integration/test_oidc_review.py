@@ -10,7 +10,9 @@ browser) and its session ends with the ID token, or when the groups file stops g
 from __future__ import annotations
 
 import asyncio
+import os
 import re
+import socket
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -23,9 +25,10 @@ import httpx
 import orjson
 import pytest
 
-from hitl_gateway.settings import OidcSettings, ReviewSettings
+from hitl_gateway.settings import HttpSettings, OidcSettings, ReviewSettings
 
 from ..oidc_issuer import AUDIENCE, CLIENT_ID, LocalIssuer, ServedIssuer, rsa_key
+from .browser import chromium
 from .gateways import serving, write_reviewers
 from .kafka_io import CONFIGS, fresh_settings, produce, read_all, wait_until
 
@@ -245,3 +248,40 @@ async def test_the_workspace_signs_in_with_the_code_flow(oidc: Oidc) -> None:
         wrong = await browser.post("/workspace/login",
                                    data={"token": issuer.mint(aud="someone-else")})  # fmt: skip
         assert wrong.status_code == 401
+
+
+async def test_a_browser_signs_in_with_the_issuer(issuer: LocalIssuer, tmp_path: Path) -> None:
+    """In a real Chromium: the sign-in page offers the organisation's sign-in, the click goes
+    to the issuer and back, and the workspace greets the reviewer with their pools.
+    Screenshots of both pages go to ``HITL_SCREENSHOTS_DIR`` when set."""
+    with socket.socket() as probe:  # the redirect URL names the gateway's own port
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    base = f"http://127.0.0.1:{port}"
+    write_reviewers(tmp_path / "reviewers.yaml", {"ana": ["clinicians"]})
+    groups = tmp_path / "groups.yaml"
+    groups.write_text(GROUPS)
+    settings = fresh_settings(policy_dir=CONFIGS / "policies").model_copy(update={
+        "http": HttpSettings(port=port),
+        "review": ReviewSettings(reviewers_file=tmp_path / "reviewers.yaml"),
+        "oidc": OidcSettings(issuer=issuer.url, audience=AUDIENCE, groups_file=groups,
+                             client_id=CLIENT_ID, client_secret=SECRET,
+                             redirect_url=f"{base}/workspace/oidc/callback"),
+    })  # fmt: skip
+    issuer.user = {"sub": "dr-browser", "groups": ["clinicians-team"]}
+    shots = Path(os.environ.get("HITL_SCREENSHOTS_DIR") or tmp_path)
+    async with serving(settings), chromium() as browser:
+        context = await browser.new_context(viewport={"width": 1360, "height": 900})
+        page = await context.new_page()
+        await page.goto(f"{base}/workspace/login")
+        await page.screenshot(path=str(shots / "workspace-login-oidc.png"))
+        await page.click('[data-testid="oidc-sign-in"]')
+        # To the issuer, which signs dr-browser in and sends the browser back to the callback.
+        await page.wait_for_url(f"{base}/workspace/oidc/callback?**")
+        assert "dr-browser" in await page.inner_text("body")
+        await page.goto(f"{base}/workspace/")
+        body = await page.inner_text("body")
+        assert "dr-browser" in body
+        assert "clinicians" in body
+        assert issuer.token_requests == 1
+        await page.screenshot(path=str(shots / "workspace-home-oidc.png"), full_page=True)

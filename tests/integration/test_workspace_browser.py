@@ -11,9 +11,7 @@ Screenshots of the queue and the item page go to ``HITL_SCREENSHOTS_DIR`` when i
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
-import shutil
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -21,11 +19,12 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-from playwright.async_api import Browser, Page, async_playwright
+from playwright.async_api import Browser, Page
 
 from hitl_gateway.admin import ensure_topics
 from hitl_gateway.settings import ReviewSettings, Settings
 
+from .browser import chromium
 from .gateways import start_gateway, write_reviewers
 from .kafka_io import CONFIGS, delete_topics, fresh_settings, produce, read_all, wait_until
 
@@ -39,24 +38,6 @@ GRADED = """\
 domain: graded
 sampling: {rate: 1.0, pool: calibration-graders, blind: true, rubric: overall-quality}
 """
-CHROMIUM_ARGS = [
-    "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic",
-]  # fmt: skip
-
-
-@contextlib.asynccontextmanager
-async def chromium() -> AsyncIterator[Browser]:
-    executable = shutil.which("chromium")
-    assert executable is not None, "chromium is not installed (deploy/local/stack.py installs it)"
-    async with async_playwright() as p:
-        browser = await p.chromium.launch(
-            executable_path=executable, headless=True, args=CHROMIUM_ARGS
-        )
-        try:
-            yield browser
-        finally:
-            await browser.close()
 
 
 async def _configs(tmp_path: Path, lease_s: float) -> tuple[Settings, dict[str, str]]:

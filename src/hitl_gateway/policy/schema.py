@@ -149,6 +149,11 @@ class DomainPolicy(Model):
     expected_daily_volume: int | None = Field(
         default=None, ge=0, description="used by policy check to warn about pool capacity"
     )
+    unsigned_decisions: Literal["refuse", "accept"] = Field(
+        default="refuse",
+        description="with decision signing on, accept unsigned decisions on the decisions"
+        " topic for this domain (a trusted unsigned source); refused by default",
+    )
 
     def rules(self) -> Iterator[tuple[str, Reviewed]]:
         """The rules this policy declares, by policy key, in the engine's precedence order."""

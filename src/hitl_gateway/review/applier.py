@@ -17,6 +17,7 @@ the index and the results follow the commit.
 from __future__ import annotations
 
 import dataclasses
+import time
 from typing import Any
 
 from pydantic import ValidationError
@@ -51,6 +52,7 @@ from hitl_gateway.review.events import (
 )
 from hitl_gateway.review.learning import Learning
 from hitl_gateway.review.reassign import Reassigner, is_command
+from hitl_gateway.review.signatures import Checked, DecisionSignatures
 from hitl_gateway.review.state import (
     ClosedBy,
     DecisionRequest,
@@ -83,8 +85,11 @@ class DecisionApplier:
         *,
         max_record_bytes: int,
         reassign_chunk: int = 200,
+        signatures: DecisionSignatures | None = None,
     ) -> None:
+        """``signatures``: check decisions' signatures (None: decision signing is off)."""
         self._max_bytes = max_record_bytes
+        self._signatures = signatures
         self._topics = topics
         self._index = index
         self._reviewers = reviewers
@@ -111,25 +116,21 @@ class DecisionApplier:
         overlay: dict[str, IndexedHold | ClosedBy] = {}
         for record in records:
             b.record = record
+            b.signer = None
             if await self._not_a_decision(b, overlay):  # poison, or an operator's command
                 continue
-            try:
-                request = parse_decision(record.value)
-            except ValueError as exc:
-                message = first_error(exc) if isinstance(exc, ValidationError) else str(exc)
-                outcome = refuse(Refusal.MALFORMED, message)
-                self._refused(b, None, malformed_key(record.value), outcome)
+            checked = await self._checked(record)
+            request = self._request(b, checked)
+            if request is None:  # refused: malformed, or a bad signature
                 continue
-            current: IndexedHold | ClosedBy | None
-            if request.item_id in overlay:
-                current = overlay[request.item_id]
-            else:
-                current = await self._index.get(request.item_id)
+            current = overlay.get(request.item_id) or await self._index.get(request.item_id)
             if isinstance(current, IndexedHold) and current.partition != partition:
                 out.outgoing.append(  # the API or a tool sent it to the wrong partition
                     Outgoing(self._topics.review_decisions, record.value, record.key,
-                             list(record.headers or ()), partition=current.partition)
+                             self._forwarded_headers(record, checked), partition=current.partition)
                 )  # fmt: skip
+                continue
+            if not self._signed_enough(b, request, checked, current):
                 continue
             closed_by = current if isinstance(current, ClosedBy) else None  # in this batch
             if current is None:  # not held: closed earlier, or never held
@@ -181,6 +182,70 @@ class DecisionApplier:
             await self._switcher.apply(b)
             return True
         return False
+
+    def _request(self, b: Batch, checked: Checked | None) -> DecisionRequest | None:
+        """The decision the record asks for; None when it is refused (and audited) as
+        malformed or for its signature."""
+        try:
+            request = parse_decision(b.record.value)
+        except ValueError as exc:
+            message = first_error(exc) if isinstance(exc, ValidationError) else str(exc)
+            self._refused(
+                b, None, malformed_key(b.record.value), refuse(Refusal.MALFORMED, message)
+            )
+            return None
+        if checked is not None and checked.problem is not None:
+            # No result is filed: a forged record must not answer for a genuine decision.
+            outcome = refuse(Refusal.BAD_SIGNATURE, checked.problem)
+            self._refused(b, request, result_key_of(request), outcome, file_result=False)
+            return None
+        return request
+
+    # -- signatures (review/signatures.py) ---------------------------------------------------
+
+    def _signed_enough(
+        self,
+        b: Batch,
+        request: DecisionRequest,
+        checked: Checked | None,
+        current: IndexedHold | ClosedBy | None,
+    ) -> bool:
+        """False when an unsigned decision is refused (and audited); notes the signer."""
+        if checked is None:  # signing is off
+            return True
+        if checked.signer is None and not self._accepts_unsigned(current):
+            outcome = refuse(Refusal.UNSIGNED, self._unsigned_message(current))
+            self._refused(b, request, result_key_of(request), outcome, file_result=False)
+            return False
+        b.signer = checked.signer.signer if checked.signer else "unsigned"
+        return True
+
+    async def _checked(self, record: Any) -> Checked | None:
+        if self._signatures is None:
+            return None
+        return await self._signatures.check(record, int(time.time() * 1000))
+
+    def _forwarded_headers(self, record: Any, checked: Checked | None) -> list[tuple[str, bytes]]:
+        if self._signatures is None or checked is None:
+            return list(record.headers or ())
+        return self._signatures.forwarded(record, checked, int(time.time() * 1000))
+
+    def _accepts_unsigned(self, current: IndexedHold | ClosedBy | None) -> bool:
+        """An unsigned decision counts only on a held item whose domain's policy accepts
+        them (an item no longer held has no domain to ask)."""
+        if not isinstance(current, IndexedHold):
+            return False
+        loaded = self._policies.current.policies.get(current.meta.domain)
+        return loaded is not None and loaded.policy.unsigned_decisions == "accept"
+
+    @staticmethod
+    def _unsigned_message(current: IndexedHold | ClosedBy | None) -> str:
+        if isinstance(current, IndexedHold):
+            return (
+                f"the decision is not signed, and domain {current.meta.domain}'s policy does"
+                " not accept unsigned decisions (unsigned_decisions: accept)"
+            )
+        return "the decision is not signed (and names no held item whose policy could accept it)"
 
     def _fits(self, held: IndexedHold, request: DecisionRequest) -> Outcome | None:
         """Grades that do not fit the item's rubric are refused (422, naming the dimension).
@@ -323,13 +388,15 @@ class DecisionApplier:
         request: DecisionRequest | None,
         key: ResultKey | None,
         outcome: Outcome,
+        *,
+        file_result: bool = True,
     ) -> None:
         """``key``: where the result goes (None: the record names no item, reviewer and
         decision id to file it under; the audit event still records the refusal)."""
         assert outcome.refusal is not None
         event = refused_event(b.record, request, key, outcome)
         b.out.outgoing.append(self._sealed(b, event, key[0] if key else ""))
-        if key:
+        if key and file_result:
             b.out.results[key] = refused_result(key, outcome)
         b.out.refusals.append(outcome.refusal.value)
 
@@ -337,6 +404,8 @@ class DecisionApplier:
         self, b: Batch, kind: str, meta: HoldMeta, request: DecisionRequest, *, state: str
     ) -> None:
         event = decision_event(b.record, kind, meta, request, state)
+        if b.signer is not None:
+            event["signer"] = b.signer  # the key that signed it, or "unsigned" (accepted)
         b.out.outgoing.append(self._sealed(b, event, meta.item_id))
 
     def _sealed(self, b: Batch, event: dict[str, Any], key: str) -> Outgoing:

@@ -32,6 +32,7 @@ class Batch:
     chain: AuditChain
     partition: int
     record: Any = None
+    signer: str | None = None  # who signed the record being applied (review/signatures.py)
     # The partition's stop switch events before this batch, and the input offset a switch
     # command takes effect from (the offset this batch's transaction commits inputs up to).
     switches: list[SwitchEvent] = field(default_factory=list)

@@ -9,6 +9,7 @@ from hitl_gateway import __version__
 from hitl_gateway.index_entries import ResultKey
 from hitl_gateway.models import HoldMeta
 from hitl_gateway.outputs import source_of
+from hitl_gateway.review.signatures import signer_of
 from hitl_gateway.review.state import DecisionRequest, Outcome, decision_id_of
 
 
@@ -48,7 +49,7 @@ def refused_event(
     and decision id; its decision id is read from the value where it can be)."""
     assert outcome.refusal is not None
     item_id, reviewer, decision_id = key if key else (None, None, decision_id_of(record.value))
-    return {
+    event: dict[str, Any] = {
         "type": "decision_refused",
         "decision_id": decision_id,
         "item_id": item_id,
@@ -61,6 +62,10 @@ def refused_event(
         "at_ms": record.timestamp,
         "gateway_version": __version__,
     }
+    signer = signer_of(record.headers)
+    if signer is not None:
+        event["signer"] = signer  # the key id the record names (checked or not)
+    return event
 
 
 def decision_event(

@@ -139,6 +139,8 @@ class Refusal(StrEnum):
     ALREADY_VOTED = "already_voted"  # 409: one reviewer counts once
     MALFORMED = "malformed"  # 422
     TOO_LARGE = "too_large"  # 413: what the decision would write exceeds the record limit
+    BAD_SIGNATURE = "bad_signature"  # 401: altered, unknown key, expired, replayed
+    UNSIGNED = "unsigned"  # 401: no signature, and the domain's policy does not accept that
 
 
 STATUS = {
@@ -150,6 +152,8 @@ STATUS = {
     Refusal.ALREADY_VOTED: 409,
     Refusal.MALFORMED: 422,
     Refusal.TOO_LARGE: 413,
+    Refusal.BAD_SIGNATURE: 401,
+    Refusal.UNSIGNED: 401,
 }
 
 

@@ -24,6 +24,7 @@ from hitl_gateway.review.auth import Reviewer
 from hitl_gateway.review.identities import Identities
 from hitl_gateway.review.leases import Leases
 from hitl_gateway.review.limits import RequestLimiter
+from hitl_gateway.review.signatures import DecisionSignatures
 from hitl_gateway.review.state import DecisionBody, DecisionRequest, edited_value
 from hitl_gateway.review.work import WorkLog
 from hitl_gateway.settings import Settings
@@ -55,6 +56,8 @@ class Reviewing:
     limiter: RequestLimiter | None = None
     # Records what an OIDC reviewer's token granted, for the applier (review/identities.py).
     identities: Identities | None = None
+    # Signs what the API publishes with the gateway's own key (None: signing is off).
+    signatures: DecisionSignatures | None = None
 
 
 async def submit(
@@ -89,8 +92,9 @@ async def submit(
     partition = held.partition if held is not None else None
     if r.identities is not None:
         await r.identities.remember(who)
+    signed = r.signatures.sign(record, int(time.time() * 1000)) if r.signatures else None
     await r.publisher.publish(
-        r.settings.topics.review_decisions, record, item_id.encode(), partition
+        r.settings.topics.review_decisions, record, item_id.encode(), partition, signed
     )
     found = await _wait_for(r.index, (item_id, who.id, body.decision_id),
                             r.settings.review.decision_wait_s)  # fmt: skip

@@ -62,6 +62,7 @@ without an exponent (52428800, not 5.24288e+07).
 {{- define "hitl-gateway.reviewersDir" -}}/etc/hitl-gateway/reviewers{{- end }}
 {{- define "hitl-gateway.kafkaTlsDir" -}}/etc/hitl-gateway/kafka-tls{{- end }}
 {{- define "hitl-gateway.auditKeysDir" -}}/etc/hitl-gateway/audit-keys{{- end }}
+{{- define "hitl-gateway.decisionKeysDir" -}}/etc/hitl-gateway/decision-keys{{- end }}
 {{- define "hitl-gateway.oidcDir" -}}/etc/hitl-gateway/oidc{{- end }}
 
 {{/* The Secret the chart makes for credentials given as values. */}}
@@ -145,6 +146,9 @@ without an exponent (52428800, not 5.24288e+07).
 {{- define "hitl-gateway.validate" -}}
 {{- if ne (empty .Values.audit.keys.existingSecret) (empty .Values.audit.activeKeyId) }}
 {{- fail "audit.keys.existingSecret and audit.activeKeyId are set together (or neither)" }}
+{{- end }}
+{{- if ne (empty .Values.decisions.keys.existingSecret) (empty .Values.decisions.gatewayKeyId) }}
+{{- fail "decisions.keys.existingSecret and decisions.gatewayKeyId are set together (or neither)" }}
 {{- end }}
 {{- if and .Values.oidc.issuer (or (not .Values.oidc.audience) (not .Values.oidc.groups)) }}
 {{- fail "oidc.issuer needs oidc.audience and oidc.groups (group: {pools, domains, operator})" }}

@@ -107,6 +107,12 @@
 - name: HITL_AUDIT__ACTIVE_KEY_ID
   value: {{ .Values.audit.activeKeyId | quote }}
 {{- end }}
+{{- if .Values.decisions.keys.existingSecret }}
+- name: HITL_DECISIONS__KEYS_FILE
+  value: {{ printf "%s/%s" (include "hitl-gateway.decisionKeysDir" .) .Values.decisions.keys.key | quote }}
+- name: HITL_DECISIONS__GATEWAY_KEY_ID
+  value: {{ .Values.decisions.gatewayKeyId | quote }}
+{{- end }}
 {{- if .Values.oidc.issuer }}
 - name: HITL_OIDC__ISSUER
   value: {{ .Values.oidc.issuer | quote }}
@@ -198,6 +204,11 @@ volume reaches the pod only through a directory mount. */}}
   mountPath: {{ include "hitl-gateway.auditKeysDir" . }}
   readOnly: true
 {{- end }}
+{{- if .Values.decisions.keys.existingSecret }}
+- name: decision-keys
+  mountPath: {{ include "hitl-gateway.decisionKeysDir" . }}
+  readOnly: true
+{{- end }}
 {{- if .Values.oidc.issuer }}
 - name: oidc
   mountPath: {{ include "hitl-gateway.oidcDir" . }}
@@ -242,6 +253,15 @@ volume reaches the pod only through a directory mount. */}}
     items:
       - key: {{ .Values.audit.keys.key }}
         path: {{ .Values.audit.keys.key }}
+{{- end }}
+{{- if .Values.decisions.keys.existingSecret }}
+- name: decision-keys
+  secret:
+    secretName: {{ .Values.decisions.keys.existingSecret }}
+    defaultMode: 0440
+    items:
+      - key: {{ .Values.decisions.keys.key }}
+        path: {{ .Values.decisions.keys.key }}
 {{- end }}
 {{- if .Values.oidc.issuer }}
 - name: oidc
