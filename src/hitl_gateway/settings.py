@@ -499,6 +499,11 @@ class LabelStudioSettings(_Section):
     annotators_file: Path | None = None
     interval_s: float = Field(default=5.0, gt=0, le=3_600)
     project_prefix: str = Field(default="hitl", min_length=1, max_length=40)
+    # The bridge's decision signing key (``hitl-gateway decisions keygen``): its id in the
+    # gateway's decision keys file, its algorithm, and the secret the keygen gave the tool.
+    signing_key_id: str | None = Field(default=None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    signing_algorithm: Literal["ed25519", "hmac-sha256"] = "ed25519"
+    signing_key: SecretStr | None = None
 
     @field_validator("url")
     @classmethod
@@ -506,6 +511,12 @@ class LabelStudioSettings(_Section):
         if not url.startswith(("http://", "https://")):
             raise ValueError("url must be an http:// or https:// URL")
         return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _signing_key_named(self) -> LabelStudioSettings:
+        if (self.signing_key_id is None) != (self.signing_key is None):
+            raise ValueError("signing_key_id and signing_key are set together (or neither)")
+        return self
 
 
 class Settings(BaseSettings):

@@ -26,7 +26,7 @@ import pytest
 from label_studio_sdk import AsyncLabelStudio
 from pydantic import SecretStr
 
-from hitl_gateway.bridge.label_studio import Bridge, load_annotators
+from hitl_gateway.bridge.label_studio import Bridge, load_annotators, publish_decision
 from hitl_gateway.bridge.labeling import label_config
 from hitl_gateway.holds import HoldIndex
 from hitl_gateway.models import InputRecord
@@ -34,13 +34,15 @@ from hitl_gateway.policy.budget import MemoryLedger
 from hitl_gateway.policy.engine import decide
 from hitl_gateway.policy.loader import load_policy_set
 from hitl_gateway.review.auth import Reviewers
-from hitl_gateway.settings import LabelStudioSettings, ReviewSettings, Settings
+from hitl_gateway.review.signing import Signer, new_key, tool_signer
+from hitl_gateway.settings import DecisionSettings, LabelStudioSettings, ReviewSettings, Settings
 from hitl_gateway.sink import Publisher
 
 from .gateways import ApiStack, serving, write_reviewers
 from .kafka_io import (
     CONFIGS,
     committed_offsets,
+    end_offset_total,
     fresh_settings,
     produce,
     read_all,
@@ -93,6 +95,8 @@ class Rig:
     ls: LabelStudio
     settings: Settings
     bridge: Bridge
+    signer: Signer
+    publisher: Publisher
     admin: AsyncLabelStudio
     clinician: AsyncLabelStudio
     stranger: AsyncLabelStudio
@@ -111,14 +115,23 @@ async def rig(label_studio: LabelStudio, tmp_path: Path) -> AsyncIterator[Rig]:
     tokens = write_reviewers(tmp_path / "reviewers.yaml", grants)
     mapping = "".join(f"  {who}-{uid}@example.com: {who}\n" for who in ("leo", "lia"))
     (tmp_path / "annotators.yaml").write_text(f"annotators:\n  {ana_email}: ana\n{mapping}")
+    # Decision signing on: the gateway trusts the bridge's Ed25519 key and refuses unsigned
+    # decisions (no shipped policy accepts them).
+    bridge_secret, bridge_entry = new_key("label-studio-bridge", "ed25519")
+    _, gateway_entry = new_key("gateway-1", "hmac-sha256")
+    (tmp_path / "decision-keys.yaml").write_text(bridge_entry + gateway_entry)
     ls = LabelStudioSettings(url=label_studio.url, token=SecretStr(label_studio.token),
                              pools=("clinicians", "domain-experts", "lawyers"),
                              annotators_file=tmp_path / "annotators.yaml",
-                             project_prefix=f"t{uid}")  # fmt: skip
+                             project_prefix=f"t{uid}", signing_key_id="label-studio-bridge",
+                             signing_key=SecretStr(bridge_secret))  # fmt: skip
+    decisions = DecisionSettings(keys_file=tmp_path / "decision-keys.yaml",
+                                 gateway_key_id="gateway-1")  # fmt: skip
     settings = fresh_settings(policy_dir=CONFIGS / "policies").model_copy(
         update={
             "review": ReviewSettings(reviewers_file=tmp_path / "reviewers.yaml"),
             "label_studio": ls,
+            "decisions": decisions,
         }
     )
     admin = AsyncLabelStudio(base_url=label_studio.url, api_key=label_studio.token)
@@ -128,12 +141,14 @@ async def rig(label_studio: LabelStudio, tmp_path: Path) -> AsyncIterator[Rig]:
         await publisher.start()
         reviewers = Reviewers.load(tmp_path / "reviewers.yaml")
         annotators = load_annotators(tmp_path / "annotators.yaml", reviewers)
+        signer = tool_signer("label-studio-bridge", "ed25519", bridge_secret)
         bridge = Bridge(ls, admin, index, publisher, annotators=annotators,
                         decisions_topic=settings.topics.review_decisions,
-                        policies=load_policy_set(CONFIGS / "policies"))  # fmt: skip
+                        policies=load_policy_set(CONFIGS / "policies"), signer=signer)  # fmt: skip
         try:
             url = label_studio.url
             yield Rig(ApiStack(settings, gateway, tokens, http), label_studio, settings, bridge,
+                      signer, publisher,
                       admin, AsyncLabelStudio(base_url=url, api_key=ana_token),
                       AsyncLabelStudio(base_url=url, api_key=stranger_token),
                       {who: AsyncLabelStudio(base_url=url, api_key=token)
@@ -236,8 +251,10 @@ async def test_items_reviewed_in_label_studio_are_released_or_blocked_once(rig: 
         id=tasks["c-approve"].id, result=[_choice("verdict", "approve")])  # fmt: skip
 
     # The bridge was down meanwhile: a new process catches up (the command, run once) ...
-    env = {**os.environ, **settings_env(rig.settings),
-           "HITL_LABEL_STUDIO__TOKEN": rig.ls.token}  # fmt: skip
+    signing_key = rig.settings.label_studio.signing_key
+    assert signing_key is not None
+    env = {**os.environ, **settings_env(rig.settings), "HITL_LABEL_STUDIO__TOKEN": rig.ls.token,
+           "HITL_LABEL_STUDIO__SIGNING_KEY": signing_key.get_secret_value()}  # fmt: skip
     started = time.monotonic()
     once = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "hitl_gateway", "bridge", "label-studio", "--once", env=env,
@@ -261,14 +278,17 @@ async def test_items_reviewed_in_label_studio_are_released_or_blocked_once(rig: 
 
     await wait_until(settled, timeout_s=60)
     # The edit's decision once more, as a bridge that died before remembering it would
-    # publish it: the gateway consumes it (its offset committed) and applies nothing.
+    # publish it (signed anew): the gateway consumes it (its offset committed) and applies
+    # nothing, and refuses nothing (a fresh signature is no replay).
     (edit_decision,) = [r for r in await read_all(topics.review_decisions)
                         if r.key == b"c-edit"]  # fmt: skip
-    (again_sent,) = await produce(topics.review_decisions, [(b"c-edit", edit_decision.value)])
+    await publish_decision(rig.publisher, topics.review_decisions,
+                           orjson.loads(edit_decision.value), rig.signer)  # fmt: skip
+    end = await end_offset_total(topics.review_decisions)
 
     async def consumed() -> bool:
         offsets = await committed_offsets(rig.settings, topics.review_decisions)
-        return offsets.get(again_sent.partition, -1) > again_sent.offset
+        return sum(offsets.values()) >= end
 
     await wait_until(consumed, timeout_s=30)
     delivered = [r for r in await read_all(topics.delivered)
@@ -284,7 +304,9 @@ async def test_items_reviewed_in_label_studio_are_released_or_blocked_once(rig: 
         decided_events = [e for e in audit if e["type"] == "decided" and e["item_id"] == item]
         assert len(decided_events) == 1, item
         assert decided_events[0]["reviewer"] == "ana"
+        assert decided_events[0]["signer"] == "label-studio-bridge"
         assert decided_events[0]["decision_id"].startswith(f"ls-{project.id}-")
+    assert not [e for e in audit if e["type"] == "decision_refused"]
     training = {orjson.loads(r.value)["item_id"]: orjson.loads(r.value)
                 for r in await read_all(topics.training)}  # fmt: skip
     assert training["c-edit"]["edited_output"] == {"text": "fixed dose"}

@@ -50,6 +50,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     from hitl_gateway.holds import HoldIndex  # noqa: PLC0415
     from hitl_gateway.policy.loader import load_policy_set  # noqa: PLC0415
     from hitl_gateway.review.auth import Reviewers  # noqa: PLC0415
+    from hitl_gateway.review.signing import tool_signer  # noqa: PLC0415
     from hitl_gateway.sink import Publisher  # noqa: PLC0415
 
     _required(settings)
@@ -62,12 +63,17 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     # The SDK's constructor has no annotations (label-studio-sdk 2.x).
     token = s.token.get_secret_value()
     client = AsyncLabelStudio(base_url=s.url, api_key=token)  # type: ignore[no-untyped-call]
+    signer = None
+    if s.signing_key_id is not None and s.signing_key is not None:
+        secret = s.signing_key.get_secret_value()
+        signer = tool_signer(s.signing_key_id, s.signing_algorithm, secret)
     index = HoldIndex(settings.redis)
     publisher = Publisher(settings.kafka, settings.limits.max_record_bytes)
     await publisher.start()
     try:
         bridge = Bridge(s, client, index, publisher, policies=policies, annotators=annotators,
-                        decisions_topic=settings.topics.review_decisions)  # fmt: skip
+                        decisions_topic=settings.topics.review_decisions, signer=signer,
+                        validity_s=settings.decisions.validity_s)  # fmt: skip
         if args.once:
             log.info("label_studio_synced", **vars_of(await bridge.sync()))
             return 0
@@ -75,7 +81,8 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        log.info("label_studio_bridge_started", url=s.url, pools=list(s.pools))
+        log.info("label_studio_bridge_started", url=s.url, pools=list(s.pools),
+                 signing_key_id=s.signing_key_id)  # fmt: skip
         await bridge.run(stop)
         return 0
     finally:

@@ -12,6 +12,7 @@ annotation's (``ls-{project}-{annotation}``): publishing one twice is one decisi
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,6 +36,7 @@ from hitl_gateway.holds import HoldIndex
 from hitl_gateway.models import HoldMeta
 from hitl_gateway.policy.loader import PolicySet
 from hitl_gateway.review.auth import Reviewers
+from hitl_gateway.review.signing import Signer
 from hitl_gateway.settings import LabelStudioSettings
 from hitl_gateway.sink import Publisher
 
@@ -44,11 +46,22 @@ _PAGE = 500
 _CHANGES = ("created", "removed", "published", "unusable", "unmapped")
 
 
-async def publish_decision(publisher: Publisher, topic: str, body: dict[str, Any]) -> None:
+async def publish_decision(
+    publisher: Publisher,
+    topic: str,
+    body: dict[str, Any],
+    signer: Signer | None = None,
+    validity_s: float = 300.0,
+) -> None:
     """The bridge's one way onto the decisions topic: the decision as JSON, keyed by its item
-    id like every decision (the applier forwards it to the hold's partition if need be).
-    Signing decisions (a key per tool, its key id in a header) plugs in here."""
-    await publisher.publish(topic, orjson.dumps(body), body["item_id"].encode(), None)
+    id like every decision (the applier forwards it to the hold's partition if need be),
+    signed with the bridge's own key when it has one (review/signing.py: valid
+    ``validity_s`` from now, a fresh nonce)."""
+    value = orjson.dumps(body)
+    signed = None
+    if signer is not None:
+        signed = signer.headers(value, expires_ms=int((time.time() + validity_s) * 1000))
+    await publisher.publish(topic, value, body["item_id"].encode(), None, signed)
 
 
 def load_annotators(path: Path, reviewers: Reviewers | None) -> dict[str, str]:
@@ -106,6 +119,8 @@ class Bridge:
         decisions_topic: str,
         policies: PolicySet,
         annotators: Mapping[str, str],
+        signer: Signer | None = None,
+        validity_s: float = 300.0,
     ) -> None:
         unknown = sorted(set(settings.pools) - set(policies.pools))
         if unknown:
@@ -117,6 +132,8 @@ class Bridge:
         self._topic = decisions_topic
         self._policies = policies
         self._annotators = annotators
+        self._signer = signer
+        self._validity_s = validity_s
         self._projects: dict[str, int] = {}
         self._published: set[str] = set()
         self._told: set[str] = set()  # annotations already reported unusable or unmapped
@@ -202,7 +219,8 @@ class Bridge:
                 log.warning("label_studio_annotation_unusable", reason=body.reason,
                             decision_id=decision_id)  # fmt: skip
                 continue
-            await publish_decision(self._publisher, self._topic, body)
+            await publish_decision(self._publisher, self._topic, body, self._signer,
+                                   self._validity_s)  # fmt: skip
             self._published.add(decision_id)
             report.published += 1
 
