@@ -8,9 +8,10 @@ import asyncio
 import signal
 from typing import Any
 
+import httpx
 import structlog
 
-from hitl_gateway.errors import ConfigError
+from hitl_gateway.errors import ConfigError, GatewayError
 from hitl_gateway.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -42,6 +43,7 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
     # Imported here: label-studio-sdk is an extra (pip install 'hitl-gateway[label-studio]').
     try:
         from label_studio_sdk import AsyncLabelStudio  # noqa: PLC0415
+        from label_studio_sdk.core.api_error import ApiError  # noqa: PLC0415
     except ImportError as exc:
         raise ConfigError(
             f"the bridge needs label-studio-sdk ({exc}): pip install 'hitl-gateway[label-studio]'"
@@ -75,7 +77,12 @@ async def run(settings: Settings, args: argparse.Namespace) -> int:
                         decisions_topic=settings.topics.review_decisions, signer=signer,
                         validity_s=settings.decisions.validity_s)  # fmt: skip
         if args.once:
-            log.info("label_studio_synced", **vars_of(await bridge.sync()))
+            try:
+                report = await bridge.sync()
+            except (httpx.HTTPError, ApiError, GatewayError) as exc:
+                log.error("label_studio_sync_failed", error=f"{type(exc).__name__}: {exc}")
+                return 1
+            log.info("label_studio_synced", **vars_of(report))
             return 0
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
