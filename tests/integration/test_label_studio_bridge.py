@@ -76,6 +76,17 @@ class LabelStudio:
             token: str = (await http.get("/api/current-user/token")).json()["token"]
             return token
 
+    async def personal_access_token(self, legacy_token: str) -> str:
+        """A personal access token (a JWT refresh token) for the member whose legacy token
+        this is; the SDK exchanges it for access tokens itself."""
+        async with httpx.AsyncClient(base_url=self.url, timeout=30) as http:
+            made = await http.post(
+                "/api/token/", headers={"Authorization": f"Token {legacy_token}"}
+            )
+            assert made.status_code == 201, made.text[:500]
+            token: str = made.json()["token"]
+            return token
+
 
 @pytest.fixture(scope="module")
 def label_studio() -> LabelStudio:
@@ -120,7 +131,11 @@ async def rig(label_studio: LabelStudio, tmp_path: Path) -> AsyncIterator[Rig]:
     bridge_secret, bridge_entry = new_key("label-studio-bridge", "ed25519")
     _, gateway_entry = new_key("gateway-1", "hmac-sha256")
     (tmp_path / "decision-keys.yaml").write_text(bridge_entry + gateway_entry)
-    ls = LabelStudioSettings(url=label_studio.url, token=SecretStr(label_studio.token),
+    # The bridge works as a member of its own, with a personal access token.
+    bridge_token = await label_studio.personal_access_token(
+        await label_studio.sign_up(f"bridge-{uid}@example.com")
+    )
+    ls = LabelStudioSettings(url=label_studio.url, token=SecretStr(bridge_token),
                              pools=("clinicians", "domain-experts", "lawyers"),
                              annotators_file=tmp_path / "annotators.yaml",
                              project_prefix=f"t{uid}", signing_key_id="label-studio-bridge",
@@ -142,7 +157,8 @@ async def rig(label_studio: LabelStudio, tmp_path: Path) -> AsyncIterator[Rig]:
         reviewers = Reviewers.load(tmp_path / "reviewers.yaml")
         annotators = load_annotators(tmp_path / "annotators.yaml", reviewers)
         signer = tool_signer("label-studio-bridge", "ed25519", bridge_secret)
-        bridge = Bridge(ls, admin, index, publisher, annotators=annotators,
+        client = AsyncLabelStudio(base_url=label_studio.url, api_key=bridge_token)
+        bridge = Bridge(ls, client, index, publisher, annotators=annotators,
                         decisions_topic=settings.topics.review_decisions,
                         policies=load_policy_set(CONFIGS / "policies"), signer=signer)  # fmt: skip
         try:
@@ -251,9 +267,11 @@ async def test_items_reviewed_in_label_studio_are_released_or_blocked_once(rig: 
         id=tasks["c-approve"].id, result=[_choice("verdict", "approve")])  # fmt: skip
 
     # The bridge was down meanwhile: a new process catches up (the command, run once) ...
-    signing_key = rig.settings.label_studio.signing_key
+    signing_key, token = rig.settings.label_studio.signing_key, rig.settings.label_studio.token
     assert signing_key is not None
-    env = {**os.environ, **settings_env(rig.settings), "HITL_LABEL_STUDIO__TOKEN": rig.ls.token,
+    assert token is not None
+    env = {**os.environ, **settings_env(rig.settings),
+           "HITL_LABEL_STUDIO__TOKEN": token.get_secret_value(),
            "HITL_LABEL_STUDIO__SIGNING_KEY": signing_key.get_secret_value()}  # fmt: skip
     started = time.monotonic()
     once = await asyncio.create_subprocess_exec(
