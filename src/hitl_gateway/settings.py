@@ -491,7 +491,7 @@ class LabelStudioSettings(_Section):
     which pools it mirrors, where Label Studio is, and who its annotators are."""
 
     url: str = "http://127.0.0.1:8080"
-    # A legacy API token or a personal access token of a Label Studio administrator.
+    # The bridge's Label Studio personal access token (or a legacy API token).
     token: SecretStr | None = None
     pools: tuple[str, ...] = ()
     # YAML: ``annotators: {<Label Studio user e-mail>: <reviewer id>}``; the reviewers file
