@@ -9,12 +9,22 @@ alternating runs by:
 - K: the broker's own perf tools (ConsumerPerformance, ProducerPerformance): the ceiling;
 - A / A-tx: loadtest/passthrough.py, bare aiokafka consume -> produce, plain or with a
   transaction per batch (the gateway's commit interval);
+- A-eq: the passthrough with transactions doing the gateway's I/O without its work: per
+  input the records the gateway writes for the same mix (their number and sizes, from the
+  gateway's router on a sample: loadtest/equal_work.py) and per held record the hold
+  index's Redis writes, pipelined;
 - D / D-tx: the gateway (``hitl-gateway run``) routing the realistic mix, at-least-once
-  (``HITL_KAFKA__EXACTLY_ONCE=false``) or exactly-once (the default).
+  (``HITL_KAFKA__EXACTLY_ONCE=false``) or exactly-once (the default);
+- Q / F: the gateway's job (its codec, policy engine and output builders) as a Quix Streams
+  and a faust-streaming application with exactly-once processing (loadtest/peers/; the
+  ``bench`` extra); each drain is checked: every input committed, one outcome per input.
+
+The broker and Redis are ``HITL_KAFKA__BOOTSTRAP_SERVERS`` and ``HITL_REDIS__URL`` (or
+127.0.0.1 at ``STACK_KAFKA_PORT`` and ``STACK_REDIS_PORT``, as ``make stack-up`` starts them).
 
 Each drain reports records per second, CPU milliseconds per 1,000 records and peak and steady
 memory of the process. Then end-to-end latency (p50/p99/p99.9, read_committed, from the
-record timestamp) at 25/50/75% of D-tx's drain rate, and the review path (memory per held
+record timestamp) at 25/50/75% of each mode's own drain rate, and the review path (memory per held
 item in Redis, queue listing with 100,000 holds, decision to delivery). Prints a table,
 writes bench-<time>.json and bench-<time>.png. Figures, not pass/fail.
 """
@@ -46,8 +56,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "loadtest"))
 import bench_review  # noqa: E402
+import equal_work  # noqa: E402
 import generate  # noqa: E402
-from hitl_gateway.settings import RedisSettings, TopicSettings  # noqa: E402
+from hitl_gateway.settings import TopicSettings  # noqa: E402
 from records import make_stream  # noqa: E402
 
 # The gateway's topics besides its input, the delivered one first.
@@ -55,6 +66,16 @@ _LAYOUT = ("outputs", "delivered", "partitions", "replication_factor", "min_insy
 GATEWAY_OUTPUTS = ("delivered", *(
     name for name in TopicSettings.model_fields if name not in _LAYOUT
 ))  # fmt: skip
+# The local stack's addresses (deploy/local/stack.py takes the same variables).
+BOOTSTRAP = os.environ.get("HITL_KAFKA__BOOTSTRAP_SERVERS") or (
+    f"127.0.0.1:{os.environ.get('STACK_KAFKA_PORT', '9092')}"
+)
+REDIS_URL = os.environ.get("HITL_REDIS__URL") or (
+    f"redis://127.0.0.1:{os.environ.get('STACK_REDIS_PORT', '6379')}/0"
+)
+MODES = ("K", "A", "A-tx", "A-eq", "D", "D-tx", "Q", "F")
+# The topics a peer (Q, F) writes, by the gateway's setting names.
+PEER_OUTPUTS = ("delivered", "holds", "review_tasks", "deadletter")
 PYTHON = ROOT / ".venv" / "bin" / "python"
 GATEWAY = ROOT / ".venv" / "bin" / "hitl-gateway"
 KAFKA_LIBS = ROOT / ".cache" / "stack" / "kafka-3.9.1" / "libs"
@@ -78,6 +99,8 @@ class Drain:
     steady_rss_mb: float
     records_out: int = 0  # records the process produced (all topics)
     note: str = ""
+    check: dict[str, Any] = field(default_factory=dict)  # Q, F, D-tx: outcomes counted
+    load: str = ""  # the host's load average (1, 5, 15 minutes) at the drain's end
 
 
 @dataclass
@@ -186,7 +209,7 @@ async def cleanup(admin: AIOKafkaAdminClient, topics: list[str], run_id: str | N
         await admin.delete_topics(topics)
     if run_id is None:
         return
-    await bench_review.drop_redis_keys(RedisSettings().url, f"bench-{run_id}:")
+    await bench_review.drop_redis_keys(REDIS_URL, f"bench-{run_id}:")
 
 
 def stop(proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
@@ -217,6 +240,7 @@ class Mode:
     log_dir: Path = Path(tempfile.gettempdir())
     max_batch: int = 1_000
     commit_interval_ms: int | None = None  # the gateway's default if None
+    plan: Path | None = None  # A-eq: the gateway's outputs per input (equal_work.py)
 
     async def start(
         self, run_id: str, source: str
@@ -225,22 +249,46 @@ class Mode:
         delivered one first)."""
         log = (self.log_dir / f"{self.name}-{run_id}.log").open("wb")
         group = f"bench-{self.name.lower()}-{run_id}"
+        if self.name in ("Q", "F"):
+            return await self.start_peer(run_id, source, group, log)
         if self.name.startswith("A"):
-            out = f"bench.{run_id}.out"
-            await generate.create_topic(self.bootstrap, out, self.partitions)
+            # A-eq writes the gateway's topics: its --output is their names' prefix.
+            out = f"bench.{run_id}." + ("" if self.name == "A-eq" else "out")
+            outputs = [out]
             argv = [str(PYTHON), str(ROOT / "loadtest" / "passthrough.py"),
                     "--bootstrap", self.bootstrap, "--input", source, "--output", out,
                     "--group", group, "--max-batch", str(self.max_batch)]  # fmt: skip
-            if self.name == "A-tx":
+            if self.name == "A-eq":
+                assert self.plan is not None
+                outputs = [f"bench.{run_id}.{name}" for name in GATEWAY_OUTPUTS]
+                argv += ["--plan", str(self.plan), "--redis-url", REDIS_URL,
+                         "--redis-prefix", f"bench-{run_id}:"]  # fmt: skip
+            for topic in outputs:
+                await generate.create_topic(self.bootstrap, topic, self.partitions)
+            if self.name in ("A-tx", "A-eq"):
                 argv.append("--transactional")
             if self.uvloop:
                 argv.append("--uvloop")
-            return subprocess.Popen(argv, stdout=log, stderr=log), group, [out]
+            return subprocess.Popen(argv, stdout=log, stderr=log), group, outputs
         env = self.gateway_env(run_id, source, group)
         subprocess.run([str(GATEWAY), "topics", "ensure"], env=env, check=True,
                        stdout=log, stderr=log)  # fmt: skip
         proc = subprocess.Popen([str(GATEWAY), "run"], env=env, stdout=log, stderr=log)
         return proc, group, [f"bench.{run_id}.{name}" for name in GATEWAY_OUTPUTS]
+
+    async def start_peer(
+        self, run_id: str, source: str, group: str, log: Any
+    ) -> tuple[subprocess.Popen[bytes], str, list[str]]:
+        """Q or F on ``source``, writing the gateway's topics that a peer writes."""
+        outputs = [f"bench.{run_id}.{kind}" for kind in PEER_OUTPUTS]
+        for topic in outputs:
+            await generate.create_topic(self.bootstrap, topic, self.partitions)
+        app = "quix_app.py" if self.name == "Q" else "faust_app.py"
+        interval = 20 if self.commit_interval_ms is None else self.commit_interval_ms
+        argv = [str(PYTHON), str(ROOT / "loadtest" / "peers" / app), "--bootstrap",
+                self.bootstrap, "--input", source, "--group", group, "--output-prefix",
+                f"bench.{run_id}.", "--commit-interval-ms", str(interval)]  # fmt: skip
+        return subprocess.Popen(argv, stdout=log, stderr=log), group, outputs
 
     def gateway_env(self, run_id: str, source: str, group: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HITL_")}
@@ -256,6 +304,7 @@ class Mode:
             "HITL_KAFKA__TRANSACTIONAL_ID_PREFIX": f"bench-{run_id}",
             "HITL_KAFKA__EXACTLY_ONCE": "true" if self.name == "D-tx" else "false",
             "HITL_REDIS__KEY_PREFIX": f"bench-{run_id}:",
+            "HITL_REDIS__URL": REDIS_URL,
             "HITL_HTTP__ENABLED": "false",
             "HITL_POLICY__DIR": str(ROOT / "configs" / "policies"),
             "HITL_RUNTIME__EVENT_LOOP": "uvloop" if self.uvloop else "asyncio",
@@ -277,10 +326,58 @@ async def drain_run(
         stop(proc)
     peak, steady = memory(samples)
     produced = await end_offsets(mode.bootstrap, outputs)
+    check = {}
+    if mode.name in ("Q", "F", "D-tx"):
+        check = await outcomes(mode.bootstrap, outputs, total)
     await cleanup(admin, outputs, run_id)
     return Drain(mode.name, run, timed, round(seconds, 3), round(timed / seconds),
                  round(cpu * 1e6 / timed, 1), round(peak, 1), round(steady, 1),
-                 produced)  # fmt: skip
+                 produced, check=check, load=load_average())  # fmt: skip
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+async def outcomes(bootstrap: str, outputs: list[str], total: int) -> dict[str, Any]:
+    """Read a drain's outputs as a read_committed consumer: records per topic, and whether
+    every input ended in exactly one outcome (delivered, held for review before release, or
+    dead-lettered; a deliver-and-review item is delivered and has a non-blocking hold)."""
+    counts: dict[str, int] = {}
+    blocking = 0
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+    await consumer.start()
+    try:
+        for topic in outputs:
+            kind = topic.rsplit(".", 1)[1]
+            if kind not in PEER_OUTPUTS:
+                continue
+            parts = (await consumer._client.fetch_all_metadata()).partitions_for_topic(topic)
+            tps = [TopicPartition(topic, p) for p in parts or ()]
+            ends = await consumer.end_offsets(tps)
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            n = 0
+            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    n += len(records)
+                    if kind == "holds":
+                        blocking += sum(_blocking_hold(r.headers) for r in records)
+            counts[kind] = n
+    finally:
+        await stop_consumer(consumer)
+    ended = counts.get("delivered", 0) + blocking + counts.get("deadletter", 0)
+    ok = ended == total and counts.get("review_tasks") == counts.get("holds")
+    return counts | {"blocking_holds": blocking, "inputs": total, "outcomes": ended, "ok": ok}
+
+
+def _blocking_hold(hdrs: Any) -> bool:
+    """A hold that blocks its record (not a deliver-and-review copy, not a gold item)."""
+    meta = next((v for k, v in hdrs if k == "hitl.hold"), None)
+    if meta is None:
+        return False
+    hold = orjson.loads(meta)
+    return bool(hold.get("blocking")) and hold.get("gold") is None
 
 
 def kafka_tool(cls: str, *args: str, jvm: tuple[str, ...] = ()) -> tuple[str, float]:
@@ -472,10 +569,15 @@ def summary(results: Results) -> dict[str, Any]:
             "steady_rss_mb": round(statistics.median(r.steady_rss_mb for r in runs), 1),
         }
     ratios = {}
-    for d, a in (("D", "A"), ("D-tx", "A-tx")):
+    for d, a in (("D", "A"), ("D-tx", "A-tx"), ("D-tx", "A-eq"), ("D-tx", "Q"), ("D-tx", "F")):
         if d in out and a in out:
             ratios[f"{d}/{a}"] = round(out[d]["records_per_s"] / out[a]["records_per_s"], 3)
-    return {"by_mode": out, "ratios": ratios}
+    if "D-tx" in out and "A-eq" in out:  # the goal's sense: A-eq's CPU over D-tx's
+        ratios["CPU A-eq/D-tx"] = round(
+            out["A-eq"]["cpu_ms_per_1k"] / out["D-tx"]["cpu_ms_per_1k"], 3
+        )
+    checks = [d.check.get("ok") for d in results.drains if d.check]
+    return {"by_mode": out, "ratios": ratios, "checks_ok": all(checks) if checks else None}
 
 
 def print_table(results: Results, summ: dict[str, Any]) -> None:
@@ -554,8 +656,17 @@ async def main(args: argparse.Namespace) -> Path:
     logs = out_dir / f"logs-{stamp}"
     logs.mkdir(exist_ok=True)
     uvloop = args.event_loop == "uvloop"
+    plan = None
+    if "A-eq" in args.modes:  # the gateway's outputs per input for this mix, from its router
+        plan = out_dir / f"plan-{stamp}.json"
+        shapes = await equal_work.make_plan(2_000, args.payload_bytes, args.invalid_share,
+                                            REDIS_URL)  # fmt: skip
+        plan.write_bytes(orjson.dumps(shapes))
+        results.settings["a_eq_outputs_per_input"] = round(
+            sum(len(s) for s in shapes) / len(shapes), 3
+        )
     modes = {n: Mode(n, args.bootstrap, args.partitions, uvloop, logs, args.max_batch,
-                     args.commit_interval)
+                     args.commit_interval, plan)
              for n in args.modes}  # fmt: skip
     admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap)
     await admin.start()
@@ -573,13 +684,17 @@ async def main(args: argparse.Namespace) -> Path:
                     continue
                 drain = await drain_run(modes[name], admin, source, args.records, run)
                 print(f"  run {run} {name}: {drain.records_per_s:,} rec/s, "
-                      f"{drain.cpu_ms_per_1k} CPU ms/1k, peak {drain.peak_rss_mb} MB")  # fmt: skip
+                      f"{drain.cpu_ms_per_1k} CPU ms/1k, peak {drain.peak_rss_mb} MB, "
+                      f"{drain.records_out / drain.records:.2f} out/in (load {drain.load})"
+                      + (f"; check {drain.check}" if drain.check else ""))  # fmt: skip
                 results.drains.append(drain)
         summ = summary(results)
         # The offered loads' reference: this run's D-tx drain, or a given rate (to offer two
         # code versions the same rates on a machine whose speed drifts).
-        top = args.rate or summ["by_mode"].get("D-tx", {}).get("records_per_s")
-        if args.latency_seconds > 0 and top:
+        rates = {m: args.rate or summ["by_mode"].get(m, {}).get("records_per_s") or 0
+                 for m in modes}  # fmt: skip
+        top = rates.get("D-tx")
+        if args.latency_seconds > 0 and any(rates.values()):
             payload = out_dir / f"payloads-{stamp}.jsonl"
             payload.write_bytes(b"\n".join(
                 r.value for r in make_stream(5_000, run_id=f"lat{run_id}",
@@ -587,14 +702,15 @@ async def main(args: argparse.Namespace) -> Path:
                 if r.value is not None
             ))  # fmt: skip
             for load in args.loads:
-                for name in [m for m in ("A-tx", "D-tx", "A", "D") if m in modes]:
-                    lat, _ = await latency_run(modes[name], admin, load, top * load,
+                for name in [m for m in MODES if m in modes and rates[m]]:
+                    lat, _ = await latency_run(modes[name], admin, load, rates[name] * load,
                                                args.latency_seconds,
                                                payload_file=payload)  # fmt: skip
-                    print(f"  latency {name} at {load:.0%}: p50 {lat.p50_ms} ms, "
-                          f"p99 {lat.p99_ms} ms, p99.9 {lat.p999_ms} ms")  # fmt: skip
+                    print(f"  latency {name} at {load:.0%} ({lat.offered_per_s:,}/s): p50 "
+                          f"{lat.p50_ms} ms, p99 {lat.p99_ms} ms, p99.9 {lat.p999_ms} ms "
+                          f"(load {load_average()})")  # fmt: skip
                     results.latency.append(lat)
-            if args.soak_seconds > 0 and "D-tx" in modes:
+            if args.soak_seconds > 0 and top:
                 _, samples = await latency_run(modes["D-tx"], admin, 0.5, top * 0.5,
                                                args.soak_seconds, payload_file=payload)  # fmt: skip
                 first = [r for t, r in samples if t - samples[0][0] <= 60]
@@ -627,7 +743,7 @@ async def main(args: argparse.Namespace) -> Path:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--bootstrap", default=BOOTSTRAP)
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--payload-bytes", type=int, default=1_024)
     parser.add_argument("--invalid-share", type=float, default=0.0)
@@ -643,12 +759,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="the gateway's HITL_KAFKA__COMMIT_INTERVAL_MS (default: its own)",
     )
-    parser.add_argument("--modes", nargs="+", default=["K", "A", "A-tx", "D", "D-tx"],
-                        choices=["K", "A", "A-tx", "D", "D-tx"])  # fmt: skip
+    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--loads", type=float, nargs="+", default=[0.25, 0.5, 0.75])
     parser.add_argument("--rate", type=float, default=None,
-                        help="records/s the loads are shares of (default: this run's D-tx "
-                        "drain rate); with --runs 0, latency only")  # fmt: skip
+                        help="records/s the loads are shares of (default: each mode's own "
+                        "drain rate in this run); with --runs 0, latency only")  # fmt: skip
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--soak-seconds", type=float, default=0.0)
     parser.add_argument("--profile", action="store_true")
