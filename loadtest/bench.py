@@ -113,6 +113,7 @@ class Latency:
     p99_ms: float
     p999_ms: float
     peak_rss_mb: float = 0.0
+    loadavg: str = ""  # the host's load average (1, 5, 15 minutes) at the run's end
 
 
 @dataclass
@@ -495,7 +496,7 @@ async def latency_run(
 
     peak = max((r for _, r in samples), default=0.0)
     return Latency(mode.name, load, round(rate), len(ordered), pct(0.5), pct(0.99), pct(0.999),
-                   round(peak, 1)), samples  # fmt: skip
+                   round(peak, 1), load_average()), samples  # fmt: skip
 
 
 # -- profile ----------------------------------------------------------------------------------
@@ -553,6 +554,7 @@ def environment(bootstrap: str) -> dict[str, Any]:
         "java": (java.stderr.splitlines() or ["?"])[0],
         "bootstrap": bootstrap,
         "broker": "same machine",
+        "load": load_average(),  # at the start; each drain records its own
     }
 
 
@@ -581,18 +583,19 @@ def summary(results: Results) -> dict[str, Any]:
 
 
 def print_table(results: Results, summ: dict[str, Any]) -> None:
-    print("\ndrain (median of runs)     rec/s   CPU ms/1k   peak MB   steady MB")
+    print("\ndrain (median of runs)     rec/s   CPU ms/1k   peak MB   steady MB   load (last run)")
     for mode, s in summ["by_mode"].items():
+        last = [d.load for d in results.drains if d.mode == mode][-1:] or [""]
         print(f"  {mode:<20}{s['records_per_s']:>10,}{s['cpu_ms_per_1k']:>12}"
-              f"{s['peak_rss_mb']:>10}{s['steady_rss_mb']:>12}")  # fmt: skip
+              f"{s['peak_rss_mb']:>10}{s['steady_rss_mb']:>12}   {last[0]}")  # fmt: skip
     for name, value in summ["ratios"].items():
         print(f"  {name}: {value:.2f}")
     if results.latency:
         print("\nend-to-end latency (read_committed, from the record timestamp)")
-        print("  mode     load   offered/s   samples    p50 ms    p99 ms  p99.9 ms")
+        print("  mode     load   offered/s   samples    p50 ms    p99 ms  p99.9 ms   host load")
         for lat in results.latency:
             print(f"  {lat.mode:<8}{lat.load:>5.0%}{lat.offered_per_s:>12,}{lat.samples:>10,}"
-                  f"{lat.p50_ms:>10}{lat.p99_ms:>10}{lat.p999_ms:>10}")  # fmt: skip
+                  f"{lat.p50_ms:>10}{lat.p99_ms:>10}{lat.p999_ms:>10}   {lat.loadavg}")  # fmt: skip
     if results.soak:
         s = results.soak
         print(f"\nsoak {s['seconds']:.0f} s at {s['offered_per_s']:,}/s: RSS first minute "
@@ -610,24 +613,34 @@ def chart(results: Results, summ: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (left, mid, right) = plt.subplots(1, 3, figsize=(16, 4.8))
     modes = list(summ["by_mode"])
-    left.bar(modes, [summ["by_mode"][m]["records_per_s"] for m in modes], color="#4878a8")
+    colors = {m: plt.get_cmap("tab10")(n % 10) for n, m in enumerate(MODES)}
+    drains = [summ["by_mode"][m]["records_per_s"] for m in modes]
+    left.bar(modes, drains, color=[colors.get(m, "#4878a8") for m in modes])
     left.set_title("Draining a backlog: records per second")
     left.tick_params(axis="x", rotation=20)
-    for mode in sorted({lat.mode for lat in results.latency}):
+    cpu = [summ["by_mode"][m]["cpu_ms_per_1k"] for m in modes]
+    mid.bar(modes, cpu, color=[colors.get(m, "#4878a8") for m in modes])
+    mid.set_title("CPU ms per 1,000 records (drain)")
+    mid.tick_params(axis="x", rotation=20)
+    for mode in [m for m in MODES if any(lat.mode == m for lat in results.latency)]:
         rows = [lat for lat in results.latency if lat.mode == mode]
         loads = [f"{lat.load:.0%}" for lat in rows]
-        right.plot(loads, [lat.p50_ms for lat in rows], marker="o", label=f"{mode} p50")
-        right.plot(loads, [lat.p99_ms for lat in rows], marker="s", label=f"{mode} p99")
-    right.set_title("End-to-end latency (ms) by offered load")
+        right.plot(loads, [lat.p99_ms for lat in rows], marker="s", color=colors[mode],
+                   label=f"{mode} p99")  # fmt: skip
+        right.plot(loads, [lat.p50_ms for lat in rows], marker="o", linestyle=":",
+                   color=colors[mode], label=f"{mode} p50")  # fmt: skip
+    right.set_title("End-to-end latency (ms) at a share of each mode's drain rate")
     if results.latency:
         right.set_yscale("log")
-        right.legend(fontsize=8)
+        right.legend(fontsize=7, ncol=2)
     else:
         right.text(0.5, 0.5, "not measured (--latency-seconds 0)", ha="center", va="center")
-    fig.suptitle(f"hitl-gateway vs bare aiokafka, {results.environment['cores']} cores, "
-                 f"{results.settings['payload_bytes']} B records")  # fmt: skip
+    fig.suptitle(f"hitl-gateway (D, D-tx) vs bare aiokafka (A, A-tx, A-eq), Quix Streams (Q) "
+                 f"and Faust (F); {results.environment['cores']} cores, "
+                 f"{results.settings['payload_bytes']} B records, load average "
+                 f"{results.environment.get('load', '?')}")  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
@@ -708,7 +721,7 @@ async def main(args: argparse.Namespace) -> Path:
                                                payload_file=payload)  # fmt: skip
                     print(f"  latency {name} at {load:.0%} ({lat.offered_per_s:,}/s): p50 "
                           f"{lat.p50_ms} ms, p99 {lat.p99_ms} ms, p99.9 {lat.p999_ms} ms "
-                          f"(load {load_average()})")  # fmt: skip
+                          f"(load {lat.loadavg})")  # fmt: skip
                     results.latency.append(lat)
             if args.soak_seconds > 0 and top:
                 _, samples = await latency_run(modes["D-tx"], admin, 0.5, top * 0.5,
