@@ -242,6 +242,7 @@ class Mode:
     max_batch: int = 1_000
     commit_interval_ms: int | None = None  # the gateway's default if None
     plan: Path | None = None  # A-eq: the gateway's outputs per input (equal_work.py)
+    peer_commit_interval_ms: dict[str, int] = field(default_factory=dict)  # Q, F
 
     async def start(
         self, run_id: str, source: str
@@ -285,10 +286,13 @@ class Mode:
         for topic in outputs:
             await generate.create_topic(self.bootstrap, topic, self.partitions)
         app = "quix_app.py" if self.name == "Q" else "faust_app.py"
-        interval = 20 if self.commit_interval_ms is None else self.commit_interval_ms
         argv = [str(PYTHON), str(ROOT / "loadtest" / "peers" / app), "--bootstrap",
                 self.bootstrap, "--input", source, "--group", group, "--output-prefix",
-                f"bench.{run_id}.", "--commit-interval-ms", str(interval)]  # fmt: skip
+                f"bench.{run_id}."]  # fmt: skip
+        # Q commits like the gateway (its interval); F keeps Faust's own unless told.
+        interval = self.peer_commit_interval_ms.get(self.name)
+        if interval is not None:
+            argv += ["--commit-interval-ms", str(interval)]
         return subprocess.Popen(argv, stdout=log, stderr=log), group, outputs
 
     def gateway_env(self, run_id: str, source: str, group: str) -> dict[str, str]:
@@ -649,6 +653,14 @@ def chart(results: Results, summ: dict[str, Any], path: Path) -> None:
 # -- main -------------------------------------------------------------------------------------
 
 
+def peer_intervals(args: argparse.Namespace) -> dict[str, int]:
+    """Q commits at the gateway's interval; F at Faust's own unless told."""
+    intervals = {"Q": 20 if args.commit_interval is None else args.commit_interval}
+    if args.faust_commit_interval is not None:
+        intervals["F"] = args.faust_commit_interval
+    return intervals
+
+
 async def main(args: argparse.Namespace) -> Path:
     out_dir: Path = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -658,6 +670,7 @@ async def main(args: argparse.Namespace) -> Path:
         "partitions": args.partitions, "runs": args.runs, "domains": args.domains or "all",
         "max_batch_records": args.max_batch, "commit_interval_ms": args.commit_interval,
         "linger_ms": 5, "invalid_share": args.invalid_share, "event_loop": args.event_loop,
+        "faust_commit_interval_ms": args.faust_commit_interval,
     })  # fmt: skip
     run_id = uuid.uuid4().hex[:8]
     source = f"bench.{run_id}.src"
@@ -679,7 +692,7 @@ async def main(args: argparse.Namespace) -> Path:
             sum(len(s) for s in shapes) / len(shapes), 3
         )
     modes = {n: Mode(n, args.bootstrap, args.partitions, uvloop, logs, args.max_batch,
-                     args.commit_interval, plan)
+                     args.commit_interval, plan, peer_intervals(args))
              for n in args.modes}  # fmt: skip
     admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap)
     await admin.start()
@@ -772,6 +785,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="the gateway's HITL_KAFKA__COMMIT_INTERVAL_MS (default: its own)",
     )
+    parser.add_argument("--faust-commit-interval", type=int, default=None,
+                        help="F's broker_commit_interval in ms (default: Faust's own, "
+                        "2.8 s; Q always commits at the gateway's interval)")  # fmt: skip
     parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
     parser.add_argument("--loads", type=float, nargs="+", default=[0.25, 0.5, 0.75])
     parser.add_argument("--rate", type=float, default=None,
