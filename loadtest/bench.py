@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import os
 import platform
 import re
@@ -767,6 +768,13 @@ async def main(args: argparse.Namespace) -> Path:
     return path
 
 
+def available_modes() -> list[str]:
+    """Every mode, less the peers whose framework is not installed (the bench extra)."""
+    missing = {m for m, module in (("Q", "quixstreams"), ("F", "faust"))
+               if importlib.util.find_spec(module) is None}  # fmt: skip
+    return [m for m in MODES if m not in missing]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--bootstrap", default=BOOTSTRAP)
@@ -788,7 +796,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--faust-commit-interval", type=int, default=None,
                         help="F's broker_commit_interval in ms (default: Faust's own, "
                         "2.8 s; Q always commits at the gateway's interval)")  # fmt: skip
-    parser.add_argument("--modes", nargs="+", default=list(MODES), choices=MODES)
+    parser.add_argument("--modes", nargs="+", default=available_modes(), choices=MODES,
+                        help="default: every mode whose client is installed (Q and F need "
+                        "the bench extra)")  # fmt: skip
     parser.add_argument("--loads", type=float, nargs="+", default=[0.25, 0.5, 0.75])
     parser.add_argument("--rate", type=float, default=None,
                         help="records/s the loads are shares of (default: each mode's own "
