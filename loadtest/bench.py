@@ -636,7 +636,7 @@ def chart(results: Results, summ: dict[str, Any], path: Path) -> None:
                    label=f"{mode} p99")  # fmt: skip
         right.plot(loads, [lat.p50_ms for lat in rows], marker="o", linestyle=":",
                    color=colors[mode], label=f"{mode} p50")  # fmt: skip
-    right.set_title("End-to-end latency (ms) at a share of each mode's drain rate")
+    right.set_title("Latency (ms), share of own drain rate")
     if results.latency:
         right.set_yscale("log")
         right.legend(fontsize=7, ncol=2)
