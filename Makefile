@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+BENCH_STAMP := $(VENV)/.bench-installed
 
 .PHONY: demo test bench lint typecheck unit integration screenshots image stack-up stack-down stack-status venv clean label-studio-up label-studio-down test-label-studio
 
@@ -14,8 +15,9 @@ demo: $(STAMP) stack-up
 test: $(STAMP) stack-up label-studio-up lint typecheck
 	$(BIN)/pytest -q -p no:cacheprovider tests
 
-# Throughput and latency side by side with the bare Kafka client (docs/performance.md).
-bench: $(STAMP) stack-up
+# Throughput and latency side by side with the bare Kafka client, Quix Streams and Faust
+# (docs/performance.md); the peers come from the bench extra.
+bench: $(BENCH_STAMP) stack-up
 	$(BIN)/python loadtest/bench.py
 
 # The reviewer workspace's screenshots in docs/images, made by its browser tests.
@@ -47,6 +49,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
 	touch $(STAMP)
+
+$(BENCH_STAMP): $(STAMP)
+	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+	touch $(BENCH_STAMP)
 
 stack-up: $(STAMP)
 	$(BIN)/python deploy/local/stack.py up

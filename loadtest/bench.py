@@ -9,12 +9,22 @@ alternating runs by:
 - K: the broker's own perf tools (ConsumerPerformance, ProducerPerformance): the ceiling;
 - A / A-tx: loadtest/passthrough.py, bare aiokafka consume -> produce, plain or with a
   transaction per batch (the gateway's commit interval);
+- A-eq: the passthrough with transactions doing the gateway's I/O without its work: per
+  input the records the gateway writes for the same mix (their number and sizes, from the
+  gateway's router on a sample: loadtest/equal_work.py) and per held record the hold
+  index's Redis writes, pipelined;
 - D / D-tx: the gateway (``hitl-gateway run``) routing the realistic mix, at-least-once
-  (``HITL_KAFKA__EXACTLY_ONCE=false``) or exactly-once (the default).
+  (``HITL_KAFKA__EXACTLY_ONCE=false``) or exactly-once (the default);
+- Q / F: the gateway's job (its codec, policy engine and output builders) as a Quix Streams
+  and a faust-streaming application with exactly-once processing (loadtest/peers/; the
+  ``bench`` extra); each drain is checked: every input committed, one outcome per input.
+
+The broker and Redis are ``HITL_KAFKA__BOOTSTRAP_SERVERS`` and ``HITL_REDIS__URL`` (or
+127.0.0.1 at ``STACK_KAFKA_PORT`` and ``STACK_REDIS_PORT``, as ``make stack-up`` starts them).
 
 Each drain reports records per second, CPU milliseconds per 1,000 records and peak and steady
 memory of the process. Then end-to-end latency (p50/p99/p99.9, read_committed, from the
-record timestamp) at 25/50/75% of D-tx's drain rate, and the review path (memory per held
+record timestamp) at 25/50/75% of each mode's own drain rate, and the review path (memory per held
 item in Redis, queue listing with 100,000 holds, decision to delivery). Prints a table,
 writes bench-<time>.json and bench-<time>.png. Figures, not pass/fail.
 """
@@ -24,6 +34,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib.util
 import os
 import platform
 import re
@@ -46,8 +57,9 @@ from aiokafka.admin import AIOKafkaAdminClient
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "loadtest"))
 import bench_review  # noqa: E402
+import equal_work  # noqa: E402
 import generate  # noqa: E402
-from hitl_gateway.settings import RedisSettings, TopicSettings  # noqa: E402
+from hitl_gateway.settings import TopicSettings  # noqa: E402
 from records import make_stream  # noqa: E402
 
 # The gateway's topics besides its input, the delivered one first.
@@ -55,6 +67,16 @@ _LAYOUT = ("outputs", "delivered", "partitions", "replication_factor", "min_insy
 GATEWAY_OUTPUTS = ("delivered", *(
     name for name in TopicSettings.model_fields if name not in _LAYOUT
 ))  # fmt: skip
+# The local stack's addresses (deploy/local/stack.py takes the same variables).
+BOOTSTRAP = os.environ.get("HITL_KAFKA__BOOTSTRAP_SERVERS") or (
+    f"127.0.0.1:{os.environ.get('STACK_KAFKA_PORT', '9092')}"
+)
+REDIS_URL = os.environ.get("HITL_REDIS__URL") or (
+    f"redis://127.0.0.1:{os.environ.get('STACK_REDIS_PORT', '6379')}/0"
+)
+MODES = ("K", "A", "A-tx", "A-eq", "D", "D-tx", "Q", "F")
+# The topics a peer (Q, F) writes, by the gateway's setting names.
+PEER_OUTPUTS = ("delivered", "holds", "review_tasks", "deadletter")
 PYTHON = ROOT / ".venv" / "bin" / "python"
 GATEWAY = ROOT / ".venv" / "bin" / "hitl-gateway"
 KAFKA_LIBS = ROOT / ".cache" / "stack" / "kafka-3.9.1" / "libs"
@@ -78,6 +100,8 @@ class Drain:
     steady_rss_mb: float
     records_out: int = 0  # records the process produced (all topics)
     note: str = ""
+    check: dict[str, Any] = field(default_factory=dict)  # Q, F, D-tx: outcomes counted
+    load: str = ""  # the host's load average (1, 5, 15 minutes) at the drain's end
 
 
 @dataclass
@@ -90,6 +114,7 @@ class Latency:
     p99_ms: float
     p999_ms: float
     peak_rss_mb: float = 0.0
+    loadavg: str = ""  # the host's load average (1, 5, 15 minutes) at the run's end
 
 
 @dataclass
@@ -186,7 +211,7 @@ async def cleanup(admin: AIOKafkaAdminClient, topics: list[str], run_id: str | N
         await admin.delete_topics(topics)
     if run_id is None:
         return
-    await bench_review.drop_redis_keys(RedisSettings().url, f"bench-{run_id}:")
+    await bench_review.drop_redis_keys(REDIS_URL, f"bench-{run_id}:")
 
 
 def stop(proc: subprocess.Popen[bytes], timeout_s: float = 30) -> None:
@@ -217,6 +242,8 @@ class Mode:
     log_dir: Path = Path(tempfile.gettempdir())
     max_batch: int = 1_000
     commit_interval_ms: int | None = None  # the gateway's default if None
+    plan: Path | None = None  # A-eq: the gateway's outputs per input (equal_work.py)
+    peer_commit_interval_ms: dict[str, int] = field(default_factory=dict)  # Q, F
 
     async def start(
         self, run_id: str, source: str
@@ -225,22 +252,49 @@ class Mode:
         delivered one first)."""
         log = (self.log_dir / f"{self.name}-{run_id}.log").open("wb")
         group = f"bench-{self.name.lower()}-{run_id}"
+        if self.name in ("Q", "F"):
+            return await self.start_peer(run_id, source, group, log)
         if self.name.startswith("A"):
-            out = f"bench.{run_id}.out"
-            await generate.create_topic(self.bootstrap, out, self.partitions)
+            # A-eq writes the gateway's topics: its --output is their names' prefix.
+            out = f"bench.{run_id}." + ("" if self.name == "A-eq" else "out")
+            outputs = [out]
             argv = [str(PYTHON), str(ROOT / "loadtest" / "passthrough.py"),
                     "--bootstrap", self.bootstrap, "--input", source, "--output", out,
                     "--group", group, "--max-batch", str(self.max_batch)]  # fmt: skip
-            if self.name == "A-tx":
+            if self.name == "A-eq":
+                assert self.plan is not None
+                outputs = [f"bench.{run_id}.{name}" for name in GATEWAY_OUTPUTS]
+                argv += ["--plan", str(self.plan), "--redis-url", REDIS_URL,
+                         "--redis-prefix", f"bench-{run_id}:"]  # fmt: skip
+            for topic in outputs:
+                await generate.create_topic(self.bootstrap, topic, self.partitions)
+            if self.name in ("A-tx", "A-eq"):
                 argv.append("--transactional")
             if self.uvloop:
                 argv.append("--uvloop")
-            return subprocess.Popen(argv, stdout=log, stderr=log), group, [out]
+            return subprocess.Popen(argv, stdout=log, stderr=log), group, outputs
         env = self.gateway_env(run_id, source, group)
         subprocess.run([str(GATEWAY), "topics", "ensure"], env=env, check=True,
                        stdout=log, stderr=log)  # fmt: skip
         proc = subprocess.Popen([str(GATEWAY), "run"], env=env, stdout=log, stderr=log)
         return proc, group, [f"bench.{run_id}.{name}" for name in GATEWAY_OUTPUTS]
+
+    async def start_peer(
+        self, run_id: str, source: str, group: str, log: Any
+    ) -> tuple[subprocess.Popen[bytes], str, list[str]]:
+        """Q or F on ``source``, writing the gateway's topics that a peer writes."""
+        outputs = [f"bench.{run_id}.{kind}" for kind in PEER_OUTPUTS]
+        for topic in outputs:
+            await generate.create_topic(self.bootstrap, topic, self.partitions)
+        app = "quix_app.py" if self.name == "Q" else "faust_app.py"
+        argv = [str(PYTHON), str(ROOT / "loadtest" / "peers" / app), "--bootstrap",
+                self.bootstrap, "--input", source, "--group", group, "--output-prefix",
+                f"bench.{run_id}."]  # fmt: skip
+        # Q commits like the gateway (its interval); F keeps Faust's own unless told.
+        interval = self.peer_commit_interval_ms.get(self.name)
+        if interval is not None:
+            argv += ["--commit-interval-ms", str(interval)]
+        return subprocess.Popen(argv, stdout=log, stderr=log), group, outputs
 
     def gateway_env(self, run_id: str, source: str, group: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HITL_")}
@@ -256,6 +310,7 @@ class Mode:
             "HITL_KAFKA__TRANSACTIONAL_ID_PREFIX": f"bench-{run_id}",
             "HITL_KAFKA__EXACTLY_ONCE": "true" if self.name == "D-tx" else "false",
             "HITL_REDIS__KEY_PREFIX": f"bench-{run_id}:",
+            "HITL_REDIS__URL": REDIS_URL,
             "HITL_HTTP__ENABLED": "false",
             "HITL_POLICY__DIR": str(ROOT / "configs" / "policies"),
             "HITL_RUNTIME__EVENT_LOOP": "uvloop" if self.uvloop else "asyncio",
@@ -277,10 +332,58 @@ async def drain_run(
         stop(proc)
     peak, steady = memory(samples)
     produced = await end_offsets(mode.bootstrap, outputs)
+    check = {}
+    if mode.name in ("Q", "F", "D-tx"):
+        check = await outcomes(mode.bootstrap, outputs, total)
     await cleanup(admin, outputs, run_id)
     return Drain(mode.name, run, timed, round(seconds, 3), round(timed / seconds),
                  round(cpu * 1e6 / timed, 1), round(peak, 1), round(steady, 1),
-                 produced)  # fmt: skip
+                 produced, check=check, load=load_average())  # fmt: skip
+
+
+def load_average() -> str:
+    return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+
+
+async def outcomes(bootstrap: str, outputs: list[str], total: int) -> dict[str, Any]:
+    """Read a drain's outputs as a read_committed consumer: records per topic, and whether
+    every input ended in exactly one outcome (delivered, held for review before release, or
+    dead-lettered; a deliver-and-review item is delivered and has a non-blocking hold)."""
+    counts: dict[str, int] = {}
+    blocking = 0
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, isolation_level="read_committed")
+    await consumer.start()
+    try:
+        for topic in outputs:
+            kind = topic.rsplit(".", 1)[1]
+            if kind not in PEER_OUTPUTS:
+                continue
+            parts = (await consumer._client.fetch_all_metadata()).partitions_for_topic(topic)
+            tps = [TopicPartition(topic, p) for p in parts or ()]
+            ends = await consumer.end_offsets(tps)
+            consumer.assign(tps)
+            await consumer.seek_to_beginning(*tps)
+            n = 0
+            while [tp for tp in tps if await consumer.position(tp) < ends[tp]]:
+                for records in (await consumer.getmany(timeout_ms=500)).values():
+                    n += len(records)
+                    if kind == "holds":
+                        blocking += sum(_blocking_hold(r.headers) for r in records)
+            counts[kind] = n
+    finally:
+        await stop_consumer(consumer)
+    ended = counts.get("delivered", 0) + blocking + counts.get("deadletter", 0)
+    ok = ended == total and counts.get("review_tasks") == counts.get("holds")
+    return counts | {"blocking_holds": blocking, "inputs": total, "outcomes": ended, "ok": ok}
+
+
+def _blocking_hold(hdrs: Any) -> bool:
+    """A hold that blocks its record (not a deliver-and-review copy, not a gold item)."""
+    meta = next((v for k, v in hdrs if k == "hitl.hold"), None)
+    if meta is None:
+        return False
+    hold = orjson.loads(meta)
+    return bool(hold.get("blocking")) and hold.get("gold") is None
 
 
 def kafka_tool(cls: str, *args: str, jvm: tuple[str, ...] = ()) -> tuple[str, float]:
@@ -398,7 +501,7 @@ async def latency_run(
 
     peak = max((r for _, r in samples), default=0.0)
     return Latency(mode.name, load, round(rate), len(ordered), pct(0.5), pct(0.99), pct(0.999),
-                   round(peak, 1)), samples  # fmt: skip
+                   round(peak, 1), load_average()), samples  # fmt: skip
 
 
 # -- profile ----------------------------------------------------------------------------------
@@ -456,6 +559,7 @@ def environment(bootstrap: str) -> dict[str, Any]:
         "java": (java.stderr.splitlines() or ["?"])[0],
         "bootstrap": bootstrap,
         "broker": "same machine",
+        "load": load_average(),  # at the start; each drain records its own
     }
 
 
@@ -472,25 +576,31 @@ def summary(results: Results) -> dict[str, Any]:
             "steady_rss_mb": round(statistics.median(r.steady_rss_mb for r in runs), 1),
         }
     ratios = {}
-    for d, a in (("D", "A"), ("D-tx", "A-tx")):
+    for d, a in (("D", "A"), ("D-tx", "A-tx"), ("D-tx", "A-eq"), ("D-tx", "Q"), ("D-tx", "F")):
         if d in out and a in out:
             ratios[f"{d}/{a}"] = round(out[d]["records_per_s"] / out[a]["records_per_s"], 3)
-    return {"by_mode": out, "ratios": ratios}
+    if "D-tx" in out and "A-eq" in out:  # the goal's sense: A-eq's CPU over D-tx's
+        ratios["CPU A-eq/D-tx"] = round(
+            out["A-eq"]["cpu_ms_per_1k"] / out["D-tx"]["cpu_ms_per_1k"], 3
+        )
+    checks = [d.check.get("ok") for d in results.drains if d.check]
+    return {"by_mode": out, "ratios": ratios, "checks_ok": all(checks) if checks else None}
 
 
 def print_table(results: Results, summ: dict[str, Any]) -> None:
-    print("\ndrain (median of runs)     rec/s   CPU ms/1k   peak MB   steady MB")
+    print("\ndrain (median of runs)     rec/s   CPU ms/1k   peak MB   steady MB   load (last run)")
     for mode, s in summ["by_mode"].items():
+        last = [d.load for d in results.drains if d.mode == mode][-1:] or [""]
         print(f"  {mode:<20}{s['records_per_s']:>10,}{s['cpu_ms_per_1k']:>12}"
-              f"{s['peak_rss_mb']:>10}{s['steady_rss_mb']:>12}")  # fmt: skip
+              f"{s['peak_rss_mb']:>10}{s['steady_rss_mb']:>12}   {last[0]}")  # fmt: skip
     for name, value in summ["ratios"].items():
         print(f"  {name}: {value:.2f}")
     if results.latency:
         print("\nend-to-end latency (read_committed, from the record timestamp)")
-        print("  mode     load   offered/s   samples    p50 ms    p99 ms  p99.9 ms")
+        print("  mode     load   offered/s   samples    p50 ms    p99 ms  p99.9 ms   host load")
         for lat in results.latency:
             print(f"  {lat.mode:<8}{lat.load:>5.0%}{lat.offered_per_s:>12,}{lat.samples:>10,}"
-                  f"{lat.p50_ms:>10}{lat.p99_ms:>10}{lat.p999_ms:>10}")  # fmt: skip
+                  f"{lat.p50_ms:>10}{lat.p99_ms:>10}{lat.p999_ms:>10}   {lat.loadavg}")  # fmt: skip
     if results.soak:
         s = results.soak
         print(f"\nsoak {s['seconds']:.0f} s at {s['offered_per_s']:,}/s: RSS first minute "
@@ -508,30 +618,48 @@ def chart(results: Results, summ: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
+    fig, (left, mid, right) = plt.subplots(1, 3, figsize=(16, 4.8))
     modes = list(summ["by_mode"])
-    left.bar(modes, [summ["by_mode"][m]["records_per_s"] for m in modes], color="#4878a8")
+    colors = {m: plt.get_cmap("tab10")(n % 10) for n, m in enumerate(MODES)}
+    drains = [summ["by_mode"][m]["records_per_s"] for m in modes]
+    left.bar(modes, drains, color=[colors.get(m, "#4878a8") for m in modes])
     left.set_title("Draining a backlog: records per second")
     left.tick_params(axis="x", rotation=20)
-    for mode in sorted({lat.mode for lat in results.latency}):
+    cpu = [summ["by_mode"][m]["cpu_ms_per_1k"] for m in modes]
+    mid.bar(modes, cpu, color=[colors.get(m, "#4878a8") for m in modes])
+    mid.set_title("CPU ms per 1,000 records (drain)")
+    mid.tick_params(axis="x", rotation=20)
+    for mode in [m for m in MODES if any(lat.mode == m for lat in results.latency)]:
         rows = [lat for lat in results.latency if lat.mode == mode]
         loads = [f"{lat.load:.0%}" for lat in rows]
-        right.plot(loads, [lat.p50_ms for lat in rows], marker="o", label=f"{mode} p50")
-        right.plot(loads, [lat.p99_ms for lat in rows], marker="s", label=f"{mode} p99")
-    right.set_title("End-to-end latency (ms) by offered load")
+        right.plot(loads, [lat.p99_ms for lat in rows], marker="s", color=colors[mode],
+                   label=f"{mode} p99")  # fmt: skip
+        right.plot(loads, [lat.p50_ms for lat in rows], marker="o", linestyle=":",
+                   color=colors[mode], label=f"{mode} p50")  # fmt: skip
+    right.set_title("Latency (ms), share of own drain rate")
     if results.latency:
         right.set_yscale("log")
-        right.legend(fontsize=8)
+        right.legend(fontsize=7, ncol=2)
     else:
         right.text(0.5, 0.5, "not measured (--latency-seconds 0)", ha="center", va="center")
-    fig.suptitle(f"hitl-gateway vs bare aiokafka, {results.environment['cores']} cores, "
-                 f"{results.settings['payload_bytes']} B records")  # fmt: skip
+    fig.suptitle(f"hitl-gateway (D, D-tx) vs bare aiokafka (A, A-tx, A-eq), Quix Streams (Q) "
+                 f"and Faust (F); {results.environment['cores']} cores, "
+                 f"{results.settings['payload_bytes']} B records, load average "
+                 f"{results.environment.get('load', '?')}")  # fmt: skip
     fig.tight_layout()
     fig.savefig(path, dpi=100)
     plt.close(fig)
 
 
 # -- main -------------------------------------------------------------------------------------
+
+
+def peer_intervals(args: argparse.Namespace) -> dict[str, int]:
+    """Q commits at the gateway's interval; F at Faust's own unless told."""
+    intervals = {"Q": 20 if args.commit_interval is None else args.commit_interval}
+    if args.faust_commit_interval is not None:
+        intervals["F"] = args.faust_commit_interval
+    return intervals
 
 
 async def main(args: argparse.Namespace) -> Path:
@@ -543,6 +671,7 @@ async def main(args: argparse.Namespace) -> Path:
         "partitions": args.partitions, "runs": args.runs, "domains": args.domains or "all",
         "max_batch_records": args.max_batch, "commit_interval_ms": args.commit_interval,
         "linger_ms": 5, "invalid_share": args.invalid_share, "event_loop": args.event_loop,
+        "faust_commit_interval_ms": args.faust_commit_interval,
     })  # fmt: skip
     run_id = uuid.uuid4().hex[:8]
     source = f"bench.{run_id}.src"
@@ -554,8 +683,17 @@ async def main(args: argparse.Namespace) -> Path:
     logs = out_dir / f"logs-{stamp}"
     logs.mkdir(exist_ok=True)
     uvloop = args.event_loop == "uvloop"
+    plan = None
+    if "A-eq" in args.modes:  # the gateway's outputs per input for this mix, from its router
+        plan = out_dir / f"plan-{stamp}.json"
+        shapes = await equal_work.make_plan(2_000, args.payload_bytes, args.invalid_share,
+                                            REDIS_URL)  # fmt: skip
+        plan.write_bytes(orjson.dumps(shapes))
+        results.settings["a_eq_outputs_per_input"] = round(
+            sum(len(s) for s in shapes) / len(shapes), 3
+        )
     modes = {n: Mode(n, args.bootstrap, args.partitions, uvloop, logs, args.max_batch,
-                     args.commit_interval)
+                     args.commit_interval, plan, peer_intervals(args))
              for n in args.modes}  # fmt: skip
     admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap)
     await admin.start()
@@ -573,13 +711,17 @@ async def main(args: argparse.Namespace) -> Path:
                     continue
                 drain = await drain_run(modes[name], admin, source, args.records, run)
                 print(f"  run {run} {name}: {drain.records_per_s:,} rec/s, "
-                      f"{drain.cpu_ms_per_1k} CPU ms/1k, peak {drain.peak_rss_mb} MB")  # fmt: skip
+                      f"{drain.cpu_ms_per_1k} CPU ms/1k, peak {drain.peak_rss_mb} MB, "
+                      f"{drain.records_out / drain.records:.2f} out/in (load {drain.load})"
+                      + (f"; check {drain.check}" if drain.check else ""))  # fmt: skip
                 results.drains.append(drain)
         summ = summary(results)
         # The offered loads' reference: this run's D-tx drain, or a given rate (to offer two
         # code versions the same rates on a machine whose speed drifts).
-        top = args.rate or summ["by_mode"].get("D-tx", {}).get("records_per_s")
-        if args.latency_seconds > 0 and top:
+        rates = {m: args.rate or summ["by_mode"].get(m, {}).get("records_per_s") or 0
+                 for m in modes}  # fmt: skip
+        top = rates.get("D-tx")
+        if args.latency_seconds > 0 and any(rates.values()):
             payload = out_dir / f"payloads-{stamp}.jsonl"
             payload.write_bytes(b"\n".join(
                 r.value for r in make_stream(5_000, run_id=f"lat{run_id}",
@@ -587,14 +729,15 @@ async def main(args: argparse.Namespace) -> Path:
                 if r.value is not None
             ))  # fmt: skip
             for load in args.loads:
-                for name in [m for m in ("A-tx", "D-tx", "A", "D") if m in modes]:
-                    lat, _ = await latency_run(modes[name], admin, load, top * load,
+                for name in [m for m in MODES if m in modes and rates[m]]:
+                    lat, _ = await latency_run(modes[name], admin, load, rates[name] * load,
                                                args.latency_seconds,
                                                payload_file=payload)  # fmt: skip
-                    print(f"  latency {name} at {load:.0%}: p50 {lat.p50_ms} ms, "
-                          f"p99 {lat.p99_ms} ms, p99.9 {lat.p999_ms} ms")  # fmt: skip
+                    print(f"  latency {name} at {load:.0%} ({lat.offered_per_s:,}/s): p50 "
+                          f"{lat.p50_ms} ms, p99 {lat.p99_ms} ms, p99.9 {lat.p999_ms} ms "
+                          f"(load {lat.loadavg})")  # fmt: skip
                     results.latency.append(lat)
-            if args.soak_seconds > 0 and "D-tx" in modes:
+            if args.soak_seconds > 0 and top:
                 _, samples = await latency_run(modes["D-tx"], admin, 0.5, top * 0.5,
                                                args.soak_seconds, payload_file=payload)  # fmt: skip
                 first = [r for t, r in samples if t - samples[0][0] <= 60]
@@ -625,9 +768,16 @@ async def main(args: argparse.Namespace) -> Path:
     return path
 
 
+def available_modes() -> list[str]:
+    """Every mode, less the peers whose framework is not installed (the bench extra)."""
+    missing = {m for m, module in (("Q", "quixstreams"), ("F", "faust"))
+               if importlib.util.find_spec(module) is None}  # fmt: skip
+    return [m for m in MODES if m not in missing]
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--bootstrap", default="127.0.0.1:9092")
+    parser.add_argument("--bootstrap", default=BOOTSTRAP)
     parser.add_argument("--records", type=int, default=200_000)
     parser.add_argument("--payload-bytes", type=int, default=1_024)
     parser.add_argument("--invalid-share", type=float, default=0.0)
@@ -643,12 +793,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="the gateway's HITL_KAFKA__COMMIT_INTERVAL_MS (default: its own)",
     )
-    parser.add_argument("--modes", nargs="+", default=["K", "A", "A-tx", "D", "D-tx"],
-                        choices=["K", "A", "A-tx", "D", "D-tx"])  # fmt: skip
+    parser.add_argument("--faust-commit-interval", type=int, default=None,
+                        help="F's broker_commit_interval in ms (default: Faust's own, "
+                        "2.8 s; Q always commits at the gateway's interval)")  # fmt: skip
+    parser.add_argument("--modes", nargs="+", default=available_modes(), choices=MODES,
+                        help="default: every mode whose client is installed (Q and F need "
+                        "the bench extra)")  # fmt: skip
     parser.add_argument("--loads", type=float, nargs="+", default=[0.25, 0.5, 0.75])
     parser.add_argument("--rate", type=float, default=None,
-                        help="records/s the loads are shares of (default: this run's D-tx "
-                        "drain rate); with --runs 0, latency only")  # fmt: skip
+                        help="records/s the loads are shares of (default: each mode's own "
+                        "drain rate in this run); with --runs 0, latency only")  # fmt: skip
     parser.add_argument("--latency-seconds", type=float, default=20.0)
     parser.add_argument("--soak-seconds", type=float, default=0.0)
     parser.add_argument("--profile", action="store_true")

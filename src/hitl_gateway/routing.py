@@ -78,6 +78,12 @@ class Router:
         self._budgets = budgets
         self._ids = ids
         self._version = __version__.encode()
+        self._version_header = (headers.GATEWAY_VERSION, self._version)
+        # Header templates, encoded once per (route, rule, policy version) and per policy
+        # version instead of once per record: a record's outputs differ only in its own
+        # headers and its offset. Bounded by the policies' rules (a reload adds its own).
+        self._routed: dict[tuple[Route, str, str], tuple[tuple[str, bytes], ...]] = {}
+        self._by_version: dict[str, tuple[tuple[str, bytes], ...]] = {}
         self._warn_share = settings.notify.sla_warning_share
         # An input this light (value and headers) cannot produce a record the topics refuse:
         # a hold repeats it about twice over (its metadata names the producing service), a
@@ -198,14 +204,10 @@ class Router:
         *,
         content_hash: str | None = None,
     ) -> list[Outgoing]:
-        base = [
-            *headers.original_headers(record),
-            (headers.ROUTE, _ROUTE_BYTES[decision.route]),
-            (headers.RULE, decision.rule.encode()),
-            (headers.POLICY_VERSION, decision.policy_version.encode()),
-            *headers.source_headers(record),
-            (headers.GATEWAY_VERSION, self._version),
-        ]
+        base = headers.original_headers(record) if record.headers else []
+        base += self._routed_headers(decision)
+        base += headers.source_headers(record)
+        base.append(self._version_header)
         out: list[Outgoing] = []
         if decision.route in (Route.PASS, Route.DELIVER_AND_REVIEW):
             # Released as produced: the producer's bytes, key and timestamp, on the input's
@@ -234,6 +236,26 @@ class Router:
             out.append(self._audit(record, item, decision, policies, seen, chain=chain))
         return out
 
+    def _routed_headers(self, d: Decision) -> tuple[tuple[str, bytes], ...]:
+        """Route, rule and policy version headers (in this order) for decision ``d``."""
+        key = (d.route, d.reasons[0].rule, d.policy_version)
+        fixed = self._routed.get(key)
+        if fixed is None:
+            fixed = self._routed[key] = (
+                (headers.ROUTE, _ROUTE_BYTES[d.route]),
+                (headers.RULE, key[1].encode()),
+                (headers.POLICY_VERSION, d.policy_version.encode()),
+            )
+        return fixed
+
+    def _version_headers(self, policy_version: str) -> tuple[tuple[str, bytes], ...]:
+        """Policy version and gateway version headers (review tasks; the first, audit)."""
+        fixed = self._by_version.get(policy_version)
+        if fixed is None:
+            pv = (headers.POLICY_VERSION, policy_version.encode())
+            fixed = self._by_version[policy_version] = (pv, self._version_header)
+        return fixed
+
     def _gold(
         self, record: Any, item: InputRecord, d: Decision, base: list[tuple[str, bytes]]
     ) -> list[Outgoing]:
@@ -256,10 +278,7 @@ class Router:
     def _task(
         self, record: Any, meta: HoldMeta, d: Decision, value: bytes | None = None
     ) -> Outgoing:
-        task_headers = [
-            (headers.POLICY_VERSION, d.policy_version.encode()),
-            (headers.GATEWAY_VERSION, self._version),
-        ]
+        task_headers = self._version_headers(d.policy_version)
         return review_task(
             self._topics.review_tasks,
             meta,
@@ -282,7 +301,7 @@ class Router:
         chain: AuditChain,
     ) -> Outgoing:
         event = routed_event(record, item, d, policies.version, seen)
-        policy_header = [(headers.POLICY_VERSION, d.policy_version.encode())]
+        policy_header = self._version_headers(d.policy_version)[:1]
         return audit_event(
             self._topics.audit, chain, event, item.id, partition=record.partition,
             event_headers=policy_header,
