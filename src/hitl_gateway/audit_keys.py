@@ -13,8 +13,6 @@ import re
 import secrets
 from pathlib import Path
 
-import yaml
-
 from hitl_gateway import yamlfile
 from hitl_gateway.audit import Sealing, SealingKey
 from hitl_gateway.errors import ConfigError
@@ -30,14 +28,7 @@ KeyRing = dict[str, bytes]
 def load_keys(path: Path) -> KeyRing:
     """The keys in ``path``, by id; a missing or malformed file is a ``ConfigError`` naming
     the problem (never a secret)."""
-    try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise ConfigError(f"audit keys file {path}: {exc.strerror or exc}") from exc
-    try:
-        data = yamlfile.load(text)
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"audit keys file {path}: {yamlfile.describe(exc)}") from exc
+    data = yamlfile.load_file(path, "audit keys file")
     if not isinstance(data, dict) or not data:
         raise ConfigError(f"audit keys file {path}: expected a mapping of key_id: base64 secret")
     keys: KeyRing = {}

@@ -8,9 +8,12 @@ line where it was first given.
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import yaml
+
+from hitl_gateway.errors import ConfigError
 
 
 class DuplicateKeyError(yaml.constructor.ConstructorError):
@@ -56,3 +59,14 @@ def describe(exc: yaml.YAMLError) -> str:
     if problem and mark is not None:
         return f"line {mark.line + 1}: {problem}"
     return str(exc).replace("\n", " ")
+
+
+def load_file(path: Path, what: str) -> Any:
+    """``path``'s YAML, or a ``ConfigError`` starting "``what`` ``path``:" that names the
+    problem (unreadable, or not strict YAML; never the content)."""
+    try:
+        return load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"{what} {path}: {exc.strerror or exc}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{what} {path}: {describe(exc)}") from exc

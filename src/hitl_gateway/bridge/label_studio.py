@@ -20,7 +20,6 @@ from typing import Any
 
 import orjson
 import structlog
-import yaml
 from label_studio_sdk import AsyncLabelStudio
 
 from hitl_gateway import yamlfile
@@ -67,12 +66,7 @@ async def publish_decision(
 def load_annotators(path: Path, reviewers: Reviewers | None) -> dict[str, str]:
     """``annotators: {e-mail: reviewer id}``; every reviewer id must be in the reviewers
     file (which grants its pools and domains)."""
-    try:
-        raw = yamlfile.load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"annotators file {path}: {exc.strerror}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"annotators file {path}: {yamlfile.describe(exc)}") from exc
+    raw = yamlfile.load_file(path, "annotators file")
     mapping = raw.get("annotators") if isinstance(raw, dict) else None
     if not isinstance(mapping, dict) or not all(
         isinstance(k, str) and isinstance(v, str) for k, v in mapping.items()

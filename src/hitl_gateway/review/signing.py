@@ -36,7 +36,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
@@ -188,12 +187,7 @@ def load_keys(path: Path) -> KeyRing:
     """The trusted keys in ``path`` by id; a malformed file is a ``ConfigError`` naming the
     problem (never a secret)."""
     where = f"decision keys file {path}"
-    try:
-        data = yamlfile.load(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise ConfigError(f"{where}: {exc.strerror or exc}") from exc
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{where}: {yamlfile.describe(exc)}") from exc
+    data = yamlfile.load_file(path, "decision keys file")
     if not isinstance(data, dict) or not data:
         raise ConfigError(f"{where}: expected a mapping of key id: {{algorithm, ...}}")
     keys: KeyRing = {}
