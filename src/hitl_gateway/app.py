@@ -276,8 +276,28 @@ class Gateway:
     async def _drain_watchdog(self) -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(self.settings.runtime.shutdown_timeout_s)
-            log.error("shutdown_budget_exceeded", budget_s=self.settings.runtime.shutdown_timeout_s)
+            log.error("shutdown_budget_exceeded", budget_s=self.settings.runtime.shutdown_timeout_s,
+                      waiting_on=waiting_on())  # fmt: skip
             os._exit(FORCED_EXIT_CODE)
+
+
+def waiting_on() -> list[str]:
+    """Where every other unfinished task waits, outermost call first: what a stop that
+    overran its budget is stuck on (a Kafka client's close, a Redis call, a hook)."""
+    out: list[str] = []
+    for task in asyncio.all_tasks():
+        if task is asyncio.current_task():
+            continue
+        calls: list[str] = []
+        awaited: Any = task.get_coro()
+        while awaited is not None and len(calls) < 40:
+            frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+            if frame is not None:
+                where = f"{os.path.basename(frame.f_code.co_filename)}:{frame.f_lineno}"
+                calls.append(f"{frame.f_code.co_qualname} ({where})")
+            awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+        out.append(f"{task.get_name()}: {' > '.join(calls) or '?'}")
+    return sorted(out)
 
 
 def _signatures(settings: Settings, redis: Redis) -> DecisionSignatures | None:
