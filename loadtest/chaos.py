@@ -1,0 +1,275 @@
+"""The fault matrix: three brokers, three gateway instances in one group, a steady producer
+over the realistic domain mix with a reviewer deciding held items, real faults (processes
+killed and paused, brokers killed, Redis killed and wiped, network faults through Toxiproxy),
+and a read_committed verifier accounting for every id.
+
+    python loadtest/chaos.py [--scenarios S1,S3,...|all] [--reps N] [--rate R] [--short]
+
+Writes ``--out``/chaos-<time>.json (every repetition and finding), appends a line per
+scenario to ``--out``/chaos-history.jsonl and prints the table (docs/reliability.md).
+Exit 1 when any scenario lost, duplicated or wrongly released anything.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import random
+import sys
+import tempfile
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from chaos_check import Findings, check, wait_drained
+from chaos_faults import SIMPLE, Fault, Rig
+from chaos_load import SERVICE, Feed, Reviewer, Watcher
+from chaos_rig import (
+    AUDIT_KEY,
+    Cluster,
+    GatewayProcess,
+    Ports,
+    RedisServer,
+    Toxiproxy,
+    gateway_settings,
+    write_reviewers,
+)
+from hitl_gateway.admin import ensure_topics
+
+# The issue's repetitions; S7's are per kind of network fault.
+FULL_REPS = {"S1": 20, "S2": 5, "S3": 10, "S4": 10, "S4r": 2, "S5": 5, "S6": 2, "S8": 3,
+             "S10": 1, "S11": 1, **{k: 10 for k in SIMPLE if k.startswith("S7-")}}  # fmt: skip
+SHORT = ("S1", "S3", "S4", "S5", "S7-kafka-partition", "S7-redis-timeout")
+
+
+def _pct(values: list[float], q: float) -> float | None:
+    if not values:
+        return None
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+
+def _timing(fault: Fault, feed: Feed, watcher: Watcher, held: set[str]) -> dict[str, Any]:
+    """Time to resume: the latest, over input partitions, of the first delivery of a
+    pass-through record produced after ``resume_from``; and the pass-through latency of
+    records produced from the fault's start until then."""
+    firsts: dict[int, float] = {}
+    partitions = {s.partition for s in feed.sent.values()}
+    for key, sent in feed.sent.items():
+        if sent.valid and key not in held and sent.at >= fault.resume_from and key in watcher.seen:
+            seen = watcher.seen[key]
+            firsts[sent.partition] = min(firsts.get(sent.partition, seen), seen)
+    resume = None
+    if partitions and set(firsts) >= partitions:
+        resume = max(firsts.values()) - fault.resume_from
+    until = fault.resume_from + (resume or 0)
+    latencies = [
+        watcher.seen[k] - s.at
+        for k, s in feed.sent.items()
+        if s.valid and k not in held and fault.began <= s.at <= until and k in watcher.seen
+    ]
+    return {"resume_s": resume, "latency_p50_s": _pct(latencies, 0.5),
+            "latency_p99_s": _pct(latencies, 0.99), "latency_max_s": max(latencies, default=None),
+            "records_in_fault": len(latencies)}  # fmt: skip
+
+
+class Matrix:
+    def __init__(self, args: argparse.Namespace, root: Path) -> None:
+        self.args, self.root = args, root
+        self.ports = Ports()
+        self.cluster = Cluster(self.ports)
+        self.redis = RedisServer(self.ports.redis, root)
+        self.toxi = Toxiproxy(self.ports, root)
+        self.grants = write_reviewers(root / "reviewers.yaml")
+        self.rng = random.Random(args.seed)
+
+    def up(self) -> None:
+        self.cluster.run("up")
+        self.redis.start()
+        self.toxi.start()
+
+    def down(self) -> None:
+        with contextlib.suppress(Exception):
+            self.toxi.stop()
+        self.redis.stop()
+        if not self.args.keep_cluster:
+            self.cluster.run("down", "--purge")
+
+    async def scenario(self, name: str, reps: int) -> dict[str, Any]:
+        settings = gateway_settings(self.ports, self.root, self.args.session_timeout_ms)
+        direct = settings.model_copy(update={"kafka": settings.kafka.model_copy(
+            update={"bootstrap_servers": self.ports.direct_bootstrap})})  # fmt: skip
+        await ensure_topics(direct)
+        t, bootstrap = settings.topics, self.ports.direct_bootstrap
+        gateways: list[GatewayProcess] = []
+
+        def spawn() -> GatewayProcess:
+            g = GatewayProcess(settings, self.root / name, len(gateways),
+                               self.ports.http_base + len(gateways))  # fmt: skip
+            gateways.append(g)
+            return g
+
+        (self.root / name).mkdir(exist_ok=True)
+        feed = Feed(bootstrap, t.outputs, f"{name}-{int(time.time())}", self.args.rate,
+                    malformed_every=20 if name == "S11" else 0,
+                    service=SERVICE if name == "S10" else None)  # fmt: skip
+        watcher = Watcher(bootstrap, t.delivered)
+        reviewer = Reviewer(bootstrap, t.review_tasks, t.review_decisions, self.grants,
+                            malicious=name == "S10")  # fmt: skip
+        rig = Rig(self.ports, self.cluster, self.redis, self.toxi, settings, gateways, spawn,
+                  self.rng, self.args.short)  # fmt: skip
+        for _ in range(3):
+            spawn().start()
+        tasks = [asyncio.create_task(x.run()) for x in (watcher, reviewer, feed)]
+        faults: list[Fault] = []
+        began = time.time()
+        try:
+            await self._warm(watcher)
+            fault_of = SIMPLE.get(name)
+            for rep in range(reps if fault_of else 0):
+                assert fault_of is not None
+                faults.append(await fault_of(rig))
+                print(f"  {name} rep {rep + 1}/{reps}: {faults[-1].detail}", flush=True)
+                await asyncio.sleep(self.args.settle_s)
+            if fault_of is None:  # S10: the load alone, with the malicious reviewer
+                await asyncio.sleep(self.args.settle_s * 3)
+            feed.stop.set()
+            await tasks[2]
+            drained = await self._drain(settings, reviewer)
+        finally:
+            for x in (feed, reviewer, watcher):
+                x.stop.set()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            codes = [await asyncio.to_thread(g.stop, 60) for g in gateways]
+        findings = await check(settings, bootstrap, f"redis://127.0.0.1:{self.ports.redis}/0",
+                               feed=feed, reviewer=reviewer, audit_key=AUDIT_KEY)  # fmt: skip
+        held = _held_ids(findings, feed, reviewer)
+        reps_out = [{**asdict(f), **_timing(f, feed, watcher, held)} for f in faults]
+        return {"scenario": name, "reps": len(faults), "rate_per_s": self.args.rate,
+                "seconds": round(time.time() - began, 1), "drained": drained,
+                "gateway_exit_codes": codes, "decisions_sent": reviewer.decisions,
+                "malicious_sent": reviewer.malicious_sent, "findings": findings.summary(),
+                "repetitions": reps_out, "notes": rig.notes}  # fmt: skip
+
+    async def _warm(self, watcher: Watcher) -> None:
+        deadline = time.monotonic() + 120
+        while len(watcher.seen) < self.args.rate * 2:
+            if time.monotonic() > deadline:
+                raise RuntimeError("the gateways delivered nothing within 120 s")
+            await asyncio.sleep(0.5)
+        await asyncio.sleep(3)
+
+    async def _drain(self, settings: Any, reviewer: Reviewer) -> bool:
+        bootstrap = self.ports.direct_bootstrap
+        ok = await wait_drained(settings, bootstrap, 240)
+        while time.monotonic() - reviewer.last_task_at < 4:  # the last tasks decided
+            await asyncio.sleep(0.5)
+        return ok and await wait_drained(settings, bootstrap, 240)
+
+
+def _held_ids(findings: Findings, feed: Feed, reviewer: Reviewer) -> set[str]:
+    return set(reviewer.voted) | set(reviewer.withhold)
+
+
+def row(result: dict[str, Any]) -> dict[str, Any]:
+    f = result["findings"]
+    resumes = [r["resume_s"] for r in result["repetitions"] if r["resume_s"] is not None]
+    p99s = [r["latency_p99_s"] for r in result["repetitions"] if r["latency_p99_s"] is not None]
+    unresumed = sum(r["resume_s"] is None for r in result["repetitions"])
+    return {
+        "scenario": result["scenario"], "reps": result["reps"], "produced": f["produced"],
+        "lost": f["lost"], "duplicated": f["duplicated"], "held": f["held"],
+        "held_lost": f["held_lost"], "unauthorized_applied": f["unauthorized_applied"],
+        "malformed_unaccounted": f["malformed_unaccounted"],
+        "audit_verified": f["audit_verified"], "aborted_records": f["aborted_records"],
+        "index_drift": f["index_missing"] + f["index_extra"],
+        "resume_p50_s": _pct(resumes, 0.5), "resume_p99_s": _pct(resumes, 0.99),
+        "not_resumed": unresumed,
+        "fault_latency_p99_s": _pct(p99s, 0.5),
+    }  # fmt: skip
+
+
+def passed(result: dict[str, Any]) -> bool:
+    r = row(result)
+    return (result["drained"] and r["lost"] == 0 and r["duplicated"] == 0
+            and r["held_lost"] == 0 and r["unauthorized_applied"] == 0
+            and r["malformed_unaccounted"] == 0 and r["audit_verified"]
+            and r["index_drift"] == 0)  # fmt: skip
+
+
+def table(results: list[dict[str, Any]]) -> str:
+    cols = ["scenario", "reps", "produced", "lost", "duplicated", "held", "held_lost",
+            "unauthorized_applied", "audit_verified", "aborted_records", "index_drift",
+            "resume_p50_s", "resume_p99_s", "not_resumed", "fault_latency_p99_s"]  # fmt: skip
+
+    def fmt(v: Any) -> str:
+        if isinstance(v, float):
+            return f"{v:.1f}"
+        return "-" if v is None else str(v)
+
+    lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    lines += ["| " + " | ".join(fmt(row(r)[c]) for c in cols) + " |" for r in results]
+    return "\n".join(lines)
+
+
+def _names(raw: str) -> list[str]:
+    every = [*SIMPLE, "S10"]
+    if raw == "all":
+        return sorted(every, key=lambda n: (int(n[1:].split("-")[0].rstrip("r")), n))
+    out: list[str] = []
+    for name in raw.split(","):
+        matched = [n for n in every if n == name or n.startswith(f"{name}-")]
+        if not matched:
+            raise SystemExit(f"unknown scenario {name!r}; known: {', '.join(every)}")
+        out += matched
+    return out
+
+
+async def run(args: argparse.Namespace) -> int:
+    root = Path(tempfile.mkdtemp(prefix="chaos-"))
+    matrix = Matrix(args, root)
+    results: list[dict[str, Any]] = []
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    try:
+        await asyncio.to_thread(matrix.up)
+        for name in _names(args.scenarios):
+            reps = args.reps or FULL_REPS.get(name, 1)
+            print(f"{name}: {reps} repetition(s)", flush=True)
+            result = await matrix.scenario(name, reps)
+            result["passed"] = passed(result)
+            results.append(result)
+            (out / f"chaos-{stamp}.json").write_text(json.dumps(results, indent=1))
+            with (out / "chaos-history.jsonl").open("a") as history:
+                history.write(json.dumps({"at": stamp, **row(result),
+                                          "passed": result["passed"]}) + "\n")  # fmt: skip
+            print(table([result]).splitlines()[-1], flush=True)
+    finally:
+        await asyncio.to_thread(matrix.down)
+    print(table(results))
+    print(f"logs: {root}; results: {out / f'chaos-{stamp}.json'}")
+    return 0 if results and all(r["passed"] for r in results) else 1
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenarios", default="all", help="comma-separated, or all")
+    parser.add_argument("--reps", type=int, default=0, help="per scenario (0: the issue's)")
+    parser.add_argument("--rate", type=float, default=300, help="records a second")
+    parser.add_argument("--settle-s", type=float, default=6, help="load alone between faults")
+    parser.add_argument("--session-timeout-ms", type=int, default=6_000)
+    parser.add_argument("--short", action="store_true", help="shorter outages (CI)")
+    parser.add_argument("--seed", type=int, default=21)
+    parser.add_argument("--keep-cluster", action="store_true", help="leave the cluster up")
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
+    return asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
