@@ -39,12 +39,13 @@ from chaos_rig import (
     gateway_settings,
     write_reviewers,
 )
+from chaos_storm import Storm
 from hitl_gateway.admin import ensure_topics
 
 # The issue's repetitions; S7's are per kind of network fault.
 FULL_REPS = {"S1": 20, "S2": 5, "S3": 10, "S4": 10, "S4r": 2, "S5": 5, "S6": 2, "S8": 3,
-             "S10": 1, "S11": 1, **{k: 10 for k in SIMPLE if k.startswith("S7-")}}  # fmt: skip
-SHORT = ("S1", "S3", "S4", "S5", "S7-kafka-partition", "S7-redis-timeout")
+             "S9": 1, "S10": 1, "S11": 1,
+             **{k: 10 for k in SIMPLE if k.startswith("S7-")}}  # fmt: skip
 
 
 def _pct(values: list[float], q: float) -> float | None:
@@ -85,7 +86,8 @@ class Matrix:
         self.cluster = Cluster(self.ports)
         self.redis = RedisServer(self.ports.redis, root)
         self.toxi = Toxiproxy(self.ports, root)
-        self.grants = write_reviewers(root / "reviewers.yaml")
+        self.tokens: dict[str, str] = {}
+        self.grants = write_reviewers(root / "reviewers.yaml", self.tokens)
         self.rng = random.Random(args.seed)
 
     def up(self) -> None:
@@ -100,7 +102,10 @@ class Matrix:
         if not self.args.keep_cluster:
             self.cluster.run("down", "--purge")
 
-    async def scenario(self, name: str, reps: int) -> dict[str, Any]:
+    async def scenario(self, names: list[str], reps: int) -> dict[str, Any]:
+        """One load (fresh topics, group and gateways) with ``reps`` rounds of the faults
+        ``names`` in turn; the verifier's findings cover the whole load."""
+        name = "+".join(names)
         settings = gateway_settings(self.ports, self.root, self.args.session_timeout_ms)
         direct = settings.model_copy(update={"kafka": settings.kafka.model_copy(
             update={"bootstrap_servers": self.ports.direct_bootstrap})})  # fmt: skip
@@ -115,12 +120,17 @@ class Matrix:
             return g
 
         (self.root / name).mkdir(exist_ok=True)
-        feed = Feed(bootstrap, t.outputs, f"{name}-{int(time.time())}", self.args.rate,
-                    malformed_every=20 if name == "S11" else 0,
-                    service=SERVICE if name == "S10" else None)  # fmt: skip
-        watcher = Watcher(bootstrap, t.delivered)
-        reviewer = Reviewer(bootstrap, t.review_tasks, t.review_decisions, self.grants,
-                            malicious=name == "S10")  # fmt: skip
+        run_id = f"{names[0]}-{int(time.time())}"
+        feed = Feed(bootstrap, t.outputs, run_id, self.args.rate,
+                    malformed_every=20 if "S11" in names else 0,
+                    service=SERVICE if "S10" in names else None)  # fmt: skip
+        watcher = Watcher(bootstrap, t.delivered, t.partitions)
+        reviewer = Reviewer(bootstrap, t.review_tasks, t.review_decisions, t.partitions,
+                            self.grants, malicious="S10" in names,
+                            collect="S9" in names)  # fmt: skip
+        items = self.args.storm_items
+        storm = Storm(bootstrap, t.review_decisions, [], self.tokens,
+                      conflicts=items // 14, unknown=items // 28)  # fmt: skip
         rig = Rig(self.ports, self.cluster, self.redis, self.toxi, settings, gateways, spawn,
                   self.rng, self.args.short)  # fmt: skip
         for _ in range(3):
@@ -130,13 +140,16 @@ class Matrix:
         began = time.time()
         try:
             await self._warm(watcher)
-            fault_of = SIMPLE.get(name)
-            for rep in range(reps if fault_of else 0):
-                assert fault_of is not None
-                faults.append(await fault_of(rig))
-                print(f"  {name} rep {rep + 1}/{reps}: {faults[-1].detail}", flush=True)
-                await asyncio.sleep(self.args.settle_s)
-            if fault_of is None:  # S10: the load alone, with the malicious reviewer
+            simple = [n for n in names if n in SIMPLE]
+            for rep in range(reps if simple else 0):
+                for kind in simple:
+                    faults.append(await SIMPLE[kind](rig))
+                    faults[-1].detail["scenario"] = kind
+                    print(f"  {kind} rep {rep + 1}/{reps}: {faults[-1].detail}", flush=True)
+                    await asyncio.sleep(self.args.settle_s)
+            if "S9" in names:
+                await self._storm(storm, reviewer, [g.http_port for g in gateways])
+            elif not simple:  # S10: the load alone, with the malicious reviewer
                 await asyncio.sleep(self.args.settle_s * 3)
             feed.stop.set()
             await tasks[2]
@@ -154,6 +167,10 @@ class Matrix:
                 "seconds": round(time.time() - began, 1), "drained": drained,
                 "gateway_exit_codes": codes, "decisions_sent": reviewer.decisions,
                 "malicious_sent": reviewer.malicious_sent, "findings": findings.summary(),
+                "storm": {"items": len(storm.stormed), "sent": storm.sent,
+                          "unknown": storm.unknown if "S9" in names else 0,
+                          "api_status": storm.api_status,
+                          "unapplied": len(storm.stormed & findings.pending_ids)},
                 "repetitions": reps_out, "notes": rig.notes}  # fmt: skip
 
     async def _warm(self, watcher: Watcher) -> None:
@@ -163,6 +180,16 @@ class Matrix:
                 raise RuntimeError("the gateways delivered nothing within 120 s")
             await asyncio.sleep(0.5)
         await asyncio.sleep(3)
+
+    async def _storm(self, storm: Storm, reviewer: Reviewer, ports: list[int]) -> None:
+        """Hold items until there are enough for the storm (or a minute passed), then send it."""
+        deadline = time.monotonic() + 90
+        while len(reviewer.collected) < self.args.storm_items and time.monotonic() < deadline:
+            await asyncio.sleep(1)
+        storm.api_ports = ports
+        plan = storm.plan(reviewer, self.args.storm_items)
+        print(f"  S9: {len(plan)} decisions for {len(storm.stormed)} items", flush=True)
+        await storm.run(plan)
 
     async def _drain(self, settings: Any, reviewer: Reviewer) -> bool:
         bootstrap = self.ports.direct_bootstrap
@@ -176,30 +203,48 @@ def _held_ids(findings: Findings, feed: Feed, reviewer: Reviewer) -> set[str]:
     return set(reviewer.voted) | set(reviewer.withhold)
 
 
-def row(result: dict[str, Any]) -> dict[str, Any]:
+def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """One table row per kind of fault in the load (the findings are the load's)."""
+    kinds = list(dict.fromkeys(r["detail"]["scenario"] for r in result["repetitions"]))
+    return [row(result, kind) for kind in kinds] or [row(result, result["scenario"])]
+
+
+def row(result: dict[str, Any], kind: str) -> dict[str, Any]:
     f = result["findings"]
-    resumes = [r["resume_s"] for r in result["repetitions"] if r["resume_s"] is not None]
-    p99s = [r["latency_p99_s"] for r in result["repetitions"] if r["latency_p99_s"] is not None]
-    unresumed = sum(r["resume_s"] is None for r in result["repetitions"])
+    reps = [r for r in result["repetitions"] if r["detail"]["scenario"] == kind]
+    resumes = [r["resume_s"] for r in reps if r["resume_s"] is not None]
+    p99s = [r["latency_p99_s"] for r in reps if r["latency_p99_s"] is not None]
     return {
-        "scenario": result["scenario"], "reps": result["reps"], "produced": f["produced"],
+        "scenario": kind, "reps": len(reps), "produced": f["produced"],
         "lost": f["lost"], "duplicated": f["duplicated"], "held": f["held"],
         "held_lost": f["held_lost"], "unauthorized_applied": f["unauthorized_applied"],
         "malformed_unaccounted": f["malformed_unaccounted"],
         "audit_verified": f["audit_verified"], "aborted_records": f["aborted_records"],
         "index_drift": f["index_missing"] + f["index_extra"],
         "resume_p50_s": _pct(resumes, 0.5), "resume_p99_s": _pct(resumes, 0.99),
-        "not_resumed": unresumed,
-        "fault_latency_p99_s": _pct(p99s, 0.5),
+        "not_resumed": sum(r["resume_s"] is None for r in reps),
+        "fault_latency_p99_s": _pct(p99s, 0.99),
     }  # fmt: skip
 
 
+def refusals_expected(result: dict[str, Any]) -> bool:
+    """S10: every malicious decision refused (and audited); S9: every decision for an
+    unknown item and every conflicting second verdict refused."""
+    refused = result["findings"]["refusals"]
+    wrong = sum(refused.get(k, 0) for k in ("not_allowed", "self_approval", "stale_content"))
+    storm = result["storm"]
+    return wrong >= result["malicious_sent"] and refused.get("unknown_item", 0) >= storm.get(
+        "unknown", 0
+    )
+
+
 def passed(result: dict[str, Any]) -> bool:
-    r = row(result)
-    return (result["drained"] and r["lost"] == 0 and r["duplicated"] == 0
-            and r["held_lost"] == 0 and r["unauthorized_applied"] == 0
-            and r["malformed_unaccounted"] == 0 and r["audit_verified"]
-            and r["index_drift"] == 0)  # fmt: skip
+    f = result["findings"]
+    return (result["drained"] and f["lost"] == 0 and f["duplicated"] == 0
+            and f["held_lost"] == 0 and f["unauthorized_applied"] == 0
+            and f["malformed_unaccounted"] == 0 and f["audit_verified"]
+            and f["index_missing"] + f["index_extra"] == 0
+            and result["storm"]["unapplied"] == 0 and refusals_expected(result))  # fmt: skip
 
 
 def table(results: list[dict[str, Any]]) -> str:
@@ -213,12 +258,12 @@ def table(results: list[dict[str, Any]]) -> str:
         return "-" if v is None else str(v)
 
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(fmt(row(r)[c]) for c in cols) + " |" for r in results]
+    lines += ["| " + " | ".join(fmt(x[c]) for c in cols) + " |" for r in results for x in rows(r)]
     return "\n".join(lines)
 
 
 def _names(raw: str) -> list[str]:
-    every = [*SIMPLE, "S10"]
+    every = [*SIMPLE, "S9", "S10"]
     if raw == "all":
         return sorted(every, key=lambda n: (int(n[1:].split("-")[0].rstrip("r")), n))
     out: list[str] = []
@@ -239,17 +284,18 @@ async def run(args: argparse.Namespace) -> int:
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
     try:
         await asyncio.to_thread(matrix.up)
-        for name in _names(args.scenarios):
-            reps = args.reps or FULL_REPS.get(name, 1)
-            print(f"{name}: {reps} repetition(s)", flush=True)
-            result = await matrix.scenario(name, reps)
+        names = _names(args.scenarios)
+        for load in [names] if args.one_load else [[n] for n in names]:
+            reps = args.reps or FULL_REPS.get(load[0], 1)
+            print(f"{'+'.join(load)}: {reps} repetition(s)", flush=True)
+            result = await matrix.scenario(load, reps)
             result["passed"] = passed(result)
             results.append(result)
             (out / f"chaos-{stamp}.json").write_text(json.dumps(results, indent=1))
             with (out / "chaos-history.jsonl").open("a") as history:
-                history.write(json.dumps({"at": stamp, **row(result),
-                                          "passed": result["passed"]}) + "\n")  # fmt: skip
-            print(table([result]).splitlines()[-1], flush=True)
+                for x in rows(result):
+                    history.write(json.dumps({"at": stamp, **x, "passed": result["passed"]}) + "\n")
+            print("\n".join(table([result]).splitlines()[2:]), flush=True)
     finally:
         await asyncio.to_thread(matrix.down)
     print(table(results))
@@ -266,6 +312,17 @@ def main() -> int:
     parser.add_argument("--session-timeout-ms", type=int, default=6_000)
     parser.add_argument("--short", action="store_true", help="shorter outages (CI)")
     parser.add_argument("--seed", type=int, default=21)
+    parser.add_argument(
+        "--storm-items",
+        type=int,
+        default=14_000,
+        help="S9: held items decided in the storm (about 2.14 decisions each)",
+    )
+    parser.add_argument(
+        "--one-load",
+        action="store_true",
+        help="every scenario's faults in turn during one load (CI)",
+    )
     parser.add_argument("--keep-cluster", action="store_true", help="leave the cluster up")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results"))
     return asyncio.run(run(parser.parse_args()))

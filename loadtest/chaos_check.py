@@ -29,7 +29,12 @@ class Record:
 
 
 async def read_topic(
-    bootstrap: str, topic: str, *, committed: bool = True, timeout_s: float = 120
+    bootstrap: str,
+    topic: str,
+    *,
+    committed: bool = True,
+    timeout_s: float = 120,
+    partitions: int = 6,
 ) -> list[Record]:
     """Every record of ``topic`` up to its end (the last stable offset when committed)."""
     consumer = AIOKafkaConsumer(
@@ -39,10 +44,7 @@ async def read_topic(
     await consumer.start()
     out: list[Record] = []
     try:
-        parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
-        if not parts:
-            await consumer._client.force_metadata_update()
-            parts = [TopicPartition(topic, p) for p in consumer.partitions_for_topic(topic) or ()]
+        parts = [TopicPartition(topic, p) for p in range(partitions)]
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         ends = await consumer.end_offsets(parts)
@@ -97,10 +99,13 @@ class Findings:
     index_missing: list[str] = field(default_factory=list)  # pending in Kafka, not in Redis
     index_extra: list[str] = field(default_factory=list)  # in Redis, not pending in Kafka
     refusals: dict[str, int] = field(default_factory=dict)
+    pending_ids: set[str] = field(default_factory=set)  # not in the summary
 
     def summary(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
         for name, value in vars(self).items():
+            if isinstance(value, set):
+                continue
             if isinstance(value, list):
                 out[name] = len(value)
                 out[f"{name}_examples"] = value[:5]
@@ -157,8 +162,8 @@ async def check(
     blocked = Counter(r.key for r in read["blocked"])
     dead = {r.key: r for r in read["deadletter"]}
     ever, pending, open_any = _latest_holds(read["holds"])
-    f.held, f.pending = len(ever), len(pending)
-    outcomes = delivered + blocked + Counter(dead)
+    f.held, f.pending, f.pending_ids = len(ever), len(pending), pending
+    outcomes = delivered + blocked + Counter(dead.keys())
     f.lost = sorted(k for k in valid if k not in outcomes and k not in pending)
     f.duplicated = sorted(k for k, n in outcomes.items() if n > 1)
     f.held_lost = sorted(k for k in ever if k not in delivered and k not in blocked

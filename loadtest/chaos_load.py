@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from records import MALFORMED, make_record
 
@@ -96,16 +96,12 @@ class Watcher:
 
     bootstrap: str
     topic: str
+    partitions: int
     seen: dict[str, float] = field(default_factory=dict)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     async def run(self) -> None:
-        consumer = AIOKafkaConsumer(
-            self.topic, bootstrap_servers=self.bootstrap, group_id=None,
-            isolation_level="read_committed", auto_offset_reset="earliest",
-            fetch_max_wait_ms=50,
-        )  # fmt: skip
-        await consumer.start()
+        consumer = await reader(self.bootstrap, self.topic, self.partitions)
         try:
             while not self.stop.is_set():
                 batch = await consumer.getmany(timeout_ms=100, max_records=2_000)
@@ -115,6 +111,19 @@ class Watcher:
                         self.seen.setdefault(r.key.decode(), now)
         finally:
             await consumer.stop()
+
+
+async def reader(bootstrap: str, topic: str, partitions: int) -> AIOKafkaConsumer:
+    """A read_committed consumer of every partition of ``topic``, from the start. Assigned,
+    not subscribed: a topic created a moment ago may not be in the first metadata yet, and a
+    subscription would wait for the next refresh (minutes)."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, group_id=None, isolation_level="read_committed",
+        auto_offset_reset="earliest", fetch_max_wait_ms=50,
+    )  # fmt: skip
+    await consumer.start()
+    consumer.assign([TopicPartition(topic, p) for p in range(partitions)])
+    return consumer
 
 
 def verdict_for(item_id: str, reviewers: int) -> str:
@@ -135,10 +144,13 @@ class Reviewer:
     bootstrap: str
     tasks_topic: str
     decisions_topic: str
+    partitions: int
     grants: dict[str, list[str]]
     malicious: bool = False  # S10: a share of items gets only decisions that must be refused
     withhold: set[str] = field(default_factory=set)
     malicious_sent: int = 0
+    collect: bool = False  # S9: keep blocking tasks for the storm instead of deciding them
+    collected: dict[str, dict[str, Any]] = field(default_factory=dict)
     approved: set[str] = field(default_factory=set)  # items it voted approve or edit on
     rejected: set[str] = field(default_factory=set)
     voted: dict[str, set[str]] = field(default_factory=dict)
@@ -151,6 +163,9 @@ class Reviewer:
         if not task.get("blocking", True) or item in self.withhold:
             return []
         pool = task["pool"]
+        if self.collect:
+            self.collected.setdefault(item, task)
+            return []
         if self.malicious and int(hashlib.sha256(item.encode()).hexdigest()[:4], 16) % 3 == 0:
             self.withhold.add(item)
             return self._malicious(task, item, pool)
@@ -189,12 +204,8 @@ class Reviewer:
                 for who, digest in attempts]  # fmt: skip
 
     async def run(self) -> None:
-        consumer = AIOKafkaConsumer(
-            self.tasks_topic, bootstrap_servers=self.bootstrap, group_id=None,
-            isolation_level="read_committed", auto_offset_reset="earliest",
-        )  # fmt: skip
+        consumer = await reader(self.bootstrap, self.tasks_topic, self.partitions)
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, enable_idempotence=True)
-        await consumer.start()
         await producer.start()
         try:
             while not self.stop.is_set():

@@ -222,17 +222,18 @@ class Toxiproxy:
             self.proc.wait(30)
 
 
-def write_reviewers(path: Path) -> dict[str, list[str]]:
+def write_reviewers(path: Path, tokens: dict[str, str]) -> dict[str, list[str]]:
     """A reviewers file: REVIEWERS_PER_POOL reviewers for each shipped pool, plus a
     ``service-bot`` reviewer granted every pool, which is also the producing service of some
-    records (for self-approval attempts); returns each pool's reviewer ids."""
+    records (for self-approval attempts); returns each pool's reviewer ids and fills
+    ``tokens`` (reviewer id: bearer token, for the review API)."""
     pools = [p["name"] for p in yaml.safe_load((CONFIGS / "pools.yaml").read_text())["pools"]]
     grants: dict[str, list[str]] = {}
     lines = ["reviewers:"]
     for pool in pools:
         grants[pool] = [f"{pool}-r{n}" for n in range(REVIEWERS_PER_POOL)]
         for who in grants[pool]:
-            _, digest = new_token()
+            tokens[who], digest = new_token()
             lines.append(f"  - {{id: {who}, token_sha256: {digest}, pools: [{pool}]}}")
     _, digest = new_token()
     lines.append(f"  - {{id: service-bot, token_sha256: {digest}, pools: [{', '.join(pools)}]}}")
