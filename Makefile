@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench lint typecheck unit integration screenshots image stack-up stack-down stack-status venv clean
+.PHONY: demo test bench chaos lint typecheck unit integration screenshots image stack-up stack-down stack-status venv clean
 
 # The gateway's main job, end to end on the local stack.
 demo: $(STAMP) stack-up
@@ -17,6 +17,12 @@ test: $(STAMP) stack-up lint typecheck
 # Throughput and latency side by side with the bare Kafka client (docs/performance.md).
 bench: $(STAMP) stack-up
 	$(BIN)/python loadtest/bench.py
+
+# The fault matrix: three brokers, three gateways, real faults; results in loadtest/results
+# (docs/reliability.md). CHAOS_ARGS narrows it, e.g. CHAOS_ARGS="--scenarios S1,S4 --reps 3".
+CHAOS_ARGS ?=
+chaos: $(STAMP)
+	$(BIN)/python loadtest/chaos.py $(CHAOS_ARGS)
 
 # The reviewer workspace's screenshots in docs/images, made by its browser tests.
 screenshots: $(STAMP) stack-up
