@@ -94,6 +94,7 @@ class PartitionProducer:
             max_batch_size=_BATCH_BYTES,
             **s.producer_options(),
         )
+        _mark_waiter_errors_seen(producer)
         try:
             with kafka_errors(f"starting producer {self.transactional_id}"):
                 await asyncio.wait_for(producer.start(), self._timeout_s)
@@ -205,6 +206,10 @@ class PartitionProducer:
             batch, tp.topic, partition=tp.partition
         )
         future.add_done_callback(_retrieve)
+        # The batch's drain waiter gets the same error and nobody awaits it (see _retrieve).
+        queued = producer._message_accumulator._batches.get(tp)
+        if queued:
+            queued[-1]._drain_waiter.add_done_callback(_retrieve)
         return future
 
     async def _partition_for(
@@ -259,6 +264,25 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
     "Future exception was never retrieved" for each such abort."""
     if future.done() and not future.cancelled():
         future.exception()
+
+
+def _mark_waiter_errors_seen(producer: AIOKafkaProducer) -> None:
+    """aiokafka sets its transaction waiter's exception on every abortable or fatal error,
+    and a fatal one replaces a waiter already done: a fenced zombie's requests in flight each
+    meet the fence, and each replaced waiter, never awaited, was logged by asyncio as "Future
+    exception was never retrieved" at ERROR with a traceback (found by the fault matrix's
+    paused instances). The transaction's outcome reports the error; mark each as seen."""
+    manager = getattr(producer, "_txn_manager", None)
+    if manager is None:
+        return
+    for name in ("error_transaction", "fatal_error"):
+        original = getattr(manager, name)
+
+        def marked(exc: BaseException, _original: Any = original) -> None:
+            _original(exc)
+            _retrieve(manager.wait_for_transaction_end())
+
+        setattr(manager, name, marked)
 
 
 class Publisher:
