@@ -26,6 +26,7 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+import structlog
 
 from hitl_gateway.errors import redis_errors
 from hitl_gateway.ids import claim_source, claim_value
@@ -43,6 +44,8 @@ from hitl_gateway.settings import RedisSettings
 from hitl_gateway.stopswitch import SwitchEvent, merged
 
 RESULT_TTL_S = 7 * 86_400
+
+log = structlog.get_logger(__name__)
 
 
 def _claim(meta: HoldMeta) -> str:
@@ -76,6 +79,15 @@ local p = ARGV[1]
 local nu, nr, nres, nap = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local closed_ttl, result_ttl = ARGV[6], ARGV[7]
 local fields = cjson.decode(ARGV[8])
+-- A fence: an update whose holds offsets are behind the index's belongs to an owner that
+-- lost the partition (a paused instance waking up after the next owner restored and moved
+-- on): it would bring back holds closed since. Nothing of it is applied.
+local a = 9 + #fields * 4 + nr * 3 + nres * 3
+for _ = 1, nap do
+  local stored = tonumber(redis.call('GET', p .. 'applied.v3:' .. ARGV[a]) or '-1')
+  if stored > tonumber(ARGV[a + 1]) then return -1 end
+  a = a + 2
+end
 local i = 9
 local function previous(id)
   local meta = redis.call('HGET', p .. 'hold:' .. id, 'meta')
@@ -165,7 +177,8 @@ class HoldIndex(RedisWrapper):
     ) -> None:
         """Upsert holds, remove closed ones ((item, closing decision, partition)), store
         decision results, stop switch events ((partition, event)) and advance the applied
-        offsets: one atomic script call."""
+        offsets: one atomic script call. An update whose offsets are behind the index's is
+        a former owner's, late: it is dropped whole (logged ``hold_index_update_stale``)."""
         args: list[Any] = [self._p, len(upserts), len(removals), len(results), len(applied),
                            CLOSED_TTL_S, RESULT_TTL_S]  # fmt: skip
         fields: list[list[Any]] = []
@@ -203,7 +216,9 @@ class HoldIndex(RedisWrapper):
         for partition, event in switches:
             args += [partition, event.field, event.model_dump_json()]
         with redis_errors("redis hold index update"):
-            await self._apply(args=args)
+            changed = await self._apply(args=args)
+        if changed == -1:
+            log.warning("hold_index_update_stale", offsets=sorted(applied.values()))
 
     # -- reads -----------------------------------------------------------------------------
 

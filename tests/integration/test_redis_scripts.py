@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from structlog.testing import capture_logs
 
 from hitl_gateway.budgets import RedisBudgets
 from hitl_gateway.holds import HoldIndex
@@ -186,5 +187,31 @@ async def test_queue_pages_among_the_granted_domains_only() -> None:
         assert await ids(domains=["b"]) == (2, ["i07", "i10"])
         total, metas = await index.queue("doctors", domains=["b"])
         assert (total, [m.item_id for m in metas]) == (1, ["i01"])
+    finally:
+        await index.stop()
+
+
+async def test_a_former_owners_late_update_does_not_bring_a_closed_hold_back() -> None:
+    """The fault matrix's zombie (S3): an instance committed a hold at holds offset 1456 and
+    was paused before its index update; the next owner restored the index to 1458 and closed
+    the hold (tombstone at 1458, applied 1460); then the paused instance woke and sent its
+    update. It must change nothing."""
+    settings = fresh_settings().redis
+    index = HoldIndex(settings)
+    try:
+        await index.apply([_hold("z1", "nurses", key=b"z1", partition=1)], [], {},
+                          {("holds", 1): 1458})  # fmt: skip
+        await index.apply([], [("z1", "d1\0ana", 1)], {}, {("holds", 1): 1460})
+        with capture_logs() as logs:
+            await index.apply([_hold("z1", "nurses", key=b"z1", partition=1)], [], {},
+                              {("holds", 1): 1457})  # fmt: skip
+        assert await index.get("z1") is None
+        assert await index.queue("nurses") == (0, [])
+        assert await index.applied_offset("holds", 1) == 1460
+        assert [e["event"] for e in logs] == ["hold_index_update_stale"]
+        # The owner's own next update (offsets ahead) applies as before.
+        await index.apply([_hold("z2", "nurses", key=b"z2", partition=1)], [], {},
+                          {("holds", 1): 1462})  # fmt: skip
+        assert await index.get("z2") is not None
     finally:
         await index.stop()
