@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import httpx
+import redis
 import yaml
 
 from hitl_gateway.review.auth import new_token
@@ -142,6 +143,17 @@ class RedisServer:
                 stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )  # fmt: skip
         _wait_port(self.port, 30, "redis-server")
+        client = redis.Redis(port=self.port)
+        deadline = time.monotonic() + 60
+        while True:  # until the append-only file is loaded
+            try:
+                client.ping()
+                break
+            except redis.BusyLoadingError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.05)
+        client.close()
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
