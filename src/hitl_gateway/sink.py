@@ -17,7 +17,7 @@ from typing import Any
 import aiokafka.producer.sender as aiokafka_sender
 import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
+from aiokafka.errors import IllegalOperation, InvalidProducerEpoch, ProducerFenced
 from aiokafka.partitioner import DefaultPartitioner
 
 from hitl_gateway.errors import (
@@ -146,7 +146,12 @@ class PartitionProducer:
                     )
                 await asyncio.wait_for(producer.commit_transaction(), self._timeout_s)
             except BaseException as exc:
-                await self._abort(fenced=isinstance(exc, _FENCED))
+                fatal = _fatal(producer)
+                await self._abort(fenced=isinstance(exc, _FENCED) or fatal)
+                if fatal and isinstance(exc, IllegalOperation):
+                    # Fenced while this transaction's batches were being sent: the next
+                    # send finds the transaction gone ("not in transaction"), not the fence.
+                    raise FencedError(f"{self.transactional_id} was fenced mid-send") from exc
                 raise
         except _FENCED as exc:
             raise FencedError(f"{self.transactional_id} was fenced by a newer owner") from exc
@@ -239,6 +244,12 @@ class PartitionProducer:
                 "transaction_abort_failed", transactional_id=self.transactional_id, error=repr(exc)
             )
             await self.stop()
+
+
+def _fatal(producer: AIOKafkaProducer) -> bool:
+    """Whether the producer's transactions ended in a fatal state (fenced by a newer owner)."""
+    manager = getattr(producer, "_txn_manager", None)
+    return manager is not None and bool(manager.is_fatal_error())
 
 
 async def _close_quietly(producer: AIOKafkaProducer, timeout_s: float = 5.0) -> None:
