@@ -244,7 +244,8 @@ def passed(result: dict[str, Any]) -> bool:
             and f["held_lost"] == 0 and f["unauthorized_applied"] == 0
             and f["malformed_unaccounted"] == 0 and f["audit_verified"]
             and f["index_missing"] + f["index_extra"] == 0
-            and result["storm"]["unapplied"] == 0 and refusals_expected(result))  # fmt: skip
+            and result["storm"]["unapplied"] == 0 and refusals_expected(result)
+            and all(code in (0, None) for code in result["gateway_exit_codes"]))  # fmt: skip
 
 
 def table(results: list[dict[str, Any]]) -> str:
