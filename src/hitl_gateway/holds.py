@@ -253,6 +253,13 @@ class HoldIndex(RedisWrapper):
             raw = await self._r.hvals(f"{self._p}switch:{partition}")
         return merged([], (SwitchEvent.model_validate_json(v) for v in raw))
 
+    async def intact(self, topic: str, partition: int) -> bool:
+        """Whether the partition's index is still there: taking a partition always records
+        its applied offset, so a missing one means Redis lost the index since (wiped, or a
+        replica promoted without it)."""
+        with redis_errors("redis read"):
+            return bool(await self._r.exists(f"{self._p}applied.v3:{topic}:{partition}"))
+
     async def applied_offset(self, topic: str, partition: int) -> int | None:
         with redis_errors("redis read"):
             raw = await self._r.get(f"{self._p}applied.v3:{topic}:{partition}")
