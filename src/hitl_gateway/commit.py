@@ -254,7 +254,8 @@ class Committer:
         if not (upserts or removals or applied.results or switches):
             return
         try:
-            await self._index.apply(upserts, removals, applied.results, applied_offsets, switches)
+            await self._index.apply(upserts, removals, applied.results, applied_offsets, switches,
+                                    follow=True)  # fmt: skip
         except InfrastructureError as exc:
             self._metrics.infrastructure_errors.labels(component="redis").inc()
             await self._owner.drop(lane)

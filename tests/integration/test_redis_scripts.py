@@ -12,6 +12,7 @@ import redis.asyncio as aioredis
 from structlog.testing import capture_logs
 
 from hitl_gateway.budgets import RedisBudgets
+from hitl_gateway.errors import RedisUnavailable
 from hitl_gateway.holds import HoldIndex
 from hitl_gateway.index_entries import IndexedHold
 from hitl_gateway.models import HoldMeta
@@ -213,5 +214,26 @@ async def test_a_former_owners_late_update_does_not_bring_a_closed_hold_back() -
         await index.apply([_hold("z2", "nurses", key=b"z2", partition=1)], [], {},
                           {("holds", 1): 1462})  # fmt: skip
         assert await index.get("z2") is not None
+    finally:
+        await index.stop()
+
+
+async def test_an_update_after_a_commit_refuses_an_index_that_is_gone() -> None:
+    """Redis wiped between a commit and its index update (S6): applying the update would
+    leave a partial index that looks whole (its applied offset set again); it is refused,
+    so the partition is retaken and its index rebuilt. A restore still starts from nothing."""
+    settings = fresh_settings().redis
+    index = HoldIndex(settings)
+    try:
+        with pytest.raises(RedisUnavailable, match="gone"):
+            await index.apply([_hold("g1", "nurses", key=b"g1", partition=4)], [], {},
+                              {("holds", 4): 12}, follow=True)  # fmt: skip
+        assert await index.get("g1") is None
+        assert not await index.intact("holds", 4)
+        await index.apply([_hold("g1", "nurses", key=b"g1", partition=4)], [], {},
+                          {("holds", 4): 12})  # fmt: skip
+        assert await index.intact("holds", 4)
+        await index.apply([], [("g1", "d\0ana", 4)], {}, {("holds", 4): 14}, follow=True)
+        assert await index.get("g1") is None
     finally:
         await index.stop()
