@@ -60,6 +60,7 @@ def uncertainty_score(meta: HoldMeta) -> int:
     step = round((1.0 - min(1.0, max(0.0, u))) * 1000)
     return step * _STEP + min(meta.sla_deadline_ms or 0, _STEP - 1)
 
+
 log = structlog.get_logger(__name__)
 
 
