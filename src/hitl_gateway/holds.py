@@ -46,6 +46,8 @@ from hitl_gateway.settings import RedisSettings
 from hitl_gateway.stopswitch import SwitchEvent, merged
 
 RESULT_TTL_S = 7 * 86_400
+# The applied offsets' key, named by the key layout's version (the module docstring).
+APPLIED = "applied.v4:"
 ORDERS = ("deadline", "age", "uncertainty")
 # Uncertainty steps of 1/1000, each wide enough for a millisecond deadline (< 8e12: the
 # year 2223): the largest score, 1000 steps, stays an exact integer in a double (< 2**53).
@@ -92,6 +94,7 @@ def _bytes(value: bytes | str) -> bytes:
 # expire; a closed item's claim lives as long as its closed marker.
 _APPLY = """
 local p = ARGV[1]
+local applied = '{applied}'
 local nu, nr, nres, nap = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local closed_ttl, result_ttl = ARGV[6], ARGV[7]
 local fields = cjson.decode(ARGV[8])
@@ -103,7 +106,7 @@ local fields = cjson.decode(ARGV[8])
 local a = 9 + #fields * 4 + nr * 3 + nres * 3
 local follow = ARGV[a + nap * 2 + 1 + tonumber(ARGV[a + nap * 2] or '0') * 3] == 'follow'
 for _ = 1, nap do
-  local raw = redis.call('GET', p .. 'applied.v3:' .. ARGV[a])
+  local raw = redis.call('GET', p .. applied .. ARGV[a])
   if not raw and follow then return -2 end
   if tonumber(raw or '-1') > tonumber(ARGV[a + 1]) then return -1 end
   a = a + 2
@@ -170,7 +173,7 @@ for _ = 1, nres do
   i = i + 3
 end
 for _ = 1, nap do
-  redis.call('SET', p .. 'applied.v4:' .. ARGV[i], ARGV[i + 1])
+  redis.call('SET', p .. applied .. ARGV[i], ARGV[i + 1])
   i = i + 2
 end
 local nsw = tonumber(ARGV[i] or '0')
@@ -180,7 +183,7 @@ for _ = 1, nsw do
   i = i + 3
 end
 return nu + nr
-"""
+""".replace("{applied}", APPLIED)
 
 
 class HoldIndex(RedisWrapper):
@@ -290,11 +293,11 @@ class HoldIndex(RedisWrapper):
         its applied offset, so a missing one means Redis lost the index since (wiped, or a
         replica promoted without it)."""
         with redis_errors("redis read"):
-            return bool(await self._r.exists(f"{self._p}applied.v3:{topic}:{partition}"))
+            return bool(await self._r.exists(f"{self._p}{APPLIED}{topic}:{partition}"))
 
     async def applied_offset(self, topic: str, partition: int) -> int | None:
         with redis_errors("redis read"):
-            raw = await self._r.get(f"{self._p}applied.v4:{topic}:{partition}")
+            raw = await self._r.get(f"{self._p}{APPLIED}{topic}:{partition}")
         return int(raw) if raw is not None else None
 
     async def queue(
