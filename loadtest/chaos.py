@@ -37,6 +37,7 @@ from chaos_rig import (
     RedisServer,
     Toxiproxy,
     gateway_settings,
+    write_decision_keys,
     write_reviewers,
 )
 from chaos_storm import Storm
@@ -88,6 +89,7 @@ class Matrix:
         self.toxi = Toxiproxy(self.ports, root)
         self.tokens: dict[str, str] = {}
         self.grants = write_reviewers(root / "reviewers.yaml", self.tokens)
+        self.signer = write_decision_keys(root / "decision-keys.yaml")
         self.rng = random.Random(args.seed)
 
     def up(self) -> None:
@@ -126,10 +128,10 @@ class Matrix:
                     service=SERVICE if "S10" in names else None)  # fmt: skip
         watcher = Watcher(bootstrap, t.delivered, t.partitions)
         reviewer = Reviewer(bootstrap, t.review_tasks, t.review_decisions, t.partitions,
-                            self.grants, malicious="S10" in names,
+                            self.grants, self.signer, malicious="S10" in names,
                             collect="S9" in names)  # fmt: skip
         items = self.args.storm_items
-        storm = Storm(bootstrap, t.review_decisions, [], self.tokens,
+        storm = Storm(bootstrap, t.review_decisions, [], self.tokens, self.signer,
                       conflicts=items // 14, unknown=items // 28)  # fmt: skip
         rig = Rig(self.ports, self.cluster, self.redis, self.toxi, settings, gateways, spawn,
                   self.rng, self.args.short)  # fmt: skip
@@ -166,7 +168,8 @@ class Matrix:
         return {"scenario": name, "reps": len(faults), "rate_per_s": self.args.rate,
                 "seconds": round(time.time() - began, 1), "drained": drained,
                 "gateway_exit_codes": codes, "decisions_sent": reviewer.decisions,
-                "malicious_sent": reviewer.malicious_sent, "findings": findings.summary(),
+                "malicious_sent": reviewer.malicious_sent, "forged_sent": reviewer.forged_sent,
+                "unsigned_sent": reviewer.unsigned_sent, "findings": findings.summary(),
                 "storm": {"items": len(storm.stormed), "sent": storm.sent,
                           "unknown": storm.unknown if "S9" in names else 0,
                           "api_status": storm.api_status,
@@ -228,13 +231,16 @@ def row(result: dict[str, Any], kind: str) -> dict[str, Any]:
 
 
 def refusals_expected(result: dict[str, Any]) -> bool:
-    """S10: every malicious decision refused (and audited); S9: every decision for an
-    unknown item and every conflicting second verdict refused."""
+    """S10: every malicious decision refused (and audited), and nothing else refused for its
+    signature; S9: every decision for an unknown item refused."""
     refused = result["findings"]["refusals"]
     wrong = sum(refused.get(k, 0) for k in ("not_allowed", "self_approval", "stale_content"))
     storm = result["storm"]
-    return wrong >= result["malicious_sent"] and refused.get("unknown_item", 0) >= storm.get(
-        "unknown", 0
+    return (
+        wrong >= result["malicious_sent"]
+        and refused.get("bad_signature", 0) == result.get("forged_sent", 0)
+        and refused.get("unsigned", 0) == result.get("unsigned_sent", 0)
+        and refused.get("unknown_item", 0) >= storm.get("unknown", 0)
     )
 
 

@@ -28,8 +28,10 @@ import redis
 import yaml
 
 from hitl_gateway.review.auth import new_token
+from hitl_gateway.review.signing import Signer, new_key, tool_signer
 from hitl_gateway.settings import (
     AuditSettings,
+    DecisionSettings,
     HttpSettings,
     KafkaSettings,
     PolicySettings,
@@ -47,6 +49,7 @@ TOXIPROXY_MODULE = "github.com/Shopify/toxiproxy/v2/cmd/server@v2.12.0"
 TOXIPROXY = REPO / ".cache" / "toxiproxy" / "server"
 REVIEWERS_PER_POOL = 4
 AUDIT_KEY = b"chaos-audit-key-0123456789abcdef"
+DECISION_TOOL, GATEWAY_KEY = "chaos-reviewer", "chaos-gateway"  # the decision keys' ids
 
 
 def _port(name: str, default: int) -> int:
@@ -253,9 +256,19 @@ def write_reviewers(path: Path, tokens: dict[str, str]) -> dict[str, list[str]]:
     return grants
 
 
+def write_decision_keys(path: Path) -> Signer:
+    """The gateways' decision keys file: the reviewer process's Ed25519 key (as a review tool
+    would have) and the gateways' own HMAC key (the review API signs with it); returns the
+    reviewer's signer."""
+    secret, tool_entry = new_key(DECISION_TOOL, "ed25519")
+    _, gateway_entry = new_key(GATEWAY_KEY, "hmac-sha256")
+    path.write_text(tool_entry + gateway_entry)
+    return tool_signer(DECISION_TOOL, "ed25519", secret)
+
+
 def gateway_settings(ports: Ports, root: Path, session_timeout_ms: int) -> Settings:
     """One scenario's settings: fresh topics, group and key prefix; replicated topics; the
-    shipped policies; a keyed audit trail."""
+    shipped policies; a keyed audit trail; signed decisions (``write_decision_keys``)."""
     uid = uuid.uuid4().hex[:8]
     names = {
         f: f"chaos{uid}.{f}"
@@ -281,6 +294,9 @@ def gateway_settings(ports: Ports, root: Path, session_timeout_ms: int) -> Setti
             socket_timeout_s=3,
         ),
         review=ReviewSettings(reviewers_file=root / "reviewers.yaml", rate_limit_requests=0),
+        decisions=DecisionSettings(
+            keys_file=root / "decision-keys.yaml", gateway_key_id=GATEWAY_KEY
+        ),
         http=HttpSettings(port=0),
         runtime=RuntimeSettings(log_format="json", shutdown_timeout_s=20),
         audit=AuditSettings(

@@ -13,6 +13,7 @@ from typing import Any
 import httpx
 
 from chaos_load import Reviewer, send_decisions, verdict_for
+from hitl_gateway.review.signing import Signer
 
 
 @dataclass
@@ -21,6 +22,7 @@ class Storm:
     topic: str
     api_ports: list[int]
     tokens: dict[str, str]
+    signer: Signer  # the review tool's key, for the decisions over the topic
     conflicts: int = 1_000
     unknown: int = 500
     stormed: set[str] = field(default_factory=set)
@@ -68,7 +70,7 @@ class Storm:
         on_topic = [d for channel, d in plan if channel == "topic"]
         on_api = [d for channel, d in plan if channel == "api"]
         self.sent = {"topic": len(on_topic), "api": len(on_api)}
-        await asyncio.gather(send_decisions(self.bootstrap, self.topic, on_topic),
+        await asyncio.gather(send_decisions(self.bootstrap, self.topic, on_topic, self.signer),
                              self._api(on_api))  # fmt: skip
 
     async def _api(self, decisions: list[dict[str, Any]]) -> None:

@@ -2,7 +2,8 @@
 three brokers, three gateway processes, real faults during one steady load. Two rounds of:
 a gateway SIGKILLed, a gateway paused past its session timeout (a zombie), a broker killed
 and restarted, Redis killed and restarted, the brokers and then Redis cut off by Toxiproxy.
-A read_committed verifier accounts for every id afterwards.
+The reviewer process signs its decisions. A read_committed verifier accounts for every id
+afterwards.
 
 The harness starts its own cluster, Redis and Toxiproxy on its own ports and stops them.
 """
@@ -39,6 +40,9 @@ def test_short_fault_matrix_loses_nothing(tmp_path: Path) -> None:
     assert f["held"] > 100, "the load held nothing: the reviewer side was not exercised"
     assert (f["lost"], f["duplicated"], f["held_lost"]) == (0, 0, 0), f
     assert f["unauthorized_applied"] == 0, f
+    # The reviewer process signs its decisions as a review tool would: none is refused for
+    # its signature, through every fault (a decision batch replayed after a crash included).
+    assert not {k: n for k, n in f["refusals"].items() if k in ("bad_signature", "unsigned")}, f
     assert f["audit_verified"], f["audit_problems_examples"]
     assert (f["index_missing"], f["index_extra"]) == (0, 0), f
     kinds = [r["detail"]["scenario"] for r in load["repetitions"]]
