@@ -185,8 +185,9 @@ class Matrix:
         await asyncio.sleep(3)
 
     async def _storm(self, storm: Storm, reviewer: Reviewer, ports: list[int]) -> None:
-        """Hold items until there are enough for the storm (or a minute passed), then send it."""
-        deadline = time.monotonic() + 90
+        """Hold items until there are enough for the storm (or ten minutes passed), then send
+        it (``--rate`` sets how fast they come)."""
+        deadline = time.monotonic() + 600
         while len(reviewer.collected) < self.args.storm_items and time.monotonic() < deadline:
             await asyncio.sleep(1)
         storm.api_ports = ports
