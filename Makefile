@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: demo test bench lint typecheck unit integration screenshots image stack-up stack-down stack-status venv clean label-studio-up label-studio-down test-label-studio
+.PHONY: demo test bench chaos lint typecheck unit integration screenshots image stack-up stack-down stack-status venv clean label-studio-up label-studio-down test-label-studio
 
 # The gateway's main job, end to end on the local stack.
 demo: $(STAMP) stack-up
@@ -19,6 +19,12 @@ test: $(STAMP) stack-up label-studio-up lint typecheck
 # (docs/performance.md); the peers come from the bench extra.
 bench: $(BENCH_STAMP) stack-up
 	$(BIN)/python loadtest/bench.py
+
+# The fault matrix: three brokers, three gateways, real faults; results in loadtest/results
+# (docs/reliability.md). CHAOS_ARGS narrows it, e.g. CHAOS_ARGS="--scenarios S1,S4 --reps 3".
+CHAOS_ARGS ?=
+chaos: $(STAMP)
+	$(BIN)/python loadtest/chaos.py $(CHAOS_ARGS)
 
 # The reviewer workspace's screenshots in docs/images, made by its browser tests.
 screenshots: $(STAMP) stack-up

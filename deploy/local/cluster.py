@@ -10,6 +10,12 @@ default for new topics, so a write survives one broker's loss and keeps being ac
 one broker is down. ``stop-broker`` stops one broker cleanly (SIGTERM: a controlled
 shutdown); ``--kill`` stops it hard. ``up`` waits until all three brokers answer and the
 cluster reports three.
+
+With ``CLUSTER_PROXIED_LISTEN_BASE`` and ``CLUSTER_PROXIED_ADVERTISED_BASE`` set, each broker
+also listens on ``LISTEN_BASE + n - 1`` and advertises that listener as ``ADVERTISED_BASE +
+n - 1``: a fault proxy (Toxiproxy) between the two puts faults on the way of the clients that
+bootstrap through it (``loadtest/chaos.py``), while the brokers' own replication and the other
+clients keep the direct listener.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ class ClusterConfig:
     heap: str
     ready_timeout_s: float
     stack: StackConfig  # where the Kafka jars are
+    proxied: tuple[int, int] | None = None  # (listen base, advertised base) of PROXIED
 
     @classmethod
     def from_env(cls) -> ClusterConfig:
@@ -64,6 +71,7 @@ class ClusterConfig:
             heap=os.environ.get("CLUSTER_KAFKA_HEAP", "512m"),
             ready_timeout_s=float(os.environ.get("CLUSTER_READY_TIMEOUT_S", "180")),
             stack=StackConfig.from_env(),
+            proxied=_proxied_ports(),
         )
 
     def port(self, broker: int) -> int:
@@ -81,6 +89,18 @@ class ClusterConfig:
 
     def pidfile(self, broker: int) -> Path:
         return self.dir(broker) / "kafka.pid"
+
+
+def _proxied_ports() -> tuple[int, int] | None:
+    listen = os.environ.get("CLUSTER_PROXIED_LISTEN_BASE", "")
+    advertised = os.environ.get("CLUSTER_PROXIED_ADVERTISED_BASE", "")
+    if not listen and not advertised:
+        return None
+    if not (listen.isdigit() and advertised.isdigit()):
+        raise StackError(
+            "CLUSTER_PROXIED_LISTEN_BASE and CLUSTER_PROXIED_ADVERTISED_BASE must both be ports"
+        )
+    return int(listen), int(advertised)
 
 
 def _properties(cfg: ClusterConfig, broker: int) -> Path:
@@ -109,6 +129,11 @@ def _properties(cfg: ClusterConfig, broker: int) -> Path:
         "auto.create.topics.enable": "false",
         "unclean.leader.election.enable": "false",
     }
+    if cfg.proxied is not None:
+        listen, advertised = (base + broker - 1 for base in cfg.proxied)
+        props["listeners"] += f",PROXIED://127.0.0.1:{listen}"
+        props["advertised.listeners"] += f",PROXIED://127.0.0.1:{advertised}"
+        props["listener.security.protocol.map"] += ",PROXIED:PLAINTEXT"
     path = cfg.dir(broker) / "server.properties"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("".join(f"{k}={v}\n" for k, v in props.items()))
@@ -118,7 +143,10 @@ def _properties(cfg: ClusterConfig, broker: int) -> Path:
 def start_broker(cfg: ClusterConfig, broker: int, cluster_id: str) -> bool:
     if _pid_alive(cfg.pidfile(broker), "kafka.Kafka"):
         return False
-    for port in (cfg.port(broker), cfg.controller_port(broker)):
+    ports = [cfg.port(broker), cfg.controller_port(broker)]
+    if cfg.proxied is not None:
+        ports.append(cfg.proxied[0] + broker - 1)
+    for port in ports:
         if _port_open(port):
             raise StackError(f"port {port} is in use by a process this cluster did not start")
     props = _properties(cfg, broker)

@@ -47,6 +47,12 @@ class IndexFollowError(RedisUnavailable):
     """Redis failed while the index followed a commit (the commit itself stands)."""
 
 
+class IndexLostError(RedisUnavailable):
+    """The partition's index is gone (Redis wiped, or a replica without it promoted): a
+    decision would find no hold and be refused as unknown. The partition is retaken, which
+    rebuilds the index from the holds topic, before anything is routed or applied."""
+
+
 class Backoff:
     """Bounded exponential backoff for retried infrastructure failures. With ``jitter``,
     each delay is shortened by a random share of up to ``jitter`` of itself, so lanes and
@@ -154,6 +160,8 @@ class Committer:
         decisions = by_topic.get(self._topics.review_decisions, [])
         offsets = {tp: records[-1].offset + 1 for tp, records in work.items()}
         try:
+            if not await self._index.intact(self._topics.holds, p):
+                raise IndexLostError(f"the hold index of partition {p} is gone from Redis")
             # Routing and applying read Redis (budgets, id claims, holds): a failure there
             # rewinds the batch like a failed transaction, or its records would be skipped.
             # One policy set per partition batch: a reload never splits a batch.
@@ -181,13 +189,14 @@ class Committer:
             log.error("partition_fenced", partition=p)
             await self._owner.drop(lane)
             raise
-        except InfrastructureError:
+        except InfrastructureError as exc:
             chain.rollback()
             self._metrics.transactions.labels(outcome="abort").inc()
             for tp, offset in lane.rewind_positions(work).items():
                 self._source.seek(tp, offset)
             self._owner.resume(lane)
-            if not producer.started:  # dropped after a failed abort: take it afresh
+            # Dropped after a failed abort, or an index to rebuild: take it afresh.
+            if not producer.started or isinstance(exc, IndexLostError):
                 await self._owner.drop(lane)
             raise
         chain.commit()
@@ -245,7 +254,8 @@ class Committer:
         if not (upserts or removals or applied.results or switches):
             return
         try:
-            await self._index.apply(upserts, removals, applied.results, applied_offsets, switches)
+            await self._index.apply(upserts, removals, applied.results, applied_offsets, switches,
+                                    follow=True)  # fmt: skip
         except InfrastructureError as exc:
             self._metrics.infrastructure_errors.labels(component="redis").inc()
             await self._owner.drop(lane)

@@ -28,8 +28,9 @@ from typing import Any
 
 import orjson
 import redis.asyncio as aioredis
+import structlog
 
-from hitl_gateway.errors import redis_errors
+from hitl_gateway.errors import RedisUnavailable, redis_errors
 from hitl_gateway.ids import claim_source, claim_value
 from hitl_gateway.index_entries import (
     IndexedHold,
@@ -45,6 +46,8 @@ from hitl_gateway.settings import RedisSettings
 from hitl_gateway.stopswitch import SwitchEvent, merged
 
 RESULT_TTL_S = 7 * 86_400
+# The applied offsets' key, named by the key layout's version (the module docstring).
+APPLIED = "applied.v4:"
 ORDERS = ("deadline", "age", "uncertainty")
 # Uncertainty steps of 1/1000, each wide enough for a millisecond deadline (< 8e12: the
 # year 2223): the largest score, 1000 steps, stays an exact integer in a double (< 2**53).
@@ -58,6 +61,9 @@ def uncertainty_score(meta: HoldMeta) -> int:
     u = meta.uncertainty if meta.uncertainty is not None else 0.0
     step = round((1.0 - min(1.0, max(0.0, u))) * 1000)
     return step * _STEP + min(meta.sla_deadline_ms or 0, _STEP - 1)
+
+
+log = structlog.get_logger(__name__)
 
 
 def _claim(meta: HoldMeta) -> str:
@@ -88,9 +94,23 @@ def _bytes(value: bytes | str) -> bytes:
 # expire; a closed item's claim lives as long as its closed marker.
 _APPLY = """
 local p = ARGV[1]
+local applied = '{applied}'
 local nu, nr, nres, nap = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local closed_ttl, result_ttl = ARGV[6], ARGV[7]
 local fields = cjson.decode(ARGV[8])
+-- A fence: an update whose holds offsets are behind the index's belongs to an owner that
+-- lost the partition (a paused instance waking up after the next owner restored and moved
+-- on): it would bring back holds closed since. Nothing of it is applied.
+-- And a follow-up update (not a restore) finds the index it follows gone (Redis wiped):
+-- applying it would make a partial index look whole.
+local a = 9 + #fields * 4 + nr * 3 + nres * 3
+local follow = ARGV[a + nap * 2 + 1 + tonumber(ARGV[a + nap * 2] or '0') * 3] == 'follow'
+for _ = 1, nap do
+  local raw = redis.call('GET', p .. applied .. ARGV[a])
+  if not raw and follow then return -2 end
+  if tonumber(raw or '-1') > tonumber(ARGV[a + 1]) then return -1 end
+  a = a + 2
+end
 local i = 9
 local function previous(id)
   local meta = redis.call('HGET', p .. 'hold:' .. id, 'meta')
@@ -153,7 +173,7 @@ for _ = 1, nres do
   i = i + 3
 end
 for _ = 1, nap do
-  redis.call('SET', p .. 'applied.v4:' .. ARGV[i], ARGV[i + 1])
+  redis.call('SET', p .. applied .. ARGV[i], ARGV[i + 1])
   i = i + 2
 end
 local nsw = tonumber(ARGV[i] or '0')
@@ -163,7 +183,7 @@ for _ = 1, nsw do
   i = i + 3
 end
 return nu + nr
-"""
+""".replace("{applied}", APPLIED)
 
 
 class HoldIndex(RedisWrapper):
@@ -181,10 +201,15 @@ class HoldIndex(RedisWrapper):
         results: dict[ResultKey, dict[str, Any]],
         applied: dict[tuple[str, int], int],
         switches: Sequence[tuple[int, SwitchEvent]] = (),
+        *,
+        follow: bool = False,
     ) -> None:
         """Upsert holds, remove closed ones ((item, closing decision, partition)), store
         decision results, stop switch events ((partition, event)) and advance the applied
-        offsets: one atomic script call."""
+        offsets: one atomic script call. An update whose offsets are behind the index's is
+        a former owner's, late: it is dropped whole (logged ``hold_index_update_stale``).
+        ``follow``: an update after a commit, refused (RedisUnavailable) when the index it
+        follows lost its applied offset, so the partition is retaken and the index rebuilt."""
         args: list[Any] = [self._p, len(upserts), len(removals), len(results), len(applied),
                            CLOSED_TTL_S, RESULT_TTL_S]  # fmt: skip
         fields: list[list[Any]] = []
@@ -222,8 +247,13 @@ class HoldIndex(RedisWrapper):
         args.append(len(switches))
         for partition, event in switches:
             args += [partition, event.field, event.model_dump_json()]
+        args.append("follow" if follow else "restore")
         with redis_errors("redis hold index update"):
-            await self._apply(args=args)
+            changed = await self._apply(args=args)
+        if changed == -2:
+            raise RedisUnavailable("redis hold index update: the index it follows is gone")
+        if changed == -1:
+            log.warning("hold_index_update_stale", offsets=sorted(applied.values()))
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -258,9 +288,16 @@ class HoldIndex(RedisWrapper):
             raw = await self._r.hvals(f"{self._p}switch:{partition}")
         return merged([], (SwitchEvent.model_validate_json(v) for v in raw))
 
+    async def intact(self, topic: str, partition: int) -> bool:
+        """Whether the partition's index is still there: taking a partition always records
+        its applied offset, so a missing one means Redis lost the index since (wiped, or a
+        replica promoted without it)."""
+        with redis_errors("redis read"):
+            return bool(await self._r.exists(f"{self._p}{APPLIED}{topic}:{partition}"))
+
     async def applied_offset(self, topic: str, partition: int) -> int | None:
         with redis_errors("redis read"):
-            raw = await self._r.get(f"{self._p}applied.v4:{topic}:{partition}")
+            raw = await self._r.get(f"{self._p}{APPLIED}{topic}:{partition}")
         return int(raw) if raw is not None else None
 
     async def queue(

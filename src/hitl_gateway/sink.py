@@ -17,7 +17,7 @@ from typing import Any
 import aiokafka.producer.sender as aiokafka_sender
 import structlog
 from aiokafka import AIOKafkaProducer, TopicPartition
-from aiokafka.errors import InvalidProducerEpoch, ProducerFenced
+from aiokafka.errors import IllegalOperation, InvalidProducerEpoch, ProducerFenced
 from aiokafka.partitioner import DefaultPartitioner
 
 from hitl_gateway.errors import (
@@ -94,6 +94,7 @@ class PartitionProducer:
             max_batch_size=_BATCH_BYTES,
             **s.producer_options(),
         )
+        _mark_waiter_errors_seen(producer)
         try:
             with kafka_errors(f"starting producer {self.transactional_id}"):
                 await asyncio.wait_for(producer.start(), self._timeout_s)
@@ -145,7 +146,12 @@ class PartitionProducer:
                     )
                 await asyncio.wait_for(producer.commit_transaction(), self._timeout_s)
             except BaseException as exc:
-                await self._abort(fenced=isinstance(exc, _FENCED))
+                fatal = _fatal(producer)
+                await self._abort(fenced=isinstance(exc, _FENCED) or fatal)
+                if fatal and isinstance(exc, IllegalOperation):
+                    # Fenced while this transaction's batches were being sent: the next
+                    # send finds the transaction gone ("not in transaction"), not the fence.
+                    raise FencedError(f"{self.transactional_id} was fenced mid-send") from exc
                 raise
         except _FENCED as exc:
             raise FencedError(f"{self.transactional_id} was fenced by a newer owner") from exc
@@ -205,6 +211,10 @@ class PartitionProducer:
             batch, tp.topic, partition=tp.partition
         )
         future.add_done_callback(_retrieve)
+        # The batch's drain waiter gets the same error and nobody awaits it (see _retrieve).
+        queued = producer._message_accumulator._batches.get(tp)
+        if queued:
+            queued[-1]._drain_waiter.add_done_callback(_retrieve)
         return future
 
     async def _partition_for(
@@ -236,6 +246,12 @@ class PartitionProducer:
             await self.stop()
 
 
+def _fatal(producer: AIOKafkaProducer) -> bool:
+    """Whether the producer's transactions ended in a fatal state (fenced by a newer owner)."""
+    manager = getattr(producer, "_txn_manager", None)
+    return manager is not None and bool(manager.is_fatal_error())
+
+
 async def _close_quietly(producer: AIOKafkaProducer, timeout_s: float = 5.0) -> None:
     try:
         await asyncio.wait_for(producer.stop(), timeout_s)
@@ -259,6 +275,25 @@ def _retrieve(future: asyncio.Future[Any]) -> None:
     "Future exception was never retrieved" for each such abort."""
     if future.done() and not future.cancelled():
         future.exception()
+
+
+def _mark_waiter_errors_seen(producer: AIOKafkaProducer) -> None:
+    """aiokafka sets its transaction waiter's exception on every abortable or fatal error,
+    and a fatal one replaces a waiter already done: a fenced zombie's requests in flight each
+    meet the fence, and each replaced waiter, never awaited, was logged by asyncio as "Future
+    exception was never retrieved" at ERROR with a traceback (found by the fault matrix's
+    paused instances). The transaction's outcome reports the error; mark each as seen."""
+    manager = getattr(producer, "_txn_manager", None)
+    if manager is None:
+        return
+    for name in ("error_transaction", "fatal_error"):
+        original = getattr(manager, name)
+
+        def marked(exc: BaseException, _original: Any = original) -> None:
+            _original(exc)
+            _retrieve(manager.wait_for_transaction_end())
+
+        setattr(manager, name, marked)
 
 
 class Publisher:

@@ -9,8 +9,10 @@ from typing import Any
 import orjson
 import pytest
 import redis.asyncio as aioredis
+from structlog.testing import capture_logs
 
 from hitl_gateway.budgets import RedisBudgets
+from hitl_gateway.errors import RedisUnavailable
 from hitl_gateway.holds import HoldIndex
 from hitl_gateway.index_entries import IndexedHold
 from hitl_gateway.models import HoldMeta
@@ -222,5 +224,52 @@ async def test_the_uncertainty_queue_lists_the_most_uncertain_first_then_by_dead
         assert await ids(domains=["a"]) == ["u90", "u30", "none", "u0"]
         with pytest.raises(ValueError, match="order must be one of deadline, age, uncertainty"):
             await index.queue("annotators", order="random")
+    finally:
+        await index.stop()
+
+
+async def test_a_former_owners_late_update_does_not_bring_a_closed_hold_back() -> None:
+    """The fault matrix's zombie (S3): an instance committed a hold at holds offset 1456 and
+    was paused before its index update; the next owner restored the index to 1458 and closed
+    the hold (tombstone at 1458, applied 1460); then the paused instance woke and sent its
+    update. It must change nothing."""
+    settings = fresh_settings().redis
+    index = HoldIndex(settings)
+    try:
+        await index.apply([_hold("z1", "nurses", key=b"z1", partition=1)], [], {},
+                          {("holds", 1): 1458})  # fmt: skip
+        await index.apply([], [("z1", "d1\0ana", 1)], {}, {("holds", 1): 1460})
+        with capture_logs() as logs:
+            await index.apply([_hold("z1", "nurses", key=b"z1", partition=1)], [], {},
+                              {("holds", 1): 1457})  # fmt: skip
+        assert await index.get("z1") is None
+        assert await index.queue("nurses") == (0, [])
+        assert await index.applied_offset("holds", 1) == 1460
+        assert [e["event"] for e in logs] == ["hold_index_update_stale"]
+        # The owner's own next update (offsets ahead) applies as before.
+        await index.apply([_hold("z2", "nurses", key=b"z2", partition=1)], [], {},
+                          {("holds", 1): 1462})  # fmt: skip
+        assert await index.get("z2") is not None
+    finally:
+        await index.stop()
+
+
+async def test_an_update_after_a_commit_refuses_an_index_that_is_gone() -> None:
+    """Redis wiped between a commit and its index update (S6): applying the update would
+    leave a partial index that looks whole (its applied offset set again); it is refused,
+    so the partition is retaken and its index rebuilt. A restore still starts from nothing."""
+    settings = fresh_settings().redis
+    index = HoldIndex(settings)
+    try:
+        with pytest.raises(RedisUnavailable, match="gone"):
+            await index.apply([_hold("g1", "nurses", key=b"g1", partition=4)], [], {},
+                              {("holds", 4): 12}, follow=True)  # fmt: skip
+        assert await index.get("g1") is None
+        assert not await index.intact("holds", 4)
+        await index.apply([_hold("g1", "nurses", key=b"g1", partition=4)], [], {},
+                          {("holds", 4): 12})  # fmt: skip
+        assert await index.intact("holds", 4)
+        await index.apply([], [("g1", "d\0ana", 4)], {}, {("holds", 4): 14}, follow=True)
+        assert await index.get("g1") is None
     finally:
         await index.stop()

@@ -1,0 +1,59 @@
+"""Redis loses the hold index while the gateway runs (FLUSHALL, or a replica promoted
+without it): the fault matrix's S6 found decisions for held items refused as unknown, and
+the items missing from every queue, until something else made the partition be retaken.
+Now the next batch finds the index gone, the partition is retaken (rebuilding its index
+from the holds topic) and the decision is applied."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import orjson
+import redis.asyncio as aioredis
+
+from hitl_gateway.settings import ReviewSettings
+
+from .gateways import serving, write_reviewers
+from .kafka_io import CONFIGS, REDIS_URL, fresh_settings, produce, read_all, wait_until
+
+
+async def test_a_decision_after_the_index_was_wiped_is_applied(tmp_path: Path) -> None:
+    tokens = write_reviewers(tmp_path / "reviewers.yaml", {"ana": ["clinicians"]})
+    settings = fresh_settings(policy_dir=CONFIGS / "policies").model_copy(
+        update={"review": ReviewSettings(reviewers_file=tmp_path / "reviewers.yaml")}
+    )
+    headers = {"Authorization": f"Bearer {tokens['ana']}"}
+    t = settings.topics
+    async with serving(settings) as (_, http):
+        body = {"id": "w1", "domain": "clinical-summaries", "output": {"text": "held"}}
+        await produce(t.outputs, [(b"w1", orjson.dumps(body))])
+
+        async def held() -> bool:
+            return (await http.get("/v1/items/w1", headers=headers)).status_code == 200
+
+        await wait_until(held, timeout_s=30)
+        content_hash = (await http.get("/v1/items/w1", headers=headers)).json()["content_hash"]
+        client = aioredis.Redis.from_url(REDIS_URL)
+        try:  # every key of this gateway: what FLUSHALL does to it
+            keys = [k async for k in client.scan_iter(match=f"{settings.redis.key_prefix}*")]
+            await client.delete(*keys)
+        finally:
+            await client.aclose()
+        decision = {"decision_id": "d-w1", "item_id": "w1", "reviewer": "ana",
+                    "verdict": "approve", "content_hash": content_hash}  # fmt: skip
+        await produce(t.review_decisions, [(b"w1", orjson.dumps(decision))])
+
+        async def delivered() -> bool:
+            return [r.key for r in await read_all(t.delivered, timeout_s=5)] == [b"w1"]
+
+        async def audited() -> bool:
+            trail = [orjson.loads(r.value) for r in await read_all(t.audit, timeout_s=5)]
+            return any(e.get("decision_id") == "d-w1" for e in trail)
+
+        await wait_until(audited, timeout_s=30)
+        trail = [orjson.loads(r.value) for r in await read_all(t.audit, timeout_s=5)]
+        refused = [e.get("refusal") for e in trail if e.get("type") == "decision_refused"]
+        assert refused == [], refused
+        await wait_until(delivered, timeout_s=30)
+        # The index is back: the item is closed, not missing.
+        assert (await http.get("/v1/items/w1", headers=headers)).status_code == 404
