@@ -124,6 +124,7 @@ def _up(cfg: Config) -> None:
     started = time.monotonic()
     _install(cfg)
     admin = _admin(cfg)
+    proc: subprocess.Popen[bytes] | None = None
     if _alive(cfg) is None:
         env = {**os.environ, "LABEL_STUDIO_BASE_DATA_DIR": str(cfg.root / "data")}
         cmd = [str(cfg.venv / "bin" / "label-studio"), "start", "--no-browser",
@@ -137,7 +138,9 @@ def _up(cfg: Config) -> None:
         cfg.pidfile.write_text(str(proc.pid))
     deadline = time.monotonic() + cfg.ready_timeout_s
     while not _healthy(cfg):
-        if _alive(cfg) is None:
+        # The process started here is asked directly: a healthy start was once taken for an
+        # exit when its /proc cmdline, read while it started, did not show the command yet.
+        if (proc.poll() is not None) if proc is not None else (_alive(cfg) is None):
             raise LabelStudioError(f"label-studio exited: see {cfg.root / 'label-studio.log'}")
         if time.monotonic() > deadline:
             raise LabelStudioError(f"label-studio not healthy within {cfg.ready_timeout_s} s")
