@@ -129,7 +129,14 @@ class PartitionProducer:
             with kafka_errors(f"producing for {self.tp}"):
                 return await self._produce(producer, records)
         try:
-            await producer.begin_transaction()
+            try:
+                await asyncio.wait_for(producer.begin_transaction(), self._timeout_s)
+            except TimeoutError:
+                # aiokafka waits for a producer id without end: a producer that cannot get
+                # one never recovers by itself (aio-libs/aiokafka#1017), so it is dropped
+                # and the next start() makes a new one.
+                await self.stop()
+                raise
             try:
                 written = await self._produce(producer, records)
                 # The offsets join the transaction once its records are acknowledged, not

@@ -15,7 +15,7 @@ import pytest
 from aiokafka import TopicPartition
 from aiokafka.errors import IllegalOperation
 
-from hitl_gateway.errors import FencedError
+from hitl_gateway.errors import FencedError, KafkaUnavailable
 from hitl_gateway.settings import KafkaSettings
 from hitl_gateway.sink import Outgoing, PartitionProducer
 
@@ -90,3 +90,25 @@ async def test_fenced_between_two_batches_fails_as_fenced() -> None:
     assert fake.sent == 1
     assert fake.stopped
     assert not producer.started
+
+
+class _NoProducerId(_FencedMidSend):
+    """A producer whose id never comes (aiokafka's begin_transaction waits for it)."""
+
+    async def begin_transaction(self) -> None:
+        await asyncio.Event().wait()
+
+
+async def test_a_producer_that_never_gets_an_id_is_dropped_not_waited_on() -> None:
+    settings = KafkaSettings(request_timeout_ms=1_000)
+    producer = PartitionProducer(settings, TopicPartition("outputs", 3), 1_000_000)
+    fake = _NoProducerId()
+    producer._producer = fake  # type: ignore[assignment]
+    records = [Outgoing("delivered", b"a", b"a", [], partition=3)]
+    with pytest.raises(KafkaUnavailable):
+        await asyncio.wait_for(
+            producer.commit(records, {TopicPartition("outputs", 3): 10}, "group"), 10
+        )
+    assert fake.sent == 0
+    assert fake.stopped
+    assert not producer.started  # the next start() makes a new producer
