@@ -11,6 +11,7 @@ starts after its last checkpoint, read back from the end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 import structlog
@@ -71,41 +72,63 @@ class Reader:
         self, tp: TopicPartition, start: int | None, timeout_s: float = 60.0
     ) -> tuple[list[Any], int]:
         """Committed records of ``tp`` from ``start`` (None: the beginning) to its last stable
-        offset, and that offset."""
-        assert self._consumer is not None
-        consumer = self._consumer
+        offset, and that offset, within ``timeout_s``.
+
+        The deadline covers every call: aiokafka's ``position`` waits for a position in a
+        loop without end while its offset reset keeps failing (a connection reset in the
+        middle of one), and a read stuck there holds the lock every partition take needs. A
+        read that times out drops the consumer; the next read starts a new one."""
         async with self._lock:
-            with kafka_errors(f"reading {tp}"):
-                consumer.assign([tp])
-                end = (await consumer.end_offsets([tp]))[tp]
-                if end == 0 or (start is not None and start >= end):
-                    return [], end  # nothing to read: skip the position reset round trips
-                if start is None:
-                    await consumer.seek_to_beginning(tp)
-                else:
-                    consumer.seek(tp, start)
-                out: list[Any] = []
-                deadline = asyncio.get_running_loop().time() + timeout_s
-                while await consumer.position(tp) < end:
-                    if asyncio.get_running_loop().time() > deadline:
-                        raise KafkaUnavailable(f"reading {tp} timed out")
-                    batch = await consumer.getmany(tp, timeout_ms=200, max_records=_BATCH)
-                    out.extend(r for r in batch.get(tp, ()) if r.offset < end)
-                return out, end
+            if self._consumer is None:
+                await self.start()
+            assert self._consumer is not None
+            try:
+                async with asyncio.timeout(timeout_s):
+                    return await self._read(self._consumer, tp, start)
+            except TimeoutError:
+                consumer, self._consumer = self._consumer, None
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(consumer.stop(), 5)
+                raise KafkaUnavailable(
+                    f"reading {tp} timed out after {timeout_s:g} s; the reader is made anew"
+                ) from None
+
+    async def _end(self, tp: TopicPartition) -> int:
+        if self._consumer is None:  # a read timed out and dropped it
+            await self.start()
+        assert self._consumer is not None
+        with kafka_errors(f"reading {tp}"):
+            return int((await self._consumer.end_offsets([tp]))[tp])
+
+    @staticmethod
+    async def _read(
+        consumer: AIOKafkaConsumer, tp: TopicPartition, start: int | None
+    ) -> tuple[list[Any], int]:
+        with kafka_errors(f"reading {tp}"):
+            consumer.assign([tp])
+            end = (await consumer.end_offsets([tp]))[tp]
+            if end == 0 or (start is not None and start >= end):
+                return [], end  # nothing to read: skip the position reset round trips
+            if start is None:
+                await consumer.seek_to_beginning(tp)
+            else:
+                consumer.seek(tp, start)
+            out: list[Any] = []
+            while await consumer.position(tp) < end:
+                batch = await consumer.getmany(tp, timeout_ms=200, max_records=_BATCH)
+                out.extend(r for r in batch.get(tp, ()) if r.offset < end)
+            return out, end
 
     async def window(self, tp: TopicPartition, size: int) -> tuple[int, int]:
         """The offsets of ``tp``'s last ``size`` positions: (start, end)."""
-        assert self._consumer is not None
         async with self._lock:
-            with kafka_errors(f"reading {tp}"):
-                end = (await self._consumer.end_offsets([tp]))[tp]
+            end = await self._end(tp)
         return max(0, end - size), end
 
     async def tail(self, tp: TopicPartition) -> list[Any]:
         """The last committed records of ``tp`` (stepping back past control records)."""
-        assert self._consumer is not None
         async with self._lock:
-            end = (await self._consumer.end_offsets([tp]))[tp]
+            end = await self._end(tp)
         step = 16
         while True:
             start = max(0, end - step)
