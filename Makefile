@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 BENCH_STAMP := $(VENV)/.bench-installed
 
-.PHONY: demo test bench chaos lint typecheck unit integration screenshots image stack-up stack-down stack-status venv clean label-studio-up label-studio-down test-label-studio
+.PHONY: demo test bench chaos lint typecheck unit integration screenshots image stack-up stack-down stack-status venv clean label-studio-up label-studio-down test-label-studio native native-test native-bench
 
 # The gateway's main job, end to end on the local stack.
 demo: $(STAMP) stack-up
@@ -35,6 +35,19 @@ screenshots: $(STAMP) stack-up
 image: $(STAMP)
 	$(BIN)/python deploy/local/image.py build
 
+# The compiled decode-and-route prototype (native/README.md), built into the venv; needs
+# rustc and cargo. Optional: nothing else in the project imports it.
+native: $(STAMP)
+	$(BIN)/python -m pip install -q 'maturin>=1.7,<2'
+	VIRTUAL_ENV=$(abspath $(VENV)) $(BIN)/maturin develop --release -m native/Cargo.toml
+
+# Its property test (it routes exactly like the Python engine) and its benchmark.
+native-test: native
+	$(BIN)/pytest -q -p no:cacheprovider native/tests
+
+native-bench: native
+	$(BIN)/python native/bench.py
+
 unit: $(STAMP)
 	$(BIN)/pytest -q tests/unit
 
@@ -42,8 +55,8 @@ integration: $(STAMP) stack-up label-studio-up
 	$(BIN)/pytest -q tests/integration
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests loadtest deploy/local deploy/grafana
-	$(BIN)/ruff format --check src tests loadtest deploy/local deploy/grafana
+	$(BIN)/ruff check src tests loadtest deploy/local deploy/grafana native
+	$(BIN)/ruff format --check src tests loadtest deploy/local deploy/grafana native
 
 typecheck: $(STAMP)
 	$(BIN)/mypy

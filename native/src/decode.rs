@@ -65,6 +65,7 @@ pub fn decode(value: Option<&[u8]>, max_bytes: usize, max_id_length: usize) -> D
     };
     let object = match parsed {
         Value::Object(object) => object,
+        ref number if negative_zero(number) => return Decoded::Unsupported("negative zero"),
         other => {
             let kind = match other {
                 Value::Array(_) => "list",
@@ -139,6 +140,13 @@ fn check_str(v: &Value, min: usize, max: usize) -> Result<String, (&'static str,
         ));
     }
     Ok(s.clone())
+}
+
+/// serde_json reads `-0` as the float -0.0, where orjson reads the int 0: the two cannot
+/// be told apart after parsing, so a record with a negative zero where it matters is
+/// declined.
+fn negative_zero(v: &Value) -> bool {
+    matches!(v, Value::Number(n) if n.as_f64().is_some_and(|f| f == 0.0 && f.is_sign_negative()))
 }
 
 /// pydantic's strict `float` (ints accepted, bools not); JSON numbers are finite here.
@@ -232,6 +240,13 @@ fn is_plain_datetime(s: &str) -> bool {
 }
 
 fn validate(mut object: Map<String, Value>, max_id_length: usize) -> Decoded {
+    let score = match object.get("judge") {
+        Some(Value::Object(judge)) => judge.get("score"),
+        _ => None,
+    };
+    if object.get("confidence").is_some_and(negative_zero) || score.is_some_and(negative_zero) {
+        return Decoded::Unsupported("negative zero");
+    }
     let mut errors: Vec<FieldError> = Vec::new();
     let mut push = |loc: &str, (kind, msg): (&'static str, String)| {
         errors.push(FieldError {
