@@ -2,7 +2,11 @@
 //! `hitl_gateway.codec.decode` words it, or `Unsupported` where this port does not reproduce
 //! the Python path's wording (the caller then runs the Python path).
 
-use serde_json::{Map, Value};
+use std::borrow::Cow;
+use std::fmt;
+
+use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::Value;
 
 /// Deepest nesting a record may have (codec.MAX_DEPTH).
 const MAX_DEPTH: usize = 128;
@@ -51,8 +55,8 @@ pub fn decode(value: Option<&[u8]>, max_bytes: usize, max_id_length: usize) -> D
         let msg = format!("record value is {} bytes, limit {}", value.len(), max_bytes);
         return Decoded::Invalid("too_large", msg);
     }
-    let parsed: Value = match serde_json::from_slice(value) {
-        Ok(parsed) => parsed,
+    let top = match parse(value) {
+        Ok(top) => top,
         Err(_) => {
             if let Err(err) = std::str::from_utf8(value) {
                 let msg = format!("record is not valid UTF-8 at byte {}", err.valid_up_to());
@@ -63,50 +67,218 @@ pub fn decode(value: Option<&[u8]>, max_bytes: usize, max_id_length: usize) -> D
             return Decoded::Unsupported("not strict JSON");
         }
     };
-    let object = match parsed {
-        Value::Object(object) => object,
-        ref number if negative_zero(number) => return Decoded::Unsupported("negative zero"),
-        other => {
-            let kind = match other {
-                Value::Array(_) => "list",
-                Value::String(_) => "str",
-                Value::Bool(_) => "bool",
-                Value::Null => "NoneType",
-                Value::Number(ref n) if n.is_i64() || n.is_u64() => "int",
-                _ => "float",
-            };
+    let (fields, depth) = match top {
+        Top::Object(fields, depth) => (fields, depth),
+        Top::NegativeZero => return Decoded::Unsupported("negative zero"),
+        Top::Other(kind) => {
             let msg = format!("record is a JSON {kind}, not an object");
             return Decoded::Invalid("not_object", msg);
         }
     };
-    if deeper_than(&object, MAX_DEPTH) {
+    if depth > MAX_DEPTH {
         let msg = format!("record nests deeper than {MAX_DEPTH} levels");
         return Decoded::Invalid("too_deep", msg);
     }
-    validate(object, max_id_length)
+    validate(fields, max_id_length)
 }
 
-/// Whether an object nests deeper than `limit` (the object itself is level 1).
-fn deeper_than(object: &Map<String, Value>, limit: usize) -> bool {
-    let mut stack: Vec<(&Value, usize)> = object.values().map(|v| (v, 1)).collect();
-    while let Some((node, level)) = stack.pop() {
-        match node {
-            Value::Object(map) => {
-                if level + 1 > limit {
-                    return true;
-                }
-                stack.extend(map.values().map(|v| (v, level + 1)));
-            }
-            Value::Array(items) => {
-                if level + 1 > limit {
-                    return true;
-                }
-                stack.extend(items.iter().map(|v| (v, level + 1)));
-            }
-            _ => {}
-        }
+/// The routing fields of a record, as parsed (absent: None; JSON null: `Some(Value::Null)`).
+/// A key given twice keeps its last value, as orjson does.
+#[derive(Default)]
+struct Fields {
+    id: Option<Value>,
+    domain: Option<Value>,
+    confidence: Option<Value>,
+    language: Option<Value>,
+    model: Option<Value>,
+    judge: Option<Value>,
+    metadata: Option<Value>,
+    created_at: Option<Value>,
+}
+
+#[allow(clippy::large_enum_variant)] // one per record, moved once
+enum Top {
+    /// The routing fields and the record's nesting depth.
+    Object(Fields, usize),
+    /// Not an object: the Python type orjson would have made of it.
+    Other(&'static str),
+    NegativeZero,
+}
+
+/// The whole value parsed as strictly as into a `serde_json::Value` (every string unescaped
+/// and checked, every number converted, so `1e400` anywhere is an error), keeping only the
+/// routing fields: the rest (the model's output) is walked without being stored.
+fn parse(value: &[u8]) -> serde_json::Result<Top> {
+    let mut de = serde_json::Deserializer::from_slice(value);
+    let top = de.deserialize_any(TopVisitor)?;
+    de.end()?;
+    Ok(top)
+}
+
+struct TopVisitor;
+
+impl<'de> Visitor<'de> for TopVisitor {
+    type Value = Top;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
     }
-    false
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Top, A::Error> {
+        let mut fields = Fields::default();
+        let mut deepest = 0;
+        while let Some(key) = map.next_key_seed(KeySeed)? {
+            let slot = match key.as_ref() {
+                "id" => &mut fields.id,
+                "domain" => &mut fields.domain,
+                "confidence" => &mut fields.confidence,
+                "language" => &mut fields.language,
+                "model" => &mut fields.model,
+                "judge" => &mut fields.judge,
+                "metadata" => &mut fields.metadata,
+                "created_at" => &mut fields.created_at,
+                _ => {
+                    deepest = deepest.max(map.next_value_seed(Skip)?);
+                    continue;
+                }
+            };
+            let value: Value = map.next_value()?;
+            deepest = deepest.max(value_depth(&value));
+            *slot = Some(value);
+        }
+        Ok(Top::Object(fields, deepest + 1))
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Top, A::Error> {
+        while seq.next_element_seed(Skip)?.is_some() {}
+        Ok(Top::Other("list"))
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Top, E> {
+        Ok(Top::Other("str"))
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Top, E> {
+        Ok(Top::Other("bool"))
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Top, E> {
+        Ok(Top::Other("NoneType"))
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Top, E> {
+        Ok(Top::Other("int"))
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Top, E> {
+        Ok(Top::Other("int"))
+    }
+
+    fn visit_f64<E: de::Error>(self, v: f64) -> Result<Top, E> {
+        if v == 0.0 && v.is_sign_negative() {
+            return Ok(Top::NegativeZero);
+        }
+        Ok(Top::Other("float"))
+    }
+}
+
+/// An object key, borrowed from the input when it has no escapes.
+struct KeySeed;
+
+impl<'de> DeserializeSeed<'de> for KeySeed {
+    type Value = Cow<'de, str>;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<Self::Value, D::Error> {
+        d.deserialize_str(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> Visitor<'de> for KeyVisitor {
+    type Value = Cow<'de, str>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, v: &'de str) -> Result<Self::Value, E> {
+        Ok(Cow::Borrowed(v))
+    }
+
+    fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(Cow::Owned(v.to_owned()))
+    }
+}
+
+/// A value walked and checked but not kept; its nesting depth (a scalar is 0).
+struct Skip;
+
+impl<'de> DeserializeSeed<'de> for Skip {
+    type Value = usize;
+
+    fn deserialize<D: Deserializer<'de>>(self, d: D) -> Result<usize, D::Error> {
+        d.deserialize_any(SkipVisitor)
+    }
+}
+
+struct SkipVisitor;
+
+impl<'de> Visitor<'de> for SkipVisitor {
+    type Value = usize;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<usize, A::Error> {
+        let mut deepest = 0;
+        while map.next_key_seed(Skip)?.is_some() {
+            deepest = deepest.max(map.next_value_seed(Skip)?);
+        }
+        Ok(deepest + 1)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<usize, A::Error> {
+        let mut deepest = 0;
+        while let Some(depth) = seq.next_element_seed(Skip)? {
+            deepest = deepest.max(depth);
+        }
+        Ok(deepest + 1)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<usize, E> {
+        Ok(0)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<usize, E> {
+        Ok(0)
+    }
+}
+
+/// Nesting depth of a parsed value (a scalar is 0, `{}` and `[]` are 1).
+fn value_depth(value: &Value) -> usize {
+    match value {
+        Value::Object(map) => 1 + map.values().map(value_depth).max().unwrap_or(0),
+        Value::Array(items) => 1 + items.iter().map(value_depth).max().unwrap_or(0),
+        _ => 0,
+    }
 }
 
 fn chars(s: &str) -> usize {
@@ -239,12 +411,12 @@ fn is_plain_datetime(s: &str) -> bool {
     }
 }
 
-fn validate(mut object: Map<String, Value>, max_id_length: usize) -> Decoded {
-    let score = match object.get("judge") {
+fn validate(mut fields: Fields, max_id_length: usize) -> Decoded {
+    let score = match &fields.judge {
         Some(Value::Object(judge)) => judge.get("score"),
         _ => None,
     };
-    if object.get("confidence").is_some_and(negative_zero) || score.is_some_and(negative_zero) {
+    if fields.confidence.as_ref().is_some_and(negative_zero) || score.is_some_and(negative_zero) {
         return Decoded::Unsupported("negative zero");
     }
     let mut errors: Vec<FieldError> = Vec::new();
@@ -255,18 +427,17 @@ fn validate(mut object: Map<String, Value>, max_id_length: usize) -> Decoded {
             msg,
         });
     };
-    let mut required = |name: &str, max: usize, object: &Map<String, Value>| match object.get(name)
-    {
+    let mut required = |name: &str, max: usize, value: Option<&Value>| match value {
         None => {
             push(name, ("missing", "Field required".into()));
             None
         }
         Some(v) => check_str(v, 1, max).map_err(|e| push(name, e)).ok(),
     };
-    let id = required("id", 4_096, &object);
-    let domain = required("domain", 128, &object);
+    let id = required("id", 4_096, fields.id.as_ref());
+    let domain = required("domain", 128, fields.domain.as_ref());
 
-    let confidence = match object.get("confidence") {
+    let confidence = match fields.confidence.as_ref() {
         None | Some(Value::Null) => None,
         Some(v) => match check_float(v) {
             Ok(c) if c < 0.0 => {
@@ -291,7 +462,7 @@ fn validate(mut object: Map<String, Value>, max_id_length: usize) -> Decoded {
             }
         },
     };
-    let language = match object.get("language") {
+    let language = match fields.language.as_ref() {
         None | Some(Value::Null) => None,
         Some(v) => match check_str(v, 0, 64) {
             Ok(s) if is_language_tag(&s) => Some(s),
@@ -306,11 +477,11 @@ fn validate(mut object: Map<String, Value>, max_id_length: usize) -> Decoded {
             }
         },
     };
-    let model = match object.get("model") {
+    let model = match fields.model.as_ref() {
         None | Some(Value::Null) => None,
         Some(v) => check_str(v, 0, 256).map_err(|e| push("model", e)).ok(),
     };
-    let judge = match object.get("judge") {
+    let judge = match fields.judge.as_ref() {
         None | Some(Value::Null) => None,
         Some(Value::Object(j)) => {
             let score = match j.get("score") {
@@ -334,11 +505,11 @@ fn validate(mut object: Map<String, Value>, max_id_length: usize) -> Decoded {
             None
         }
     };
-    let metadata = match object.get_mut("metadata") {
+    let metadata = match fields.metadata.take() {
         None | Some(Value::Null) => None,
         Some(Value::Object(m)) => {
             let mut pairs = Vec::with_capacity(m.len());
-            for (k, v) in std::mem::take(m) {
+            for (k, v) in m {
                 match v {
                     Value::String(s) => pairs.push((k, s)),
                     _ => push(
@@ -357,7 +528,7 @@ fn validate(mut object: Map<String, Value>, max_id_length: usize) -> Decoded {
             None
         }
     };
-    match object.get("created_at") {
+    match fields.created_at.as_ref() {
         None | Some(Value::Null) => {}
         Some(Value::String(s)) if is_plain_datetime(s) => {}
         Some(_) => return Decoded::Unsupported("created_at outside the ported subset"),
