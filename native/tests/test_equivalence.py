@@ -173,7 +173,43 @@ DOMAINS = [
     *sorted({*SHIPPED.policies, *VARIANTS.policies}),
     *("unknown-domain", "", "Support-Chat", "x" * 129),
 ]
-THRESHOLDS = [0.0, 0.6, 0.7, 0.75, 1.0]
+
+
+def _thresholds() -> list[float]:
+    """Every confidence or judge-score threshold, band edge and boundary the policies name."""
+    found = {0.0, 1.0}
+    for policies in POLICY_SETS.values():
+        for loaded in policies.policies.values():
+            p = loaded.policy
+            if p.confidence_cascade is not None:
+                found |= {p.confidence_cascade.below, p.confidence_cascade.judge_score_below} - {
+                    None
+                }
+            if p.active_learning is not None:
+                found |= {*p.active_learning.band, p.active_learning.boundary} - {None}
+    return sorted(t for t in found if t is not None)
+
+
+def _caps() -> list[int]:
+    """Every budget cap the policies name (quotas, budgets, the first N)."""
+    found = {1}
+    for policies in POLICY_SETS.values():
+        for loaded in policies.policies.values():
+            p = loaded.policy
+            for rule in (p.red_team, p.pre_launch):
+                if rule is not None and rule.first is not None:
+                    found.add(rule.first)
+            if p.active_learning is not None:
+                found.add(p.active_learning.budget.count)
+            if p.sampling is not None and p.sampling.quota is not None:
+                found |= {
+                    p.sampling.quota.count,
+                    math.ceil(p.sampling.quota.count / p.sampling.strata),
+                }
+    return sorted(found)
+
+
+THRESHOLDS = _thresholds()
 NEAR = [math.nextafter(t, d) for t in THRESHOLDS for d in (-math.inf, math.inf)]
 CONFIDENCES = st.one_of(
     st.sampled_from(THRESHOLDS + [c for c in NEAR if 0.0 <= c <= 1.0]),
@@ -423,6 +459,41 @@ def test_edge_records_route_alike(  # noqa: PLR0917
         timestamp_ms=timestamp,
         ledger=ledger,
     )
+
+
+@pytest.mark.parametrize("which", sorted(POLICY_SETS))
+def test_every_threshold_and_budget_edge_routes_alike(which: str) -> None:
+    """A grid: every domain, with a confidence and a judge score at each threshold and the
+    floats either side of it, and each budget used up to none, one, all but one and all of
+    each cap the policies name, the record holding a slot or not."""
+    policies = POLICY_SETS[which]
+    caps = _caps()
+    used_levels = sorted({0, 1, *(c - 1 for c in caps), *caps, *(c // 2 for c in caps)})
+    points = sorted({*THRESHOLDS, *(math.nextafter(t, d) for t in THRESHOLDS
+                                    for d in (-math.inf, math.inf))})  # fmt: skip
+    checked = 0
+    for domain in [*sorted(policies.policies), "unknown-domain"]:
+        for n, confidence in enumerate([None, *points]):
+            for score, grade, language in [(None, None, "en"), (points[n % len(points)], "D", "de"),
+                                           (0.5, "A", "pt-BR"), (0.0, None, None)]:  # fmt: skip
+                obj: dict[str, Any] = {"id": f"g{n}", "domain": domain, "confidence": confidence,
+                                       "language": language, "model": "search-v2",
+                                       "judge": {"score": score, "grade": grade},
+                                       "metadata": {"red_team": "true", "channel": "web",
+                                                    "tenant": "tenant-3"}}  # fmt: skip
+                value = orjson.dumps(obj)
+                record = decode(value, max_bytes=1 << 20, max_id_length=4_096)
+                if isinstance(record, Invalid):  # below 0 or above 1
+                    assert_same(value, policies)
+                    continue
+                for used in used_levels:
+                    for member in (False, True):
+                        ledger = MemoryLedger()
+                        for key in candidate_claim_keys(record, policies, T0):
+                            ledger.preload(key, used, [record.id] if member else [])
+                        assert_same(value, policies, ledger=ledger)
+                        checked += 1
+    assert checked > 1_000
 
 
 # -- the building blocks ----------------------------------------------------------------------
