@@ -455,12 +455,13 @@ fn full_review<'p>(
     };
     let mut claims = Vec::new();
     if let Some(first) = rule.first {
-        let key = format!(
-            "{}|{}|{}",
-            p.domain,
-            rule.name,
-            record.model.as_deref().unwrap_or("-")
-        );
+        // selection.first_n_key: `record.model or "-"` (an empty model counts as none).
+        let model = record
+            .model
+            .as_deref()
+            .filter(|m| !m.is_empty())
+            .unwrap_or("-");
+        let key = format!("{}|{}|{model}", p.domain, rule.name);
         if budgets.claimed(&key, &record.id)? {
             detail.push_str(&format!("; one of the first {first}"));
         } else {

@@ -426,7 +426,7 @@ SETTINGS = settings(
     max_bytes=st.sampled_from([*[1 << 20] * 12, 40, 0]),
     max_id_length=st.sampled_from([*[4_096] * 6, 64, 1]),
     timestamp=st.one_of(
-        st.integers(0, 2**53),
+        st.integers(-(2**53), 2**53),
         st.integers(-3, 3).map(lambda k: T0 - T0 % WEEK_MS + k),
     ),
     used=st.lists(st.integers(0, 900), max_size=3),
@@ -477,7 +477,8 @@ def test_every_threshold_and_budget_edge_routes_alike(which: str) -> None:
             for score, grade, language in [(None, None, "en"), (points[n % len(points)], "D", "de"),
                                            (0.5, "A", "pt-BR"), (0.0, None, None)]:  # fmt: skip
                 obj: dict[str, Any] = {"id": f"g{n}", "domain": domain, "confidence": confidence,
-                                       "language": language, "model": "search-v2",
+                                       "language": language,
+                                       "model": ["search-v2", "", None, "chat-v12"][n % 4],
                                        "judge": {"score": score, "grade": grade},
                                        "metadata": {"red_team": "true", "channel": "web",
                                                     "tenant": "tenant-3"}}  # fmt: skip
