@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from collections import Counter
 from pathlib import Path
@@ -177,16 +178,14 @@ DOMAINS = [
 
 def _thresholds() -> list[float]:
     """Every confidence or judge-score threshold, band edge and boundary the policies name."""
-    found = {0.0, 1.0}
+    found: set[float | None] = {0.0, 1.0}
     for policies in POLICY_SETS.values():
         for loaded in policies.policies.values():
             p = loaded.policy
             if p.confidence_cascade is not None:
-                found |= {p.confidence_cascade.below, p.confidence_cascade.judge_score_below} - {
-                    None
-                }
+                found |= {p.confidence_cascade.below, p.confidence_cascade.judge_score_below}
             if p.active_learning is not None:
-                found |= {*p.active_learning.band, p.active_learning.boundary} - {None}
+                found |= {*p.active_learning.band, p.active_learning.boundary}
     return sorted(t for t in found if t is not None)
 
 
@@ -413,7 +412,7 @@ def values(draw: st.DrawFn) -> bytes | None:
 
 
 SETTINGS = settings(
-    max_examples=5_000,
+    max_examples=int(os.environ.get("NATIVE_EXAMPLES", "5000")),  # per policy set
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
