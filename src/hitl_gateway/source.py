@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any, Protocol
+from typing import Any, NoReturn, Protocol
 
 import structlog
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
@@ -44,6 +44,32 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]  # untyped bas
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         await self._owner.partitions_assigned(set(assigned))
+
+
+def fetcher_error(consumer: AIOKafkaConsumer) -> BaseException | None:
+    """Why the consumer's background fetch task ended, if it has. aiokafka (0.14) ends that
+    task for good on an error it does not expect in a fetch step (under uvloop, a request
+    written to a connection that has just been reset raises ``RuntimeError``: "unable to
+    perform operation on <TCPTransport closed=True ...>"). It logs "Unexpected error in
+    fetcher routine", nothing starts the task again, ``getmany`` returns nothing from then
+    on, and the group still counts the member as alive (its heartbeats are another task),
+    so its partitions stall until the next rebalance moves them: the fault matrix's S7
+    found this (docs/reliability.md)."""
+    task = getattr(getattr(consumer, "_fetcher", None), "error_future", None)
+    if task is None or not task.done() or task.cancelled():
+        return None
+    return task.exception() or RuntimeError("the fetch task returned")
+
+
+async def _close(consumer: AIOKafkaConsumer) -> None:
+    """``consumer.stop()``, also when its fetcher has ended: aiokafka's close awaits that
+    task and raises its error after leaving the group but before closing the connections."""
+    try:
+        await consumer.stop()
+    except Exception:
+        if fetcher_error(consumer) is None:
+            raise
+        await consumer._client.close()
 
 
 class Source:
@@ -90,7 +116,7 @@ class Source:
         """Leave the group; the revoke callback runs first, so owned partitions are released."""
         consumer, self._consumer = self._consumer, None
         if consumer is not None:
-            await consumer.stop()
+            await _close(consumer)
 
     @property
     def consumer(self) -> AIOKafkaConsumer:
@@ -99,10 +125,27 @@ class Source:
         return self._consumer
 
     async def fetch(self, timeout_ms: int) -> Batch:
-        """Every record the consumer has buffered (waiting up to ``timeout_ms`` for some)."""
+        """Every record the consumer has buffered (waiting up to ``timeout_ms`` for some).
+        A consumer whose fetcher has ended is made anew (see ``fetcher_error``)."""
+        if self._consumer is None:
+            await self.start()  # the last one was dropped; a failure here is retried
+        consumer = self.consumer
+        ended = fetcher_error(consumer)
+        if ended is not None:
+            await self._renew(consumer, ended)
         with kafka_errors("fetch"):
-            batch: Batch = await self.consumer.getmany(timeout_ms=timeout_ms)
+            batch: Batch = await consumer.getmany(timeout_ms=timeout_ms)
         return batch
+
+    async def _renew(self, consumer: AIOKafkaConsumer, ended: BaseException) -> NoReturn:
+        """Leave the group with the broken consumer (its partitions are revoked as in any
+        rebalance) and drop it: the next fetch starts a new one, which joins again."""
+        log.error("consumer_fetcher_ended", error=repr(ended))
+        try:
+            await _close(consumer)
+        finally:
+            self._consumer = None
+        raise KafkaUnavailable(f"the consumer's fetcher ended ({ended!r}); it is made anew")
 
     def pause(self, tps: set[TopicPartition]) -> None:
         """Fetch nothing more for ``tps``; what is buffered for them is dropped (positions
