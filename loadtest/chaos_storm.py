@@ -1,6 +1,7 @@
-"""S9, the decision storm: every held item decided twice (the same decision again, over the
-other channel), conflicting pairs from two reviewers of the pool, and decisions for ids no
-hold has; half over the decisions topic, half over the gateways' review API."""
+"""S9, the decision storm: every held item decided twice (each required reviewer's vote, then
+the same vote again over the other channel), conflicting pairs from two reviewers of the
+pool, and decisions for ids no hold has; half over the decisions topic, half over the
+gateways' review API."""
 
 from __future__ import annotations
 
@@ -32,22 +33,27 @@ class Storm:
     def plan(self, reviewer: Reviewer, limit: int) -> list[tuple[str, dict[str, Any]]]:
         """(channel, decision) pairs, in the order they go out."""
         out: list[tuple[str, dict[str, Any]]] = []
-        items = [t for t in reviewer.collected.values() if int(t.get("reviewers") or 1) == 1]
-        for n, task in enumerate(items[:limit]):
+        singles = 0
+        for n, task in enumerate(list(reviewer.collected.values())[:limit]):
             item, pool = task["item_id"], task["pool"]
-            first, second = reviewer.grants[pool][:2]
-            verdict = "reject" if verdict_for(item, 2) == "reject" else "approve"
-            d = {"decision_id": uuid.uuid4().hex, "item_id": item, "reviewer": first,
-                 "verdict": verdict, "content_hash": task["content_hash"],
-                 "grade": "B" if task.get("blind") else None}  # fmt: skip
+            wanted = max(1, int(task.get("reviewers") or 1))
+            verdict = "reject" if verdict_for(item, wanted) == "reject" else "approve"
             channels = ("topic", "api") if n % 2 else ("api", "topic")
-            out += [(channels[0], d), (channels[1], d)]
-            if n < self.conflicts:  # another reviewer of the pool says the opposite
-                other = "approve" if verdict == "reject" else "reject"
-                out.append((channels[1], {**d, "decision_id": uuid.uuid4().hex,
-                                          "reviewer": second, "verdict": other}))  # fmt: skip
-                reviewer.approved.add(item)
+            votes = [{"decision_id": uuid.uuid4().hex, "item_id": item, "reviewer": who,
+                      "verdict": verdict, "content_hash": task["content_hash"],
+                      "grade": "B" if task.get("blind") else None}
+                     for who in reviewer.grants[pool][:wanted]]  # fmt: skip
+            for d in votes:  # each required reviewer's vote, once over each channel
+                out += [(channels[0], d), (channels[1], d)]
             (reviewer.rejected if verdict == "reject" else reviewer.approved).add(item)
+            if wanted == 1 and singles < self.conflicts:
+                # another reviewer of the pool says the opposite: either may win the race
+                singles += 1
+                other = "approve" if verdict == "reject" else "reject"
+                out.append((channels[1], {**votes[0], "decision_id": uuid.uuid4().hex,
+                                          "reviewer": reviewer.grants[pool][1],
+                                          "verdict": other}))  # fmt: skip
+                reviewer.approved.add(item)
             self.stormed.add(item)
         pools = list(reviewer.grants)
         for n in range(self.unknown):
