@@ -324,7 +324,7 @@ def main() -> int:
         "--storm-items",
         type=int,
         default=14_000,
-        help="S9: held items decided in the storm (about 2.14 decisions each)",
+        help="S9: held items decided in the storm (about 2.36 decisions each)",
     )
     parser.add_argument(
         "--one-load",
