@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
@@ -22,7 +23,7 @@ from hitl_gateway import __version__
 from hitl_gateway.audit_keys import sealing
 from hitl_gateway.budgets import RedisBudgets
 from hitl_gateway.calibration.store import CalibrationStore
-from hitl_gateway.errors import KafkaAccessError
+from hitl_gateway.errors import EXIT_CONFIG, EXIT_FAILURE, ConfigError, KafkaAccessError
 from hitl_gateway.holds import HoldIndex
 from hitl_gateway.ids import HeldIds
 from hitl_gateway.kafka_access import check_access
@@ -173,6 +174,7 @@ class Gateway:
         self._stop = asyncio.Event()
         self._running = False
         self._watchdog: asyncio.Task[None] | None = None
+        self._refused: KafkaAccessError | None = None  # named and logged already
 
     def ready(self) -> bool:
         """Serving: running and not stopping, joined to the group (owning no partition is
@@ -209,34 +211,29 @@ class Gateway:
         log.info("gateway_starting", version=__version__, input_topic=self.settings.topics.outputs)
         try:
             async with AsyncExitStack() as stack:
-                retries = self.metrics.kafka_client_retries
-                stack.callback(count_expected_retries(lambda e: retries.labels(e).inc()))
-                # A refused certificate, credential, token or ACL stops the start here,
-                # named, instead of surfacing as clients that cannot bootstrap or retry.
-                await check_access(self.settings)
-                await self.publisher.start()
-                stack.push_async_callback(self.publisher.stop)
-                await self.notifier.start()
-                stack.push_async_callback(self.notifier.stop)
-                if self.http is not None:
-                    await self.http.start()
-                    stack.push_async_callback(self.http.stop)
-                stack.push_async_callback(self.redis.aclose)
-                await self.pipeline.start()
-                stack.push_async_callback(self.pipeline.stop)
-                self._background(stack)
+                await self._open(stack)
                 self._running = True
-                await self.pipeline.run(
-                    self._stop, max_records=max_records, idle_timeout_s=idle_timeout_s
-                )
+                try:
+                    await self.pipeline.run(
+                        self._stop, max_records=max_records, idle_timeout_s=idle_timeout_s
+                    )
+                except Exception as exc:
+                    # A lane's refusal or bug: named now, before closing, and the close
+                    # must fit the budget too (a client's close may never end).
+                    failure = self._refusal(exc) if isinstance(exc, KafkaAccessError) else exc
+                    if handle_signals:
+                        self._arm_watchdog(failure)
+                    if failure is exc:
+                        raise
+                    raise failure from exc
                 self._running = False
                 if handle_signals:
                     self._arm_watchdog()  # closing must fit the budget too
             log.info("gateway_stopped", committed_records=self.pipeline.committed_records)
         except KafkaAccessError as exc:
-            refused = exc.naming(self.settings.kafka.identity())
-            log.error("kafka_access_refused", cause=refused.cause, error=str(refused))
-            raise refused from exc
+            if exc is self._refused:
+                raise
+            raise self._refusal(exc) from exc
         finally:
             self._running = False
             if self._watchdog is not None:
@@ -244,6 +241,25 @@ class Gateway:
             if handle_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
                     loop.remove_signal_handler(sig)
+
+    async def _open(self, stack: AsyncExitStack) -> None:
+        """Start the clients, the HTTP server and the pipeline, each closed by ``stack``."""
+        retries = self.metrics.kafka_client_retries
+        stack.callback(count_expected_retries(lambda e: retries.labels(e).inc()))
+        # A refused certificate, credential, token or ACL stops the start here,
+        # named, instead of surfacing as clients that cannot bootstrap or retry.
+        await check_access(self.settings)
+        await self.publisher.start()
+        stack.push_async_callback(self.publisher.stop)
+        await self.notifier.start()
+        stack.push_async_callback(self.notifier.stop)
+        if self.http is not None:
+            await self.http.start()
+            stack.push_async_callback(self.http.stop)
+        stack.push_async_callback(self.redis.aclose)
+        await self.pipeline.start()
+        stack.push_async_callback(self.pipeline.stop)
+        self._background(stack)
 
     def _background(self, stack: AsyncExitStack) -> None:
         """The tasks beside the pipeline (watchers, observer, SLA sweeper), cancelled when
@@ -269,16 +285,32 @@ class Gateway:
         self.request_stop()
         self._arm_watchdog()
 
-    def _arm_watchdog(self) -> None:
+    def _arm_watchdog(self, failure: Exception | None = None) -> None:
         if self._watchdog is None:
-            self._watchdog = asyncio.get_running_loop().create_task(self._drain_watchdog())
+            self._watchdog = asyncio.get_running_loop().create_task(self._drain_watchdog(failure))
 
-    async def _drain_watchdog(self) -> None:
+    def _refusal(self, exc: KafkaAccessError) -> KafkaAccessError:
+        """The refusal named with this client's identity, logged once."""
+        refused = exc.naming(self.settings.kafka.identity())
+        log.error("kafka_access_refused", cause=refused.cause, error=str(refused))
+        self._refused = refused
+        return refused
+
+    async def _drain_watchdog(self, failure: Exception | None) -> None:
+        """Past the budget: name what the stop waits on and end the process. A stop for a
+        failure ends as the CLI would have ended it (the cause on stderr; exit code 2 for a
+        configuration error such as a refused ACL, 1 otherwise), not as an overrun drain."""
         with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(self.settings.runtime.shutdown_timeout_s)
             log.error("shutdown_budget_exceeded", budget_s=self.settings.runtime.shutdown_timeout_s,
                       waiting_on=waiting_on())  # fmt: skip
-            os._exit(FORCED_EXIT_CODE)
+            if failure is None:
+                os._exit(FORCED_EXIT_CODE)
+            if isinstance(failure, ConfigError):
+                print(f"hitl-gateway: {failure}", file=sys.stderr, flush=True)
+                os._exit(EXIT_CONFIG)
+            log.error("gateway_failed", error=repr(failure))
+            os._exit(EXIT_FAILURE)
 
 
 def waiting_on() -> list[str]:

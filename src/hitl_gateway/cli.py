@@ -18,7 +18,7 @@ import uvloop
 
 from hitl_gateway import __version__, audit_cli, operator_cli, training_export
 from hitl_gateway.bridge import command as bridge_command
-from hitl_gateway.errors import ConfigError, GatewayError
+from hitl_gateway.errors import EXIT_CONFIG, EXIT_FAILURE, ConfigError, GatewayError
 from hitl_gateway.logs import configure_logging
 from hitl_gateway.settings import Settings, load_settings
 
@@ -29,9 +29,7 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger(__name__)
 
-EXIT_CONFIG = 2
 DEFAULT_POLICY_DIR = Path("configs/policies")
-EXIT_FAILURE = 1
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -32,6 +32,10 @@ from aiokafka.errors import (
 )
 from redis.exceptions import RedisError
 
+# The process's exit codes for a stop it could not carry on from (``cli``).
+EXIT_FAILURE = 1
+EXIT_CONFIG = 2  # settings, files or a refusal by Kafka (ConfigError)
+
 
 class GatewayError(Exception):
     """Base of every error the gateway raises on purpose."""
