@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
+from dataclasses import dataclass, field
 
 import structlog
 from aiokafka import TopicPartition
@@ -31,12 +32,13 @@ from hitl_gateway.lane import Lane, Work
 from hitl_gateway.metrics import GatewayMetrics
 from hitl_gateway.outputs import checkpoint_record
 from hitl_gateway.ownership import Ownership
+from hitl_gateway.policy.loader import PolicySet
 from hitl_gateway.policy.store import PolicyStore
 from hitl_gateway.review.applier import DecisionApplier
 from hitl_gateway.review.batch import Applied
 from hitl_gateway.routing import Router, Tally
 from hitl_gateway.settings import Settings
-from hitl_gateway.sink import Outgoing
+from hitl_gateway.sink import Outgoing, Transaction
 from hitl_gateway.source import Source
 from hitl_gateway.stopswitch import merged
 
@@ -51,6 +53,30 @@ class IndexLostError(RedisUnavailable):
     """The partition's index is gone (Redis wiped, or a replica without it promoted): a
     decision would find no hold and be refused as unknown. The partition is retaken, which
     rebuilds the index from the holds topic, before anything is routed or applied."""
+
+
+@dataclass(slots=True)
+class Taken:
+    """What one open transaction has taken and routed so far."""
+
+    fetched_at: float  # when its first record was fetched
+    work: Work = field(default_factory=dict)  # its input records, per topic-partition
+    records: int = 0
+    inputs: int = 0
+    decisions: int = 0
+    outgoing: list[Outgoing] = field(default_factory=list)
+    tally: Tally = field(default_factory=Tally)
+    applied: Applied = field(default_factory=Applied)  # a chunk with decisions ends it
+
+    def extend(self, chunk: Work) -> None:
+        for tp, records in chunk.items():
+            self.work.setdefault(tp, []).extend(records)
+            self.records += len(records)
+
+
+def _offsets(work: Work) -> dict[TopicPartition, int]:
+    """The next offset to consume after ``work``, per topic-partition."""
+    return {tp: records[-1].offset + 1 for tp, records in work.items() if records}
 
 
 class Backoff:
@@ -100,34 +126,21 @@ class Committer:
         self.last_commit_monotonic = time.monotonic()
 
     async def drive(self, lane: Lane) -> None:
-        """The lane's task: one transaction at a time from what the run loop handed over."""
+        """The lane's task: one transaction at a time from what the run loop hands over."""
         runtime = self._settings.runtime
-        limit = self._settings.kafka.max_batch_records
-        interval_s = self._settings.kafka.commit_interval_ms / 1000
-        decisions = self._topics.review_decisions
         backoff = Backoff(runtime.retry_backoff_initial_s, runtime.retry_backoff_max_s, 0.2)
         try:
             while True:
                 await lane.ready.wait()
-                if lane.count < limit and interval_s > 0 and not lane.holds(decisions):
-                    # Fewer than a batch waiting: gather more, up to the commit interval
-                    # after the oldest record was fetched (fewer, larger transactions).
-                    # A reviewer's decision never waits: someone is watching for it.
-                    wait_s = lane.oldest_monotonic + interval_s - time.monotonic()
-                    if wait_s > 0:
-                        await asyncio.sleep(wait_s)
                 delay: float | None = None
                 async with lane.lock:
                     if not self._owner.current(lane):
                         return
-                    fetched_at = lane.oldest_monotonic
-                    work = lane.take(limit)
-                    if lane.count < limit:
-                        self._owner.resume(lane)
-                    if not work:
+                    if not lane.count:
+                        lane.ready.clear()
                         continue
                     try:
-                        await self._commit(lane, work, fetched_at)
+                        await self._transaction(lane)
                         backoff.reset()
                     except InfrastructureError as exc:
                         delay = backoff.next_delay()
@@ -151,34 +164,28 @@ class Committer:
             log.exception("lane_failed", partition=lane.partition)
             self.fatal = exc
 
-    async def _commit(self, lane: Lane, work: Work, fetched_at: float) -> None:
+    async def _transaction(self, lane: Lane) -> None:
+        """One transaction, open while its records arrive: each chunk the run loop handed
+        over (what one fetch brought) is routed and sent into it at once, so that at the
+        commit only the last acknowledgements, the offsets and the commit itself are left.
+        It commits when a batch is full, when a chunk carried review decisions (someone is
+        watching for them), or when the commit interval after its first record's fetch
+        ends. Any failure aborts it and rewinds the consumer to its first record."""
         p = lane.partition
-        producer = lane.producer
         chain = lane.chain
-        by_topic = {tp.topic: records for tp, records in work.items()}
-        inputs = by_topic.get(self._topics.outputs, [])
-        decisions = by_topic.get(self._topics.review_decisions, [])
-        offsets = {tp: records[-1].offset + 1 for tp, records in work.items()}
+        taken = Taken(fetched_at=lane.oldest_monotonic)
         try:
             if not await self._index.intact(self._topics.holds, p):
                 raise IndexLostError(f"the hold index of partition {p} is gone from Redis")
-            # Routing and applying read Redis (budgets, id claims, holds): a failure there
-            # rewinds the batch like a failed transaction, or its records would be skipped.
-            # One policy set per partition batch: a reload never splits a batch.
-            outgoing, tally = (
-                await self._router.route(inputs, self._policies.current, chain, lane.switches)
-                if inputs
-                else ([], Tally())
-            )
-            applied = (
-                await self._applier.apply(decisions, p, chain, switches=lane.switches,
-                                          switch_offset=self._switch_offset(p, offsets))
-                if decisions
-                else Applied()
-            )  # fmt: skip
-            outgoing += applied.outgoing
-            outgoing += self._checkpoint(chain)
-            metadata = await producer.commit(outgoing, offsets, self._settings.kafka.group_id)
+            # One policy set per transaction: a reload never splits one.
+            policies = self._policies.current
+            async with lane.producer.transaction() as txn:
+                await self._fill(lane, txn, taken, policies)
+                checkpoint = self._checkpoint(chain)
+                await txn.send(checkpoint)
+                taken.outgoing += checkpoint
+                offsets = _offsets(taken.work)
+                written = await txn.commit(offsets, self._settings.kafka.group_id)
             if not self._settings.kafka.exactly_once:
                 await self._source.commit(offsets)  # after every output is acknowledged
         except FencedError:
@@ -192,21 +199,78 @@ class Committer:
         except InfrastructureError as exc:
             chain.rollback()
             self._metrics.transactions.labels(outcome="abort").inc()
-            for tp, offset in lane.rewind_positions(work).items():
+            for tp, offset in lane.rewind_positions(taken.work).items():
                 self._source.seek(tp, offset)
             self._owner.resume(lane)
             # Dropped after a failed abort, or an index to rebuild: take it afresh.
-            if not producer.started or isinstance(exc, IndexLostError):
+            if not lane.producer.started or isinstance(exc, IndexLostError):
                 await self._owner.drop(lane)
             raise
         chain.commit()
         self._owner.next_offset.update(offsets)
+        applied = taken.applied
         if applied.switches:
             lane.switches = merged(lane.switches, applied.switches)
             self._owner.show_switches()
-        self._metrics.batch_seconds.observe(time.monotonic() - fetched_at)
-        self._account(tally, applied, len(inputs), len(decisions))
-        await self._update_index(lane, outgoing, metadata, applied)
+        self._metrics.batch_seconds.observe(time.monotonic() - taken.fetched_at)
+        self._account(taken.tally, applied, taken.inputs, taken.decisions)
+        await self._update_index(lane, taken.outgoing, written, applied)
+
+    async def _fill(self, lane: Lane, txn: Transaction, taken: Taken, policies: PolicySet) -> None:
+        """Route chunks into ``txn`` until the transaction should commit."""
+        limit = self._settings.kafka.max_batch_records
+        deadline = taken.fetched_at + self._settings.kafka.commit_interval_ms / 1000
+        while True:
+            chunk = lane.take(limit - taken.records)
+            if lane.count < limit:
+                self._owner.resume(lane)
+            taken.extend(chunk)
+            await txn.send(await self._route_chunk(lane, chunk, taken, policies))
+            if taken.decisions or taken.records >= limit:
+                return
+            if not await self._more_before(lane, deadline):
+                return
+
+    async def _route_chunk(
+        self, lane: Lane, chunk: Work, taken: Taken, policies: PolicySet
+    ) -> list[Outgoing]:
+        """Route a chunk's inputs and apply its decisions (both read Redis): its outputs,
+        kept in ``taken`` for the index and the metrics after the commit."""
+        p = lane.partition
+        by_topic = {tp.topic: records for tp, records in chunk.items()}
+        inputs = by_topic.get(self._topics.outputs, [])
+        decisions = by_topic.get(self._topics.review_decisions, [])
+        outgoing: list[Outgoing] = []
+        if inputs:
+            routed, tally = await self._router.route(inputs, policies, lane.chain, lane.switches)
+            outgoing += routed
+            taken.tally.add(tally)
+        if decisions:
+            applied = await self._applier.apply(
+                decisions, p, lane.chain, switches=lane.switches,
+                switch_offset=self._switch_offset(p, _offsets(taken.work)),
+            )  # fmt: skip
+            outgoing += applied.outgoing
+            taken.applied = applied
+        taken.inputs += len(inputs)
+        taken.decisions += len(decisions)
+        taken.outgoing += outgoing
+        return outgoing
+
+    async def _more_before(self, lane: Lane, deadline: float) -> bool:
+        """Whether more records arrive for the open transaction before ``deadline`` (False
+        at once once the lane is retired: a revoke wakes it and waits for its commit)."""
+        while self._owner.current(lane):
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if lane.count:
+                return True
+            try:
+                await asyncio.wait_for(lane.ready.wait(), remaining)
+            except TimeoutError:
+                return False
+        return False
 
     def _switch_offset(self, p: int, offsets: dict[TopicPartition, int]) -> int:
         """Where a stop switch applied in this batch takes effect: the next input offset to

@@ -224,6 +224,7 @@ class Ownership:
         lane = self.lanes.pop(p, None)  # nothing more is dispatched to it
         if lane is None:
             return
+        lane.ready.set()  # a transaction waiting for more records commits what it has
         async with lane.lock:
             lane.clear()
             task = lane.task

@@ -68,6 +68,15 @@ class Tally:
     review_tasks: Counter[str] = field(default_factory=Counter)  # by pool
     fallbacks: Counter[tuple[str, str]] = field(default_factory=Counter)  # (domain, pool)
 
+    def add(self, other: Tally) -> None:
+        """Count ``other`` in too (a transaction's chunks, each routed on its own)."""
+        self.routes.update(other.routes)
+        self.dead_letters.update(other.dead_letters)
+        self.delivered += other.delivered
+        self.delivered_at_ms += other.delivered_at_ms
+        self.review_tasks.update(other.review_tasks)
+        self.fallbacks.update(other.fallbacks)
+
 
 class Router:
     def __init__(

@@ -55,9 +55,10 @@ class KafkaSettings(_Section):
     request_timeout_ms: int = Field(default=30_000, ge=1_000)
     max_batch_records: int = Field(default=1_000, ge=1, le=100_000)
     poll_timeout_ms: int = Field(default=200, ge=0, le=60_000)
-    # A partition's transaction starts once max_batch_records are waiting, or this long
-    # after the oldest waiting record was fetched: fewer, larger transactions at moderate
-    # load, for at most this much added latency.
+    # A partition's transaction opens with its first records and takes what arrives after
+    # them, routed and sent as it comes; it commits once max_batch_records are in it, or this
+    # long after its first record was fetched: fewer, larger transactions at moderate load,
+    # for at most this much added latency. At most half of transaction_timeout_ms.
     commit_interval_ms: int = Field(default=20, ge=0, le=60_000)
     # A partition's next transaction usually starts while the broker still writes the last
     # one's markers; the broker answers CONCURRENT_TRANSACTIONS and the client retries after
@@ -113,6 +114,13 @@ class KafkaSettings(_Section):
             _check_oauth(self)
         if self.heartbeat_interval_ms >= self.session_timeout_ms:
             raise ValueError("heartbeat_interval_ms must be below session_timeout_ms")
+        if 2 * self.commit_interval_ms > self.transaction_timeout_ms:
+            # A transaction stays open while its records arrive, up to the commit interval:
+            # the broker would abort one that outlived its timeout under the lane.
+            raise ValueError(
+                f"commit_interval_ms ({self.commit_interval_ms}) must be at most half of "
+                f"transaction_timeout_ms ({self.transaction_timeout_ms})"
+            )
         return self
 
     def client_options(self) -> dict[str, Any]:

@@ -10,7 +10,8 @@ id. Deriving that id from (group, topic, partition) makes the new owner's
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -73,7 +74,8 @@ class PartitionProducer:
         self._settings = settings
         self._max_request_size = max_record_bytes + _REQUEST_OVERHEAD_BYTES
         self._producer: AIOKafkaProducer | None = None
-        self._timeout_s = settings.request_timeout_ms / 1000
+        self.timeout_s = settings.request_timeout_ms / 1000
+        self.exactly_once = settings.exactly_once
         self._partitions: dict[str, list[int]] = {}  # per keyed topic, for the partitioner
 
     async def start(self) -> None:
@@ -97,7 +99,7 @@ class PartitionProducer:
         _mark_waiter_errors_seen(producer)
         try:
             with kafka_errors(f"starting producer {self.transactional_id}"):
-                await asyncio.wait_for(producer.start(), self._timeout_s)
+                await asyncio.wait_for(producer.start(), self.timeout_s)
         except (InfrastructureError, KafkaAccessError):
             await _close_quietly(producer)
             raise
@@ -110,76 +112,89 @@ class PartitionProducer:
     async def stop(self) -> None:
         producer, self._producer = self._producer, None
         if producer is not None:
-            await _close_quietly(producer, self._timeout_s)
+            await _close_quietly(producer, self.timeout_s)
 
     async def commit(
         self, records: Sequence[Outgoing], offsets: dict[TopicPartition, int], group_id: str
     ) -> dict[TopicPartition, int]:
         """Produce ``records`` and commit ``offsets`` atomically, or raise with nothing committed.
-        Returns the last offset written in each topic-partition.
+        Returns the last offset written in each topic-partition."""
+        async with self.transaction() as txn:
+            await txn.send(records)
+            return await txn.commit(offsets, group_id)
 
-        On failure the transaction is aborted; if even that fails the producer is dropped and
-        the next ``start()`` re-initialises it (a stuck producer never recovers by itself).
-        """
+    @contextlib.asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """A transaction open for the body, which sends into it as its records are routed
+        and ends it with ``Transaction.commit``. Anything the body raises (a Redis failure
+        while routing a later chunk, a refused send) aborts it: nothing it sent is ever
+        read by ``read_committed`` consumers, and the caller rewinds to its first record.
+        If even the abort fails the producer is dropped and the next ``start()`` makes a new
+        one (a stuck producer never recovers by itself).
+
+        At-least-once (``exactly_once`` off), the records are kept until the commit and
+        produced then, so a body that fails part way has produced nothing either."""
         producer = self._producer
         if producer is None:
             raise KafkaUnavailable(f"producer for {self.tp} is not started")
+        txn = Transaction(self, producer)
         if not self._settings.exactly_once:
-            # At-least-once: produced and acknowledged; the caller commits the offsets.
-            with kafka_errors(f"producing for {self.tp}"):
-                return await self._produce(producer, records)
-        try:
+            yield txn
+            txn.ended()
+            return
+        with self.faults("beginning a transaction"):
             try:
-                await asyncio.wait_for(producer.begin_transaction(), self._timeout_s)
+                await asyncio.wait_for(producer.begin_transaction(), self.timeout_s)
             except TimeoutError:
                 # aiokafka waits for a producer id without end: a producer that cannot get
                 # one never recovers by itself (aio-libs/aiokafka#1017), so it is dropped
                 # and the next start() makes a new one.
                 await self.stop()
                 raise
-            try:
-                written = await self._produce(producer, records)
-                # The offsets join the transaction once its records are acknowledged, not
-                # while they are in flight: Kafka 3.6+ verifies a transaction's first write
-                # to each partition with the coordinator, and one that meets the coordinator
-                # still persisting AddOffsetsToTxn is refused as NOT_ENOUGH_REPLICAS and
-                # retried after the client's backoff (measured at 2,000 records/s: 782
-                # retries in 45 s and a p99 of 173 ms, against none and 89 ms in turn,
-                # drain throughput the same; docs/deploy.md). Side transactions (SLA
-                # escalations) consume nothing.
-                if offsets:
-                    await asyncio.wait_for(
-                        producer.send_offsets_to_transaction(offsets, group_id), self._timeout_s
-                    )
-                await asyncio.wait_for(producer.commit_transaction(), self._timeout_s)
-            except BaseException as exc:
-                fatal = _fatal(producer)
-                await self._abort(fenced=isinstance(exc, _FENCED) or fatal)
-                if fatal and isinstance(exc, IllegalOperation):
-                    # Fenced while this transaction's batches were being sent: the next
-                    # send finds the transaction gone ("not in transaction"), not the fence.
-                    raise FencedError(f"{self.transactional_id} was fenced mid-send") from exc
-                raise
+        try:
+            yield txn
+            txn.ended()
+        except BaseException as exc:
+            fatal = _fatal(producer)
+            await self._abort(fenced=isinstance(exc, FencedError) or fatal)
+            if fatal and any(isinstance(e, IllegalOperation) for e in (exc, exc.__cause__)):
+                # Fenced while this transaction's batches were being sent: the next
+                # send finds the transaction gone ("not in transaction"), not the fence.
+                raise FencedError(f"{self.transactional_id} was fenced mid-send") from exc
+            raise
+
+    @contextlib.contextmanager
+    def faults(self, doing: str) -> Iterator[None]:
+        """Kafka's errors where Kafka is called: a fence becomes ``FencedError``, a refused
+        ACL ``KafkaAccessError``, the rest ``KafkaUnavailable`` (retried). Errors from the
+        caller's own work between the calls (Redis while routing) pass through unchanged."""
+        try:
+            yield
         except _FENCED as exc:
             raise FencedError(f"{self.transactional_id} was fenced by a newer owner") from exc
-        except KAFKA_FAULTS as exc:  # a refused ACL stops the gateway; the rest is retried
-            raise kafka_failure(f"transaction on {self.tp}", exc) from exc
-        return written
+        except KAFKA_FAULTS as exc:
+            raise kafka_failure(f"{doing} on {self.tp}", exc) from exc
 
-    async def _produce(
+    async def acknowledged(
+        self, sent: Sequence[tuple[TopicPartition, int, asyncio.Future[Any]]]
+    ) -> dict[TopicPartition, int]:
+        """Wait for every batch's acknowledgement: the last offset written in each
+        topic-partition (batches in the order sent, so the last one of each wins)."""
+        acks = await asyncio.wait_for(
+            asyncio.gather(*(future for _, _, future in sent)), self.timeout_s
+        )
+        return {tp: ack.offset + count - 1 for (tp, count, _), ack in zip(sent, acks, strict=True)}
+
+    async def produce(
         self,
         producer: AIOKafkaProducer,
         records: Sequence[Outgoing],
     ) -> dict[TopicPartition, int]:
         """Produce ``records`` and wait for every acknowledgement: the last offset written in
         each topic-partition."""
-        sent = await self._send_batches(producer, records)
-        waits = [future for _, _, future in sent]
-        done = await asyncio.wait_for(asyncio.gather(*waits), self._timeout_s)
-        acks = done[: len(sent)]  # each batch's acknowledgement carries its base offset
-        return {tp: ack.offset + count - 1 for (tp, count, _), ack in zip(sent, acks, strict=True)}
+        return await self.acknowledged(await self.send_batches(producer, records))
 
-    async def _send_batches(
+    async def send_batches(
         self, producer: AIOKafkaProducer, records: Sequence[Outgoing]
     ) -> list[tuple[TopicPartition, int, asyncio.Future[Any]]]:
         """Records grouped per topic-partition (in order) into record batches built here, one
@@ -244,13 +259,72 @@ class PartitionProducer:
             return
         _retrieve(producer._txn_manager.wait_for_transaction_end())  # see _retrieve
         try:
-            await asyncio.wait_for(producer.abort_transaction(), self._timeout_s)
+            await asyncio.wait_for(producer.abort_transaction(), self.timeout_s)
         except _ABORT_FAULTS as exc:
             # AssertionError: aiokafka refuses an abort from a fatal state; drop the producer.
             log.warning(
                 "transaction_abort_failed", transactional_id=self.transactional_id, error=repr(exc)
             )
             await self.stop()
+
+
+class Transaction:
+    """One open transaction of a partition's producer (``PartitionProducer.transaction``):
+    records are sent as they are routed, their acknowledgements awaited only at the commit,
+    where the input offsets join once every record is acknowledged."""
+
+    def __init__(self, owner: PartitionProducer, producer: AIOKafkaProducer) -> None:
+        self._owner = owner
+        self._producer = producer
+        self._exactly_once = owner.exactly_once
+        self._sent: list[tuple[TopicPartition, int, asyncio.Future[Any]]] = []
+        self._kept: list[Outgoing] = []  # at-least-once: produced at the commit
+        self.committed = False
+
+    def ended(self) -> None:
+        """The body returned: it must have committed (a bug otherwise, which aborts)."""
+        if not self.committed:
+            raise RuntimeError(f"the transaction on {self._owner.tp} ended without a commit")
+
+    async def send(self, records: Sequence[Outgoing]) -> None:
+        if not records:
+            return
+        if not self._exactly_once:
+            self._kept.extend(records)
+            return
+        with self._owner.faults("producing"):
+            self._sent += await self._owner.send_batches(self._producer, records)
+
+    async def commit(
+        self, offsets: dict[TopicPartition, int], group_id: str
+    ) -> dict[TopicPartition, int]:
+        """Wait for every record's acknowledgement, add ``offsets`` (none for a transaction
+        that consumes nothing), commit: the last offset written in each topic-partition.
+        At-least-once, the kept records are produced and acknowledged; the caller commits
+        the offsets through the group."""
+        owner, producer = self._owner, self._producer
+        if not self._exactly_once:
+            with owner.faults("producing"):
+                written = await owner.produce(producer, self._kept)
+            self.committed = True
+            return written
+        timeout_s = owner.timeout_s
+        with owner.faults("committing a transaction"):
+            written = await owner.acknowledged(self._sent)
+            # The offsets join the transaction once its records are acknowledged, not
+            # while they are in flight: Kafka 3.6+ verifies a transaction's first write
+            # to each partition with the coordinator, and one that meets the coordinator
+            # still persisting AddOffsetsToTxn is refused as NOT_ENOUGH_REPLICAS and
+            # retried after the client's backoff (measured at 2,000 records/s: 782
+            # retries in 45 s and a p99 of 173 ms, against none and 89 ms in turn,
+            # drain throughput the same; docs/deploy.md).
+            if offsets:
+                await asyncio.wait_for(
+                    producer.send_offsets_to_transaction(offsets, group_id), timeout_s
+                )
+            await asyncio.wait_for(producer.commit_transaction(), timeout_s)
+        self.committed = True
+        return written
 
 
 def _fatal(producer: AIOKafkaProducer) -> bool:

@@ -57,8 +57,8 @@ async def test_aborted_transactions_rewind_their_lane_nothing_lost_duplicated_or
         return call
 
     if failing == "produce":
-        real_send = PartitionProducer._send_batches
-        monkeypatch.setattr(PartitionProducer, "_send_batches", flaky(real_send))
+        real_send = PartitionProducer.send_batches
+        monkeypatch.setattr(PartitionProducer, "send_batches", flaky(real_send))
     else:  # joining the offsets, while the transaction's records are in flight
         real_join = AIOKafkaProducer.send_offsets_to_transaction
         monkeypatch.setattr(AIOKafkaProducer, "send_offsets_to_transaction", flaky(real_join))

@@ -156,3 +156,10 @@ def test_tls_checks_the_host_name_by_default() -> None:
     context = KafkaSettings(security_protocol="SSL").security_options()["ssl_context"]
     assert context.check_hostname
     assert context.verify_mode.name == "CERT_REQUIRED"
+
+
+def test_a_commit_interval_over_half_the_transaction_timeout_is_refused() -> None:
+    # A transaction stays open for up to the commit interval while its records arrive.
+    KafkaSettings(commit_interval_ms=30_000, transaction_timeout_ms=60_000)
+    with pytest.raises(ValidationError, match=r"commit_interval_ms \(30001\) must be at most half"):
+        KafkaSettings(commit_interval_ms=30_001, transaction_timeout_ms=60_000)
