@@ -209,9 +209,10 @@ async def _partitions(
     return sorted(p["partition"] for p in meta["partitions"])
 
 
-async def end_offset_total(topic: str) -> int:
-    """The sum of ``topic``'s end offsets: its records plus any transaction markers."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP)
+async def end_offset_total(topic: str, isolation_level: str = "read_uncommitted") -> int:
+    """The sum of ``topic``'s end offsets: its records plus any transaction markers (the
+    high watermarks), or with ``read_committed`` the last stable offsets."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=BOOTSTRAP, isolation_level=isolation_level)
     await consumer.start()
     try:
         tps = [TopicPartition(topic, p) for p in await _partitions(topic)]

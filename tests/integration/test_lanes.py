@@ -18,10 +18,19 @@ from aiokafka.errors import KafkaConnectionError
 from prometheus_client import CollectorRegistry
 
 from hitl_gateway.app import Gateway
+from hitl_gateway.errors import RedisUnavailable
+from hitl_gateway.routing import Router
 from hitl_gateway.settings import Settings
 from hitl_gateway.sink import PartitionProducer
 
-from .kafka_io import BOOTSTRAP, committed_offsets, produce, read_all, wait_until
+from .kafka_io import (
+    BOOTSTRAP,
+    committed_offsets,
+    end_offset_total,
+    produce,
+    read_all,
+    wait_until,
+)
 
 N = 900
 
@@ -112,3 +121,88 @@ async def test_records_arriving_within_the_commit_interval_share_one_transaction
     # One transaction of ten records, not one per fetch (interval 0 gives several).
     assert registry.get_sample_value("hitl_batch_records_count") == 1
     assert registry.get_sample_value("hitl_batch_records_sum") == 10
+
+
+async def _owned(gateway: Gateway, settings: Settings) -> None:
+    async def owned() -> bool:
+        return len(gateway.pipeline.owned_partitions) == settings.topics.partitions
+
+    await wait_until(owned, timeout_s=60)
+
+
+async def test_records_are_sent_while_their_transaction_is_open(settings: Settings) -> None:
+    """A transaction opens with its first record and sends it at once: the record is on the
+    broker, unreadable by read_committed readers, long before the commit interval ends."""
+    settings = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"commit_interval_ms": 12_000})}
+    )
+    gateway = Gateway(settings, CollectorRegistry())
+    running = asyncio.create_task(gateway.run(max_records=1))
+    await _owned(gateway, settings)
+    sent_at = asyncio.get_running_loop().time()
+    await produce(settings.topics.outputs, [_record(0)])
+    delivered = settings.topics.delivered
+
+    async def written() -> bool:
+        return await end_offset_total(delivered) >= 1
+
+    await wait_until(written, timeout_s=4)
+    assert asyncio.get_running_loop().time() - sent_at < 6  # well inside the 12 s interval
+    # Written, but in an open transaction: the last stable offset has not moved.
+    assert await end_offset_total(delivered, "read_committed") == 0
+    assert await end_offset_total(delivered) == 1
+    await asyncio.wait_for(running, timeout=60)
+    assert [r.value for r in await read_all(delivered)] == [_record(0)[1]]
+
+
+@pytest.mark.parametrize("exactly_once", [True, False])
+async def test_a_failure_in_a_later_chunk_rewinds_the_whole_transaction(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, exactly_once: bool
+) -> None:
+    """Ten records arrive one by one within one commit interval, each its own chunk; Redis
+    fails while the third is routed. The transaction, which already holds the first two,
+    aborts and its lane rewinds to its first record: every record is delivered once, in
+    order. At-least-once, nothing was produced before the commit, so nothing repeats."""
+    settings = settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(
+                update={"commit_interval_ms": 3_000, "exactly_once": exactly_once}
+            ),
+            "runtime": settings.runtime.model_copy(update={"retry_backoff_initial_s": 0.05}),
+        }
+    )
+    calls = itertools.count()
+    real_route = Router.route
+
+    async def route(self: Router, records: list[Any], *args: Any, **kwargs: Any) -> Any:
+        if next(calls) == 2:
+            raise RedisUnavailable("injected: Redis lost while routing the third chunk")
+        return await real_route(self, records, *args, **kwargs)
+
+    monkeypatch.setattr(Router, "route", route)
+    registry = CollectorRegistry()
+    gateway = Gateway(settings, registry)
+    running = asyncio.create_task(gateway.run(max_records=10))
+    await _owned(gateway, settings)
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, enable_idempotence=True)
+    await producer.start()
+    try:
+        for seq in range(10):  # one partition (one key), one record per fetch
+            await producer.send_and_wait(settings.topics.outputs, _record(seq)[1], key=b"one")
+            await asyncio.sleep(0.1)
+    finally:
+        await producer.stop()
+    await asyncio.wait_for(running, timeout=60)
+
+    assert next(calls) > 3  # the failure happened, and routing went on after it
+    aborts = registry.get_sample_value("hitl_kafka_transactions_total", {"outcome": "abort"})
+    assert aborts == 1
+    delivered = await read_all(settings.topics.delivered)
+    assert [r.value for r in delivered] == [_record(seq)[1] for seq in range(10)]
+    written = await end_offset_total(settings.topics.delivered)
+    if exactly_once:
+        # The first two chunks were on the broker before the abort: two records and the
+        # abort marker, then the ten again and at least one commit marker.
+        assert written >= 2 + 1 + 10 + 1
+    else:
+        assert written == 10  # nothing produced by the failed attempt
