@@ -27,7 +27,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from chaos_check import Findings, check, wait_drained
-from chaos_faults import SIMPLE, Fault, Rig
+from chaos_faults import SIMPLE, Fault, Rig, closed
 from chaos_load import SERVICE, Feed, Reviewer, Watcher
 from chaos_rig import (
     AUDIT_KEY,
@@ -164,6 +164,9 @@ class Matrix:
         findings = await check(settings, bootstrap, f"redis://127.0.0.1:{self.ports.redis}/0",
                                feed=feed, reviewer=reviewer, audit_key=AUDIT_KEY)  # fmt: skip
         held = _held_ids(findings, feed, reviewer)
+        for fault in faults:
+            if fault.detail.get("scenario") == "S5":
+                fault.detail.update(closed(fault.detail, findings.closed_at_ms))
         reps_out = [{**asdict(f), **_timing(f, feed, watcher, held)} for f in faults]
         return {"scenario": name, "reps": len(faults), "rate_per_s": self.args.rate,
                 "seconds": round(time.time() - began, 1), "drained": drained,
@@ -252,6 +255,7 @@ def passed(result: dict[str, Any]) -> bool:
             and f["malformed_unaccounted"] == 0 and f["audit_verified"]
             and f["index_missing"] + f["index_extra"] == 0
             and result["storm"]["unapplied"] == 0 and refusals_expected(result)
+            and not [r for r in result["repetitions"] if r["detail"].get("index_vanished_open")]
             and all(code in (0, None) for code in result["gateway_exit_codes"]))  # fmt: skip
 
 

@@ -10,7 +10,7 @@ import signal
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import redis.asyncio as aioredis
 
@@ -109,10 +109,23 @@ async def s5_kill_redis(rig: Rig) -> Fault:
     await asyncio.to_thread(rig.redis.start)
     back = time.time()
     after = await redis_pending(url, rig.settings.redis.key_prefix)
-    # Holds may close while Redis is back (decisions keep coming): what matters is that none
-    # the index had vanished at restart, which appendfsync=always promises.
+    # Holds may close between the two reads (decisions keep coming, and those sent while
+    # Redis was down are applied as soon as it is back): what matters is that none the index
+    # had vanished at restart while still open, which appendfsync=always promises. The
+    # verifier tells them apart afterwards by when each one's close was written (``closed``).
     return Fault(at, back, {"index_before": len(before), "index_after": len(after),
-                            "index_vanished": sorted(before - after)[:20]})  # fmt: skip
+                            "index_vanished": sorted(before - after),
+                            "after_read_ms": int(time.time() * 1000)})  # fmt: skip
+
+
+def closed(fault: dict[str, Any], closed_at_ms: dict[str, int]) -> dict[str, Any]:
+    """An S5 fault's vanished holds split by the holds topic: closed (their tombstone was
+    written by the time the index was read after the restart) and open (lost by Redis)."""
+    vanished = fault["index_vanished"]
+    by = fault["after_read_ms"]
+    shut = [i for i in vanished if closed_at_ms.get(i, by + 1) <= by]
+    return {"index_vanished_closed": len(shut),
+            "index_vanished_open": [i for i in vanished if i not in set(shut)]}  # fmt: skip
 
 
 async def s6_flush_redis(rig: Rig) -> Fault:

@@ -51,10 +51,11 @@ def test_short_fault_matrix_loses_nothing(tmp_path: Path) -> None:
         # Every input partition delivered again after every fault.
         assert rep["resume_s"] is not None, rep
         assert rep["records_in_fault"] > 0, rep
-    # Redis killed with appendfsync always: no hold the index had is gone after the restart.
-    vanished = [r["detail"]["index_vanished"] for r in load["repetitions"]
-                if r["detail"]["scenario"] == "S5"]  # fmt: skip
-    assert vanished == [[]] * ROUNDS, vanished
+    # Redis killed with appendfsync always: no hold the index had is gone after the restart
+    # unless its close was written by then (a decision applied once Redis was back).
+    s5 = [r["detail"] for r in load["repetitions"] if r["detail"]["scenario"] == "S5"]
+    assert [d["index_vanished_open"] for d in s5] == [[]] * ROUNDS, s5
+    assert all(d["index_before"] > 0 for d in s5), s5
     assert load["passed"], report
     assert done.returncode == 0, report
     history = (tmp_path / "chaos-history.jsonl").read_text().splitlines()
