@@ -175,8 +175,6 @@ class Committer:
         chain = lane.chain
         taken = Taken(fetched_at=lane.oldest_monotonic)
         try:
-            if not await self._index.intact(self._topics.holds, p):
-                raise IndexLostError(f"the hold index of partition {p} is gone from Redis")
             # One policy set per transaction: a reload never splits one.
             policies = self._policies.current
             async with lane.producer.transaction() as txn:
@@ -222,9 +220,9 @@ class Committer:
         deadline = taken.fetched_at + self._settings.kafka.commit_interval_ms / 1000
         while True:
             chunk = lane.take(limit - taken.records)
+            taken.extend(chunk)  # from here a failure rewinds it too
             if lane.count < limit:
                 self._owner.resume(lane)
-            taken.extend(chunk)
             await txn.send(await self._route_chunk(lane, chunk, taken, policies))
             if taken.decisions or taken.records >= limit:
                 return
@@ -237,6 +235,10 @@ class Committer:
         """Route a chunk's inputs and apply its decisions (both read Redis): its outputs,
         kept in ``taken`` for the index and the metrics after the commit."""
         p = lane.partition
+        # Checked for every chunk: Redis may be wiped while the transaction is open, and a
+        # decision would then find no hold (refused as unknown) or an id no claim.
+        if not await self._index.intact(self._topics.holds, p):
+            raise IndexLostError(f"the hold index of partition {p} is gone from Redis")
         by_topic = {tp.topic: records for tp, records in chunk.items()}
         inputs = by_topic.get(self._topics.outputs, [])
         decisions = by_topic.get(self._topics.review_decisions, [])

@@ -293,6 +293,11 @@ class Transaction:
             self._kept.extend(records)
             return
         with self._owner.faults("producing"):
+            error = _abortable_error(self._producer)
+            if error is not None:
+                # An earlier chunk's batch was refused (an ACL, a fence): the transaction
+                # can only abort, and aiokafka would report it as "not in transaction".
+                raise error
             self._sent += await self._owner.send_batches(self._producer, records)
 
     async def commit(
@@ -325,6 +330,17 @@ class Transaction:
             await asyncio.wait_for(producer.commit_transaction(), timeout_s)
         self.committed = True
         return written
+
+
+def _abortable_error(producer: AIOKafkaProducer) -> BaseException | None:
+    """The error that ended the open transaction's chances (set by aiokafka when a batch or
+    a partition's addition was refused), or None while it can still commit."""
+    manager = getattr(producer, "_txn_manager", None)
+    waiter = manager.wait_for_transaction_end() if manager is not None else None
+    if waiter is None or not waiter.done() or waiter.cancelled():
+        return None
+    error: BaseException | None = waiter.exception()
+    return error
 
 
 def _fatal(producer: AIOKafkaProducer) -> bool:
