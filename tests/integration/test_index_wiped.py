@@ -6,6 +6,7 @@ from the holds topic) and the decision is applied."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import orjson
@@ -56,4 +57,58 @@ async def test_a_decision_after_the_index_was_wiped_is_applied(tmp_path: Path) -
         assert refused == [], refused
         await wait_until(delivered, timeout_s=30)
         # The index is back: the item is closed, not missing.
+        assert (await http.get("/v1/items/w1", headers=headers)).status_code == 404
+
+
+async def test_a_wipe_while_a_transaction_is_open_rewinds_it(tmp_path: Path) -> None:
+    """The transaction that routed a record before the wipe is still open when the decision
+    arrives (a 3 s commit interval): the decision's chunk finds the index gone, the whole
+    transaction aborts, and the partition is retaken before the decision is applied."""
+    tokens = write_reviewers(tmp_path / "reviewers.yaml", {"ana": ["clinicians"]})
+    settings = fresh_settings(policy_dir=CONFIGS / "policies").model_copy(
+        update={"review": ReviewSettings(reviewers_file=tmp_path / "reviewers.yaml")}
+    )
+    settings = settings.model_copy(
+        update={"kafka": settings.kafka.model_copy(update={"commit_interval_ms": 3_000})}
+    )
+    headers = {"Authorization": f"Bearer {tokens['ana']}"}
+    t = settings.topics
+    async with serving(settings) as (_, http):
+        body = {"id": "w1", "domain": "clinical-summaries", "output": {"text": "held"}}
+        await produce(t.outputs, [(b"w1", orjson.dumps(body))])
+
+        async def held() -> bool:
+            return (await http.get("/v1/items/w1", headers=headers)).status_code == 200
+
+        await wait_until(held, timeout_s=30)
+        content_hash = (await http.get("/v1/items/w1", headers=headers)).json()["content_hash"]
+        await asyncio.sleep(3.5)  # the hold's transaction has long committed
+        passing = {"id": "p1", "domain": "support-chat", "confidence": 0.95, "language": "en",
+                   "output": {"text": "passes"}}  # fmt: skip
+        await produce(t.outputs, [(b"w1", orjson.dumps(passing))])  # the same partition
+        await asyncio.sleep(0.5)  # routed and sent; its transaction waits for more
+        client = aioredis.Redis.from_url(REDIS_URL)
+        try:
+            keys = [k async for k in client.scan_iter(match=f"{settings.redis.key_prefix}*")]
+            await client.delete(*keys)
+        finally:
+            await client.aclose()
+        decision = {"decision_id": "d-w1", "item_id": "w1", "reviewer": "ana",
+                    "verdict": "approve", "content_hash": content_hash}  # fmt: skip
+        await produce(t.review_decisions, [(b"w1", orjson.dumps(decision))])
+
+        async def audited() -> bool:
+            trail = [orjson.loads(r.value) for r in await read_all(t.audit, timeout_s=5)]
+            return any(e.get("decision_id") == "d-w1" for e in trail)
+
+        await wait_until(audited, timeout_s=30)
+        trail = [orjson.loads(r.value) for r in await read_all(t.audit, timeout_s=5)]
+        refused = [e.get("refusal") for e in trail if e.get("type") == "decision_refused"]
+        assert refused == [], refused
+
+        async def delivered() -> bool:
+            keys = sorted(orjson.loads(r.value)["id"] for r in await read_all(t.delivered))
+            return keys == ["p1", "w1"]
+
+        await wait_until(delivered, timeout_s=30)
         assert (await http.get("/v1/items/w1", headers=headers)).status_code == 404
