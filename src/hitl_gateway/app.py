@@ -220,6 +220,7 @@ class Gateway:
                 except Exception as exc:
                     # A lane's refusal or bug: named now, before closing, and the close
                     # must fit the budget too (a client's close may never end).
+                    self._running = False  # /readyz: not ready while it closes
                     failure = self._refusal(exc) if isinstance(exc, KafkaAccessError) else exc
                     if handle_signals:
                         self._arm_watchdog(failure)
