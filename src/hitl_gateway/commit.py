@@ -61,7 +61,7 @@ class Taken:
 
     fetched_at: float  # when its first record was fetched
     work: Work = field(default_factory=dict)  # its input records, per topic-partition
-    records: int = 0
+    records: int = 0  # in ``work``
     inputs: int = 0
     decisions: int = 0
     outgoing: list[Outgoing] = field(default_factory=list)

@@ -28,7 +28,6 @@ from hitl_gateway.errors import (
     KafkaAccessError,
     KafkaUnavailable,
     kafka_errors,
-    kafka_failure,
 )
 from hitl_gateway.settings import KafkaSettings
 
@@ -138,7 +137,7 @@ class PartitionProducer:
         if producer is None:
             raise KafkaUnavailable(f"producer for {self.tp} is not started")
         txn = Transaction(self, producer)
-        if not self._settings.exactly_once:
+        if not self.exactly_once:
             yield txn
             txn.ended()
             return
@@ -168,12 +167,11 @@ class PartitionProducer:
         """Kafka's errors where Kafka is called: a fence becomes ``FencedError``, a refused
         ACL ``KafkaAccessError``, the rest ``KafkaUnavailable`` (retried). Errors from the
         caller's own work between the calls (Redis while routing) pass through unchanged."""
-        try:
-            yield
-        except _FENCED as exc:
-            raise FencedError(f"{self.transactional_id} was fenced by a newer owner") from exc
-        except KAFKA_FAULTS as exc:
-            raise kafka_failure(f"{doing} on {self.tp}", exc) from exc
+        with kafka_errors(f"{doing} on {self.tp}"):
+            try:
+                yield
+            except _FENCED as exc:
+                raise FencedError(f"{self.transactional_id} was fenced by a newer owner") from exc
 
     async def acknowledged(
         self, sent: Sequence[tuple[TopicPartition, int, asyncio.Future[Any]]]
