@@ -174,7 +174,6 @@ class Gateway:
         self._stop = asyncio.Event()
         self._running = False
         self._watchdog: asyncio.Task[None] | None = None
-        self._refused: KafkaAccessError | None = None  # named and logged already
 
     def ready(self) -> bool:
         """Serving: running and not stopping, joined to the group (owning no partition is
@@ -211,15 +210,15 @@ class Gateway:
         log.info("gateway_starting", version=__version__, input_topic=self.settings.topics.outputs)
         try:
             async with AsyncExitStack() as stack:
-                await self._open(stack)
-                self._running = True
                 try:
+                    await self._open(stack)
+                    self._running = True
                     await self.pipeline.run(
                         self._stop, max_records=max_records, idle_timeout_s=idle_timeout_s
                     )
                 except Exception as exc:
-                    # A lane's refusal or bug: named now, before closing, and the close
-                    # must fit the budget too (a client's close may never end).
+                    # A refusal (at start or by a lane) or a bug: named now, before closing,
+                    # and the close must fit the budget too (a client's close may never end).
                     self._running = False  # /readyz: not ready while it closes
                     failure = self._refusal(exc) if isinstance(exc, KafkaAccessError) else exc
                     if handle_signals:
@@ -231,10 +230,6 @@ class Gateway:
                 if handle_signals:
                     self._arm_watchdog()  # closing must fit the budget too
             log.info("gateway_stopped", committed_records=self.pipeline.committed_records)
-        except KafkaAccessError as exc:
-            if exc is self._refused:
-                raise
-            raise self._refusal(exc) from exc
         finally:
             self._running = False
             if self._watchdog is not None:
@@ -291,10 +286,9 @@ class Gateway:
             self._watchdog = asyncio.get_running_loop().create_task(self._drain_watchdog(failure))
 
     def _refusal(self, exc: KafkaAccessError) -> KafkaAccessError:
-        """The refusal named with this client's identity, logged once."""
+        """The refusal named with this client's identity, and logged."""
         refused = exc.naming(self.settings.kafka.identity())
         log.error("kafka_access_refused", cause=refused.cause, error=str(refused))
-        self._refused = refused
         return refused
 
     async def _drain_watchdog(self, failure: Exception | None) -> None:
