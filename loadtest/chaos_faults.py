@@ -123,9 +123,9 @@ def closed(fault: dict[str, Any], closed_at_ms: dict[str, int]) -> dict[str, Any
     written by the time the index was read after the restart) and open (lost by Redis)."""
     vanished = fault["index_vanished"]
     by = fault["after_read_ms"]
-    shut = [i for i in vanished if closed_at_ms.get(i, by + 1) <= by]
+    shut = {i for i in vanished if closed_at_ms.get(i, by + 1) <= by}
     return {"index_vanished_closed": len(shut),
-            "index_vanished_open": [i for i in vanished if i not in set(shut)]}  # fmt: skip
+            "index_vanished_open": [i for i in vanished if i not in shut]}  # fmt: skip
 
 
 async def s6_flush_redis(rig: Rig) -> Fault:

@@ -93,6 +93,25 @@ async def test_aborted_transactions_rewind_their_lane_nothing_lost_duplicated_or
     assert await committed_offsets(settings) == {p: o + 1 for p, o in last.items()}
 
 
+async def _owned(gateway: Gateway, settings: Settings) -> None:
+    async def owned() -> bool:
+        return len(gateway.pipeline.owned_partitions) == settings.topics.partitions
+
+    await wait_until(owned, timeout_s=60)
+
+
+async def _trickle(settings: Settings, gap_s: float) -> None:
+    """Ten records to one partition (one key), one at a time, ``gap_s`` apart."""
+    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, enable_idempotence=True)
+    await producer.start()
+    try:
+        for seq in range(10):
+            await producer.send_and_wait(settings.topics.outputs, _record(seq)[1], key=b"one")
+            await asyncio.sleep(gap_s)
+    finally:
+        await producer.stop()
+
+
 async def test_records_arriving_within_the_commit_interval_share_one_transaction(
     settings: Settings,
 ) -> None:
@@ -102,32 +121,14 @@ async def test_records_arriving_within_the_commit_interval_share_one_transaction
     registry = CollectorRegistry()
     gateway = Gateway(settings, registry)
     running = asyncio.create_task(gateway.run(max_records=10))
-
-    async def owned() -> bool:
-        return len(gateway.pipeline.owned_partitions) == settings.topics.partitions
-
-    await wait_until(owned, timeout_s=60)
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, enable_idempotence=True)
-    await producer.start()
-    try:
-        for seq in range(10):  # one partition (one key), spread over about half a second
-            await producer.send_and_wait(settings.topics.outputs, _record(seq)[1], key=b"one")
-            await asyncio.sleep(0.05)
-    finally:
-        await producer.stop()
+    await _owned(gateway, settings)
+    await _trickle(settings, gap_s=0.05)  # spread over about half a second
     await asyncio.wait_for(running, timeout=60)
 
     assert len(await read_all(settings.topics.delivered)) == 10
     # One transaction of ten records, not one per fetch (interval 0 gives several).
     assert registry.get_sample_value("hitl_batch_records_count") == 1
     assert registry.get_sample_value("hitl_batch_records_sum") == 10
-
-
-async def _owned(gateway: Gateway, settings: Settings) -> None:
-    async def owned() -> bool:
-        return len(gateway.pipeline.owned_partitions) == settings.topics.partitions
-
-    await wait_until(owned, timeout_s=60)
 
 
 async def test_records_are_sent_while_their_transaction_is_open(settings: Settings) -> None:
@@ -184,14 +185,7 @@ async def test_a_failure_in_a_later_chunk_rewinds_the_whole_transaction(
     gateway = Gateway(settings, registry)
     running = asyncio.create_task(gateway.run(max_records=10))
     await _owned(gateway, settings)
-    producer = AIOKafkaProducer(bootstrap_servers=BOOTSTRAP, enable_idempotence=True)
-    await producer.start()
-    try:
-        for seq in range(10):  # one partition (one key), one record per fetch
-            await producer.send_and_wait(settings.topics.outputs, _record(seq)[1], key=b"one")
-            await asyncio.sleep(0.1)
-    finally:
-        await producer.stop()
+    await _trickle(settings, gap_s=0.1)  # one record per fetch
     await asyncio.wait_for(running, timeout=60)
 
     assert next(calls) > 3  # the failure happened, and routing went on after it
