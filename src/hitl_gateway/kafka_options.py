@@ -33,7 +33,7 @@ RESERVED = frozenset(
         "sasl_plain_username", "sasl_plain_password", "sasl_oauth_token_provider",
         "session_timeout_ms", "heartbeat_interval_ms", "max_poll_interval_ms",
         "request_timeout_ms", "fetch_max_bytes", "max_partition_fetch_bytes",
-        "fetch_max_wait_ms", "compression_type", "linger_ms", "max_request_size",
+        "fetch_max_wait_ms", "fetch_min_bytes", "compression_type", "linger_ms", "max_request_size",
         "max_batch_size",
     }
 )  # fmt: skip

@@ -101,6 +101,8 @@ class Source:
             request_timeout_ms=max(s.request_timeout_ms, s.session_timeout_ms + 5_000),
             fetch_max_bytes=s.fetch_max_bytes,
             max_partition_fetch_bytes=s.max_partition_fetch_bytes,
+            fetch_min_bytes=s.fetch_min_bytes,
+            fetch_max_wait_ms=s.fetch_max_wait_ms,
             **s.consumer_options(),
         )
         try:

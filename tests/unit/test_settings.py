@@ -163,3 +163,9 @@ def test_a_commit_interval_over_half_the_transaction_timeout_is_refused() -> Non
     KafkaSettings(commit_interval_ms=30_000, transaction_timeout_ms=60_000)
     with pytest.raises(ValidationError, match=r"commit_interval_ms \(30001\) must be at most half"):
         KafkaSettings(commit_interval_ms=30_001, transaction_timeout_ms=60_000)
+
+
+def test_fetch_min_bytes_is_at_most_fetch_max_bytes() -> None:
+    KafkaSettings(fetch_min_bytes=1_048_576, fetch_max_bytes=1_048_576)
+    with pytest.raises(ValidationError, match=r"fetch_min_bytes \(1048577\) must be at most"):
+        KafkaSettings(fetch_min_bytes=1_048_577, fetch_max_bytes=1_048_576)
