@@ -244,6 +244,7 @@ class Mode:
     commit_interval_ms: int | None = None  # the gateway's default if None
     plan: Path | None = None  # A-eq: the gateway's outputs per input (equal_work.py)
     peer_commit_interval_ms: dict[str, int] = field(default_factory=dict)  # Q, F
+    gateway_settings: dict[str, str] = field(default_factory=dict)  # D, D-tx: HITL_* values
 
     async def start(
         self, run_id: str, source: str
@@ -300,6 +301,7 @@ class Mode:
         env = {k: v for k, v in os.environ.items() if not k.startswith("HITL_")}
         if self.commit_interval_ms is not None:
             env["HITL_KAFKA__COMMIT_INTERVAL_MS"] = str(self.commit_interval_ms)
+        env |= self.gateway_settings
         env |= {f"HITL_TOPICS__{n.upper()}": f"bench.{run_id}.{n}" for n in GATEWAY_OUTPUTS}
         return env | {
             "HITL_TOPICS__OUTPUTS": source,
@@ -662,6 +664,18 @@ def peer_intervals(args: argparse.Namespace) -> dict[str, int]:
     return intervals
 
 
+def gateway_settings(pairs: list[str]) -> dict[str, str]:
+    """``--gateway-setting NAME=VALUE`` pairs; only HITL_* names (the gateway refuses unknown
+    ones at start, naming them)."""
+    settings: dict[str, str] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or not name.startswith("HITL_"):
+            raise SystemExit(f"--gateway-setting {pair!r}: expected HITL_<NAME>=<value>")
+        settings[name] = value
+    return settings
+
+
 async def main(args: argparse.Namespace) -> Path:
     out_dir: Path = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -672,6 +686,7 @@ async def main(args: argparse.Namespace) -> Path:
         "max_batch_records": args.max_batch, "commit_interval_ms": args.commit_interval,
         "linger_ms": 5, "invalid_share": args.invalid_share, "event_loop": args.event_loop,
         "faust_commit_interval_ms": args.faust_commit_interval,
+        "gateway_settings": gateway_settings(args.gateway_setting),
     })  # fmt: skip
     run_id = uuid.uuid4().hex[:8]
     source = f"bench.{run_id}.src"
@@ -693,7 +708,8 @@ async def main(args: argparse.Namespace) -> Path:
             sum(len(s) for s in shapes) / len(shapes), 3
         )
     modes = {n: Mode(n, args.bootstrap, args.partitions, uvloop, logs, args.max_batch,
-                     args.commit_interval, plan, peer_intervals(args))
+                     args.commit_interval, plan, peer_intervals(args),
+                     gateway_settings(args.gateway_setting))
              for n in args.modes}  # fmt: skip
     admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap)
     await admin.start()
@@ -793,6 +809,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=None,
         help="the gateway's HITL_KAFKA__COMMIT_INTERVAL_MS (default: its own)",
     )
+    parser.add_argument("--gateway-setting", action="append", default=[], metavar="NAME=VALUE",
+                        help="a setting for D and D-tx, e.g. HITL_KAFKA__FETCH_MIN_BYTES=1 "
+                        "(repeatable)")  # fmt: skip
     parser.add_argument("--faust-commit-interval", type=int, default=None,
                         help="F's broker_commit_interval in ms (default: Faust's own, "
                         "2.8 s; Q always commits at the gateway's interval)")  # fmt: skip
