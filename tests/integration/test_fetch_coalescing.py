@@ -84,4 +84,3 @@ async def test_the_consumer_waits_for_fetch_min_bytes(settings: Settings) -> Non
     sizes = await _fetches(eager, settings.topics.review_decisions)
     assert sum(sizes) == RECORDS
     assert len(sizes) >= 20, sizes
-
