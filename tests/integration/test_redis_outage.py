@@ -76,12 +76,16 @@ async def test_a_redis_outage_pauses_the_gateway_and_loses_nothing(tmp_path: Pat
     (tmp_path / "routing.yaml").write_text((CONFIGS / "routing.yaml").read_text())
     (policies / "urgent.yaml").write_text(URGENT)
     with own_redis(tmp_path / "redis") as (url, server):
-        settings = fresh_settings(policy_dir=policies).model_copy(
+        base = fresh_settings(policy_dir=policies)
+        settings = base.model_copy(
             update={
                 "review": ReviewSettings(
                     reviewers_file=tmp_path / "reviewers.yaml", sla_check_interval_s=0.2
                 ),
                 "redis": RedisSettings(url=url, key_prefix="outage:", socket_timeout_s=0.5),
+                # Readiness follows Redis at each gauge sample: several fall within the outage
+                # (at the default 5 s, one might not, and the gateway would still look ready).
+                "runtime": base.runtime.model_copy(update={"metrics_interval_s": 0.5}),
             }
         )
         async with serving(settings) as (gateway, http):
