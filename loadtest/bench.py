@@ -679,6 +679,7 @@ def gateway_settings(pairs: list[str]) -> dict[str, str]:
 async def main(args: argparse.Namespace) -> Path:
     out_dir: Path = args.out
     out_dir.mkdir(parents=True, exist_ok=True)
+    extra = gateway_settings(args.gateway_setting)
     stamp = time.strftime("%Y%m%dT%H%M%S")
     results = Results(environment(args.bootstrap), {
         "records": args.records, "payload_bytes": args.payload_bytes,
@@ -686,7 +687,7 @@ async def main(args: argparse.Namespace) -> Path:
         "max_batch_records": args.max_batch, "commit_interval_ms": args.commit_interval,
         "linger_ms": 5, "invalid_share": args.invalid_share, "event_loop": args.event_loop,
         "faust_commit_interval_ms": args.faust_commit_interval,
-        "gateway_settings": gateway_settings(args.gateway_setting),
+        "gateway_settings": extra,
     })  # fmt: skip
     run_id = uuid.uuid4().hex[:8]
     source = f"bench.{run_id}.src"
@@ -708,8 +709,7 @@ async def main(args: argparse.Namespace) -> Path:
             sum(len(s) for s in shapes) / len(shapes), 3
         )
     modes = {n: Mode(n, args.bootstrap, args.partitions, uvloop, logs, args.max_batch,
-                     args.commit_interval, plan, peer_intervals(args),
-                     gateway_settings(args.gateway_setting))
+                     args.commit_interval, plan, peer_intervals(args), extra)
              for n in args.modes}  # fmt: skip
     admin = AIOKafkaAdminClient(bootstrap_servers=args.bootstrap)
     await admin.start()
